@@ -1,0 +1,33 @@
+# s3sync: every target sets up .venv first (python3 -m venv + pip install -e '.[dev]'), so each works on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+S3SYNC := $(VENV)/bin/s3sync
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint templates bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup          ## the end-to-end demo on embedded local servers
+	$(S3SYNC) demo
+
+test: setup          ## unit, template and end-to-end tests against real local servers
+	$(PY) -m pytest -q
+
+lint: setup          ## cfn-lint on the checked-in templates
+	$(S3SYNC) lint templates
+
+templates: setup     ## re-render templates/ecs.yaml and templates/lambda.yaml
+	$(S3SYNC) render --out templates
+
+bench: setup         ## benchmarks side by side with rclone (not part of `make test`)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The ECS worker: `python -m container.worker`."""

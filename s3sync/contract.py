@@ -1,0 +1,99 @@
+"""Names shared by the templates (`s3sync.stacks`) and the runtime (`s3sync.transfer`, `functions/`, `container/`).
+
+Pure constants and nothing else: both sides import this module, so a name changed here changes in the rendered
+templates and in the code they run at once. Never import runtime or template code from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+# --- Lambda handler strings, exactly as the template declares them and as Lambda resolves them -------------------
+# The deployment zip carries the `functions` package and `s3sync`; the local runner imports the same strings.
+HANDLERS: Final[dict[str, str]] = {
+    "splitter": "functions.splitter.handler",
+    "scale_out": "functions.scale_out.handler",
+    "scale_in": "functions.scale_in.handler",
+    "completion": "functions.completion.handler",
+}
+
+# The ECS worker's command line inside its image (WORKDIR holds the `container` and `s3sync` packages).
+WORKER_COMMAND: Final[tuple[str, ...]] = ("python", "-m", "container.worker")
+
+
+class Env:
+    """Environment variable names the runtime reads; the templates set them on functions and the task."""
+
+    QUEUE_URL = "S3SYNC_QUEUE_URL"
+    TRANSFERS_TABLE = "S3SYNC_TRANSFERS_TABLE"
+    PARTS_TABLE = "S3SYNC_PARTS_TABLE"
+    DEST_BUCKET = "S3SYNC_DEST_BUCKET"
+    DEST_PREFIX = "S3SYNC_DEST_PREFIX"  # optional key prefix at the destination, "" by default
+    DEST_REGION = "S3SYNC_DEST_REGION"
+    DEST_ENDPOINT_URL = "S3SYNC_DEST_ENDPOINT_URL"  # optional; empty means the region's public endpoint
+    # Lambda functions read the China credentials from the secret; ECS injects its two keys as the variables below.
+    DEST_SECRET_ARN = "S3SYNC_DEST_SECRET_ARN"
+    DEST_ACCESS_KEY_ID = "S3SYNC_DEST_ACCESS_KEY_ID"
+    DEST_SECRET_ACCESS_KEY = "S3SYNC_DEST_SECRET_ACCESS_KEY"
+    PART_SIZE_MIB = "S3SYNC_PART_SIZE_MIB"  # target part size; the plan grows it for very large objects
+    WORKER_THREADS = "S3SYNC_WORKER_THREADS"  # copy threads per worker task
+    CLUSTER = "S3SYNC_CLUSTER"
+    SERVICE = "S3SYNC_SERVICE"
+    MAX_TASKS = "S3SYNC_MAX_TASKS"
+    MIN_TASKS = "S3SYNC_MIN_TASKS"
+    COMPLETION_TOPIC_ARN = "S3SYNC_COMPLETION_TOPIC_ARN"
+    LOG_LEVEL = "S3SYNC_LOG_LEVEL"
+    # Local only (never set by the templates): the source bucket on another S3-compatible server.
+    SOURCE_ENDPOINT_URL = "S3SYNC_SOURCE_ENDPOINT_URL"
+    SOURCE_ACCESS_KEY_ID = "S3SYNC_SOURCE_ACCESS_KEY_ID"
+    SOURCE_SECRET_ACCESS_KEY = "S3SYNC_SOURCE_SECRET_ACCESS_KEY"
+
+
+# Keys inside the Secrets Manager secret's JSON string (SecretString).
+SECRET_ACCESS_KEY_ID_FIELD: Final = "accessKeyId"
+SECRET_SECRET_ACCESS_KEY_FIELD: Final = "secretAccessKey"
+
+
+class Status:
+    """Lifecycle of one object's transfer (the `status` attribute of the transfers table)."""
+
+    PLANNED = "PLANNED"  # job written, parts being enqueued
+    COPYING = "COPYING"  # every part enqueued; workers count `remaining` down to 0
+    COMPLETING = "COMPLETING"  # the completion function elected itself for this job
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+    ALL: Final = ("PLANNED", "COPYING", "COMPLETING", "DONE", "FAILED")
+    FINAL: Final = ("DONE", "FAILED")
+
+
+# --- DynamoDB tables ------------------------------------------------------------------------------------------------
+# Transfers table (T): one item per object, hash key `job_id` (S); stream NEW_AND_OLD_IMAGES feeds `completion`.
+TRANSFERS_HASH_KEY: Final = "job_id"
+# Parts table (C): one item per copied part, hash key `job_id` (S), range key `part` (N).
+PARTS_HASH_KEY: Final = "job_id"
+PARTS_RANGE_KEY: Final = "part"
+TRANSFERS_STREAM_VIEW: Final = "NEW_AND_OLD_IMAGES"
+
+# Stream filters of the completion event source mapping (entries are ORed). Filters compare with constants only,
+# so the ledger counts `remaining` down in the same atomic write that records a part.
+#  1. every part recorded and all parts enqueued: complete the upload;
+#  2. a job that just turned FAILED: abort its upload and notify.
+COMPLETION_FILTERS: Final[tuple[dict[str, Any], ...]] = (
+    {"dynamodb": {"NewImage": {"remaining": {"N": ["0"]}, "status": {"S": [Status.COPYING]}}}},
+    {
+        "dynamodb": {
+            "NewImage": {"status": {"S": [Status.FAILED]}},
+            "OldImage": {"status": {"S": [{"anything-but": [Status.FAILED]}]}},
+        }
+    },
+)
+
+# --- Defaults that are deploy-time parameters in the templates and settings in `s3sync local` ---------------------
+DEFAULT_MAX_TASKS: Final = 10
+DEFAULT_MIN_TASKS: Final = 1
+DEFAULT_PART_SIZE_MIB: Final = 16
+DEFAULT_WORKER_THREADS: Final = 4
+DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a long part copies
+DEFAULT_MAX_RECEIVE_COUNT: Final = 5  # receives before a message goes to the dead-letter queue
+DEFAULT_SCALE_OUT_THRESHOLD: Final = 100  # visible messages that fire alarm A

@@ -1,0 +1,585 @@
+"""`s3sync local`: the whole system on one machine, with the very handlers and worker the stacks run.
+
+What AWS does between the pieces, the runner does here, with the event shapes AWS delivers:
+- S3 notifications -> splitter (moto's S3 notifies an internal SQS queue; other servers are listed for new objects);
+- the transfers table's stream -> completion, through the same filter patterns as the event source mapping;
+- CloudWatch alarms A and B on the queue's depth -> SNS-wrapped alarm messages -> scale_out / scale_in;
+- the ECS service: as many worker processes (`python -m container.worker`) as its desired count says, restarted
+  when one dies, stopped with SIGTERM on scale-in.
+Handlers are loaded by the handler strings the template declares (contract.HANDLERS), as Lambda loads them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from s3sync.contract import (
+    COMPLETION_FILTERS,
+    DEFAULT_MAX_RECEIVE_COUNT,
+    HANDLERS,
+    PARTS_HASH_KEY,
+    PARTS_RANGE_KEY,
+    SECRET_ACCESS_KEY_ID_FIELD,
+    SECRET_SECRET_ACCESS_KEY_FIELD,
+    TRANSFERS_HASH_KEY,
+    TRANSFERS_STREAM_VIEW,
+    Env,
+    Status,
+)
+from s3sync.errors import UserError
+from s3sync.local import alarms, events, patterns
+from s3sync.local.servers import MotoServer
+from s3sync.local.streams import StreamReader
+from s3sync.transfer.endpoints import Endpoint, s3_client
+from s3sync.transfer.ledger import Job, Ledger
+from s3sync.transfer.splitter import job_id_for
+
+log = logging.getLogger("s3sync.local")
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+DUMMY_KEY = "testing"  # moto accepts any credentials; never a real key
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """A bucket on an S3-compatible server; endpoint_url None means the control-plane server (moto)."""
+
+    name: str
+    endpoint_url: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    region: str = REGION
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    source: BucketSpec = BucketSpec("s3sync-source")
+    dest: BucketSpec = BucketSpec("s3sync-dest", region="cn-north-1")
+    endpoint_url: str | None = None  # control plane; None starts an embedded moto server
+    dest_prefix: str = ""
+    part_size_mib: int = 8
+    worker_threads: int = 4
+    min_tasks: int = 1
+    max_tasks: int = 2
+    visibility_timeout: int = 30
+    max_receive_count: int = DEFAULT_MAX_RECEIVE_COUNT
+    scale_out_threshold: int = 20
+    alarm_period: float = 1.0  # seconds per evaluation period (CloudWatch: 60)
+    scale_in_periods: int = 3
+    until_idle: bool = False
+    idle_grace: float = 1.0
+    timeout: float | None = None  # stop (and report) after this many seconds
+    duplicate_messages: int = 1  # fault injection: deliver every part message this many times
+    state_dir: Path | None = None  # worker logs and pids; a temp dir by default
+    name: str = "s3sync"  # resource name prefix
+
+
+@dataclass
+class Resources:
+    queue_url: str = ""
+    queue_arn: str = ""
+    dlq_url: str = ""
+    intake_url: str = ""  # where the splitter sends when messages are duplicated by the runner
+    events_url: str = ""  # S3 notifications from moto's S3
+    notify_url: str = ""  # subscribed to the completion topic, so the runner sees what users would get by email
+    transfers_table: str = ""
+    parts_table: str = ""
+    stream_arn: str = ""
+    secret_arn: str = ""
+    cluster: str = ""
+    service: str = ""
+    scale_out_topic: str = ""
+    scale_in_topic: str = ""
+    completion_topic: str = ""
+
+
+@dataclass
+class Summary:
+    jobs: list[Job]
+    dlq_messages: int
+    notifications: list[dict[str, Any]]
+    max_workers: int
+    desired_counts: list[int]
+    elapsed: float
+
+    @property
+    def ok(self) -> bool:
+        return self.dlq_messages == 0 and all(j.status == Status.DONE for j in self.jobs)
+
+
+def bucket_client(spec: BucketSpec, control_endpoint_url: str) -> Any:
+    """An S3 client for a bucket spec; a spec without its own endpoint lives on the control plane (moto)."""
+    if spec.endpoint_url:
+        return s3_client(Endpoint(spec.region, spec.endpoint_url, spec.access_key_id, spec.secret_access_key))
+    return s3_client(Endpoint(spec.region, control_endpoint_url, DUMMY_KEY, DUMMY_KEY))
+
+
+def load_handler(name: str) -> Callable[[dict[str, Any], Any], Any]:
+    """Resolve a handler string as Lambda does: module path, then attribute."""
+    module_name, attr = HANDLERS[name].rsplit(".", 1)
+    return getattr(importlib.import_module(module_name), attr)
+
+
+class LocalRunner:
+    def __init__(self, options: LocalOptions) -> None:
+        self.o = options
+        self.r = Resources()
+        self._stop = threading.Event()
+        self._stack = ExitStack()
+        self._workers: list[subprocess.Popen[bytes]] = []
+        self._worker_seq = 0
+        self.max_workers_seen = 0
+        self.desired_counts: list[int] = []
+        self.notifications: list[dict[str, Any]] = []
+        self._seen_objects: set[tuple[str, str]] = set()
+        self._threads: list[threading.Thread] = []
+        self._errors: list[str] = []
+        self.endpoint_url = ""
+        self.state_dir = Path("")
+
+    # --- public ---------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, on_tick: Callable[["LocalRunner"], None] | None = None) -> Summary:
+        """Set up, serve until stopped (or idle with until_idle), tear down; returns what happened."""
+        start = time.monotonic()
+        with self._stack:
+            try:
+                self._setup()
+            except (BotoCoreError, ClientError) as exc:
+                raise UserError(f"setting up the local system failed: {exc}") from None
+            self._stack.callback(self._stop_workers)
+            for target in (self._event_loop, self._stream_loop, self._alarm_loop, self._relay_loop,
+                           self._notify_loop):
+                t = threading.Thread(target=self._guard(target), name=target.__name__, daemon=True)
+                t.start()
+                self._threads.append(t)
+            idle_since: float | None = None
+            while not self._stop.wait(0.25):
+                self._reconcile_workers()
+                if on_tick:
+                    on_tick(self)
+                if self.o.timeout and time.monotonic() - start > self.o.timeout:
+                    log.warning("timeout reached", extra={"seconds": self.o.timeout})
+                    break
+                if self.o.until_idle:
+                    if self._idle():
+                        idle_since = idle_since or time.monotonic()
+                        if time.monotonic() - idle_since >= self.o.idle_grace:
+                            break
+                    else:
+                        idle_since = None
+            self._stop.set()
+            for t in self._threads:
+                t.join(timeout=25)
+            return Summary(jobs=self.jobs(), dlq_messages=self._queue_depth(self.r.dlq_url)[0],
+                           notifications=list(self.notifications), max_workers=self.max_workers_seen,
+                           desired_counts=list(self.desired_counts), elapsed=time.monotonic() - start)
+
+    def jobs(self) -> list[Job]:
+        return self.ledger.scan_jobs()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION,
+                            aws_access_key_id=DUMMY_KEY, aws_secret_access_key=DUMMY_KEY,
+                            config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+    def s3(self, spec: BucketSpec) -> Any:
+        return bucket_client(spec, self.endpoint_url)
+
+    # --- setup ----------------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        if self.o.endpoint_url:
+            self.endpoint_url = self.o.endpoint_url.rstrip("/")
+        else:
+            self.endpoint_url = self._stack.enter_context(MotoServer()).endpoint_url
+        if self.o.state_dir:
+            self.state_dir = Path(self.o.state_dir)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.state_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="s3sync-")))
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        self.source_s3 = self.s3(self.o.source)
+        self.dest_s3 = self.s3(self.o.dest)
+        self._create_resources()
+        self.ledger = Ledger(self.client("dynamodb"), self.r.transfers_table, self.r.parts_table)
+        self._export_environment()
+        self._cold_start()
+
+    def _create_resources(self) -> None:
+        n, r = self.o.name, self.r
+        sqs, ddb, sns = self.client("sqs"), self.client("dynamodb"), self.client("sns")
+        r.dlq_url = sqs.create_queue(QueueName=f"{n}-parts-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=r.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        r.queue_url = sqs.create_queue(QueueName=f"{n}-parts", Attributes={
+            "VisibilityTimeout": str(self.o.visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                         "maxReceiveCount": str(self.o.max_receive_count)}),
+        })["QueueUrl"]
+        r.queue_arn = sqs.get_queue_attributes(QueueUrl=r.queue_url,
+                                               AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        if self.o.duplicate_messages > 1:
+            r.intake_url = sqs.create_queue(QueueName=f"{n}-intake")["QueueUrl"]
+        r.transfers_table, r.parts_table = f"{n}-transfers", f"{n}-parts"
+        existing = ddb.list_tables()["TableNames"]
+        if r.transfers_table not in existing:
+            ddb.create_table(TableName=r.transfers_table, BillingMode="PAY_PER_REQUEST",
+                             AttributeDefinitions=[{"AttributeName": TRANSFERS_HASH_KEY, "AttributeType": "S"}],
+                             KeySchema=[{"AttributeName": TRANSFERS_HASH_KEY, "KeyType": "HASH"}],
+                             StreamSpecification={"StreamEnabled": True, "StreamViewType": TRANSFERS_STREAM_VIEW})
+        if r.parts_table not in existing:
+            ddb.create_table(TableName=r.parts_table, BillingMode="PAY_PER_REQUEST",
+                             AttributeDefinitions=[{"AttributeName": PARTS_HASH_KEY, "AttributeType": "S"},
+                                                   {"AttributeName": PARTS_RANGE_KEY, "AttributeType": "N"}],
+                             KeySchema=[{"AttributeName": PARTS_HASH_KEY, "KeyType": "HASH"},
+                                        {"AttributeName": PARTS_RANGE_KEY, "KeyType": "RANGE"}])
+        r.stream_arn = ddb.describe_table(TableName=r.transfers_table)["Table"]["LatestStreamArn"]
+        dest = self.o.dest
+        secret = json.dumps({SECRET_ACCESS_KEY_ID_FIELD: dest.access_key_id or DUMMY_KEY,
+                             SECRET_SECRET_ACCESS_KEY_FIELD: dest.secret_access_key or DUMMY_KEY})
+        sm = self.client("secretsmanager")
+        try:
+            r.secret_arn = sm.create_secret(Name=f"{n}-dest-credentials", SecretString=secret)["ARN"]
+        except sm.exceptions.ResourceExistsException:
+            r.secret_arn = sm.put_secret_value(SecretId=f"{n}-dest-credentials", SecretString=secret)["ARN"]
+        r.scale_out_topic = sns.create_topic(Name=f"{n}-scale-out")["TopicArn"]
+        r.scale_in_topic = sns.create_topic(Name=f"{n}-scale-in")["TopicArn"]
+        r.completion_topic = sns.create_topic(Name=f"{n}-completion")["TopicArn"]
+        sns.subscribe(TopicArn=r.completion_topic, Protocol="email", Endpoint="ops@example.com")
+        r.notify_url = sqs.create_queue(QueueName=f"{n}-notifications")["QueueUrl"]
+        notify_arn = sqs.get_queue_attributes(QueueUrl=r.notify_url,
+                                              AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=r.completion_topic, Protocol="sqs", Endpoint=notify_arn,
+                      Attributes={"RawMessageDelivery": "true"})
+        self._create_service(n)
+        self._create_alarms(n)
+        self._ensure_bucket(self.source_s3, self.o.source)
+        self._ensure_bucket(self.dest_s3, self.o.dest)
+        if not self.o.source.endpoint_url:  # moto's S3 sends notifications (to SQS; Lambda would need Docker)
+            r.events_url = sqs.create_queue(QueueName=f"{n}-s3-events")["QueueUrl"]
+            events_arn = sqs.get_queue_attributes(QueueUrl=r.events_url,
+                                                  AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self.source_s3.put_bucket_notification_configuration(
+                Bucket=self.o.source.name,
+                NotificationConfiguration={"QueueConfigurations": [
+                    {"QueueArn": events_arn, "Events": ["s3:ObjectCreated:*"]}]},
+            )
+
+    def _create_service(self, n: str) -> None:
+        ecs = self.client("ecs")
+        self.r.cluster = ecs.create_cluster(clusterName=f"{n}-cluster")["cluster"]["clusterName"]
+        ecs.register_task_definition(family=f"{n}-worker", containerDefinitions=[{
+            "name": "worker", "image": "s3sync-worker:local", "essential": True, "memory": 1024,
+            "command": list(("python", "-m", "container.worker")),
+        }])
+        services = ecs.describe_services(cluster=self.r.cluster, services=[f"{n}-workers"]).get("services", [])
+        if services and services[0].get("status") == "ACTIVE":
+            ecs.update_service(cluster=self.r.cluster, service=f"{n}-workers", desiredCount=self.o.min_tasks)
+        else:
+            ecs.create_service(cluster=self.r.cluster, serviceName=f"{n}-workers", taskDefinition=f"{n}-worker",
+                               desiredCount=self.o.min_tasks, launchType="EC2")
+        self.r.service = f"{n}-workers"
+
+    def _create_alarms(self, n: str) -> None:
+        """Stored in moto for the record (it never evaluates them); `_alarm_loop` evaluates the same rules."""
+        cw = self.client("cloudwatch")
+        queue_name = self.r.queue_url.rsplit("/", 1)[-1]
+        dims = [{"Name": "QueueName", "Value": queue_name}]
+
+        def stat(metric_id: str, metric: str) -> dict[str, Any]:
+            return {"Id": metric_id, "ReturnData": False, "MetricStat": {
+                "Metric": {"Namespace": "AWS/SQS", "MetricName": metric, "Dimensions": dims},
+                "Period": 60, "Stat": "Maximum"}}
+
+        self.alarm_a = alarms.Alarm(f"{n}-backlog-high", threshold=self.o.scale_out_threshold,
+                                    comparison="GreaterThanOrEqualToThreshold", evaluation_periods=1)
+        self.alarm_b = alarms.Alarm(f"{n}-queue-drained", threshold=0, comparison="LessThanOrEqualToThreshold",
+                                    evaluation_periods=self.o.scale_in_periods)
+        self.alarm_a_trigger = {"metric_name": "ApproximateNumberOfMessagesVisible", "namespace": "AWS/SQS",
+                                "statistic": "Maximum", "dimensions": {"QueueName": queue_name}}
+        self.alarm_b_metrics = [stat("visible", "ApproximateNumberOfMessagesVisible"),
+                                stat("inflight", "ApproximateNumberOfMessagesNotVisible"),
+                                {"Id": "total", "Expression": "visible + inflight", "ReturnData": True}]
+        cw.put_metric_alarm(AlarmName=self.alarm_a.name, Namespace="AWS/SQS",
+                            MetricName="ApproximateNumberOfMessagesVisible", Dimensions=dims, Statistic="Maximum",
+                            Period=60, EvaluationPeriods=1, Threshold=float(self.o.scale_out_threshold),
+                            ComparisonOperator="GreaterThanOrEqualToThreshold",
+                            AlarmActions=[self.r.scale_out_topic])
+        cw.put_metric_alarm(AlarmName=self.alarm_b.name, EvaluationPeriods=self.o.scale_in_periods, Threshold=0.0,
+                            ComparisonOperator="LessThanOrEqualToThreshold", AlarmActions=[self.r.scale_in_topic],
+                            Metrics=self.alarm_b_metrics)
+
+    @staticmethod
+    def _ensure_bucket(s3: Any, spec: BucketSpec) -> None:
+        try:
+            s3.head_bucket(Bucket=spec.name)
+            return
+        except Exception:  # noqa: BLE001 - missing (or unreadable: create_bucket then says why)
+            pass
+        kwargs: dict[str, Any] = {"Bucket": spec.name}
+        if spec.region != "us-east-1" and not spec.endpoint_url:
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": spec.region}
+        try:
+            s3.create_bucket(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"cannot create bucket {spec.name} at {spec.endpoint_url or 'the control plane'}: "
+                            f"{exc}") from None
+
+    def _export_environment(self) -> None:
+        """The environment the templates give the functions (this process) and the task (worker processes)."""
+        r, o = self.r, self.o
+        env = {
+            "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": DUMMY_KEY, "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
+            Env.QUEUE_URL: r.intake_url or r.queue_url, Env.TRANSFERS_TABLE: r.transfers_table,
+            Env.PARTS_TABLE: r.parts_table, Env.DEST_BUCKET: o.dest.name, Env.DEST_PREFIX: o.dest_prefix,
+            Env.DEST_REGION: o.dest.region, Env.DEST_ENDPOINT_URL: o.dest.endpoint_url or self.endpoint_url,
+            Env.DEST_SECRET_ARN: r.secret_arn, Env.PART_SIZE_MIB: str(o.part_size_mib),
+            Env.WORKER_THREADS: str(o.worker_threads), Env.CLUSTER: r.cluster, Env.SERVICE: r.service,
+            Env.MAX_TASKS: str(o.max_tasks), Env.MIN_TASKS: str(o.min_tasks),
+            Env.COMPLETION_TOPIC_ARN: r.completion_topic,
+            Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
+            Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
+            Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
+        }
+        saved = dict(os.environ)
+        self._stack.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
+        for k in (Env.DEST_ACCESS_KEY_ID, Env.DEST_SECRET_ACCESS_KEY):
+            os.environ.pop(k, None)  # functions read the secret, as in Lambda
+        os.environ.update(env)
+        self.worker_env = {**os.environ, Env.QUEUE_URL: r.queue_url,
+                           # ECS injects the secret's two keys into the task's environment
+                           Env.DEST_ACCESS_KEY_ID: o.dest.access_key_id or DUMMY_KEY,
+                           Env.DEST_SECRET_ACCESS_KEY: o.dest.secret_access_key or DUMMY_KEY}
+        self.worker_env.pop(Env.DEST_SECRET_ARN, None)
+
+    def _cold_start(self) -> None:
+        """Fresh handler modules, as a new Lambda execution environment would load them."""
+        self.handlers = {}
+        common = importlib.import_module("functions._common")
+        common.runtime.cache_clear()
+        for name in HANDLERS:
+            self.handlers[name] = load_handler(name)
+
+    def invoke(self, name: str, event: dict[str, Any], attempts: int = 3) -> Any:
+        """Invoke a handler in-process; like Lambda's async invocation, retry a failed one twice."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.handlers[name](event, None)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("handler failed", extra={"handler": name, "attempt": attempt, "reason": repr(exc)})
+                if attempt == attempts:
+                    self._errors.append(f"{name}: {exc!r}")
+                    raise
+                self._stop.wait(0.5 * attempt)
+        return None
+
+    # --- background loops -----------------------------------------------------------------------------------------
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    fn()
+                    return
+                except Exception:  # noqa: BLE001 - a loop never dies silently; it logs and starts again
+                    log.exception("runner loop failed; restarting", extra={"loop": fn.__name__})
+                    self._stop.wait(1.0)
+        return run
+
+    def _event_loop(self) -> None:
+        """S3 -> splitter: moto's notifications from the events queue, or a listing of other servers."""
+        sqs = self.client("sqs")
+        while not self._stop.is_set():
+            if self.r.events_url:
+                resp = sqs.receive_message(QueueUrl=self.r.events_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+                for m in resp.get("Messages", []):
+                    self.invoke("splitter", json.loads(m["Body"]))
+                    sqs.delete_message(QueueUrl=self.r.events_url, ReceiptHandle=m["ReceiptHandle"])
+            else:
+                for obj in self._list_source():
+                    ident = (obj["Key"], obj["ETag"])
+                    if ident in self._seen_objects:
+                        continue
+                    event = events.s3_object_created(self.o.source.name, obj["Key"], int(obj["Size"]),
+                                                     obj["ETag"].strip('"'), region=REGION)
+                    self.invoke("splitter", event)
+                    self._seen_objects.add(ident)
+                self._stop.wait(1.0)
+
+    def _list_source(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page in self.source_s3.get_paginator("list_objects_v2").paginate(Bucket=self.o.source.name):
+            out.extend(page.get("Contents", []))
+        return out
+
+    def _stream_loop(self) -> None:
+        """Transfers-table stream -> completion, filtered by the event source mapping's patterns."""
+        reader = StreamReader(self.client("dynamodbstreams"), self.r.stream_arn)
+        while not self._stop.is_set():
+            records = reader.poll()
+            lambda_records = events.dynamodb_stream(records, self.r.stream_arn)["Records"]
+            batch = [rec for rec in lambda_records if any(patterns.matches(p, rec) for p in COMPLETION_FILTERS)]
+            if batch:
+                self.invoke("completion", {"Records": batch}, attempts=5)
+            else:
+                self._stop.wait(0.2)
+
+    def _queue_depth(self, url: str) -> tuple[int, int]:
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    def _alarm_loop(self) -> None:
+        """Evaluate alarms A and B once a period; on a transition, publish what CloudWatch would through SNS."""
+        while not self._stop.wait(self.o.alarm_period):
+            visible, inflight = self._queue_depth(self.r.queue_url)
+            for alarm, value, handler, topic, trigger in (
+                (self.alarm_a, visible, "scale_out", self.r.scale_out_topic, self.alarm_a_trigger),
+                (self.alarm_b, visible + inflight, "scale_in", self.r.scale_in_topic,
+                 {"metrics": self.alarm_b_metrics}),
+            ):
+                change = alarm.observe(float(value))
+                if change is None:
+                    continue
+                log.info("alarm", extra={"alarm": alarm.name, "state": change.new_state, "value": value})
+                event = alarms.to_sns_event(change, topic_arn=topic, region=REGION, account=ACCOUNT, **trigger)
+                self.invoke(handler, event)
+
+    def _relay_loop(self) -> None:
+        """Fault injection (`duplicate_messages` > 1): every message the splitter sends is delivered N times."""
+        if not self.r.intake_url:
+            return
+        sqs = self.client("sqs")
+        while not self._stop.is_set():
+            resp = sqs.receive_message(QueueUrl=self.r.intake_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for m in resp.get("Messages", []):
+                for _ in range(self.o.duplicate_messages):
+                    sqs.send_message(QueueUrl=self.r.queue_url, MessageBody=m["Body"])
+                sqs.delete_message(QueueUrl=self.r.intake_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def _notify_loop(self) -> None:
+        """Collect what the completion topic published (an email in AWS)."""
+        sqs = self.client("sqs")
+        while not self._stop.is_set():
+            resp = sqs.receive_message(QueueUrl=self.r.notify_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for m in resp.get("Messages", []):
+                try:
+                    self.notifications.append(json.loads(m["Body"]))
+                except ValueError:
+                    self.notifications.append({"raw": m["Body"]})
+                sqs.delete_message(QueueUrl=self.r.notify_url, ReceiptHandle=m["ReceiptHandle"])
+
+    # --- the ECS service ------------------------------------------------------------------------------------------
+    def desired_count(self) -> int:
+        svc = self.client("ecs").describe_services(cluster=self.r.cluster, services=[self.r.service])["services"][0]
+        return int(svc["desiredCount"])
+
+    def _reconcile_workers(self) -> None:
+        """Keep as many live worker processes as the service's desired count (ECS restarts dead tasks too)."""
+        desired = self.desired_count()
+        if not self.desired_counts or self.desired_counts[-1] != desired:
+            self.desired_counts.append(desired)
+        for p in [p for p in self._workers if p.poll() is not None]:
+            log.info("worker exited", extra={"pid": p.pid, "code": p.returncode})
+            self._workers.remove(p)
+        while len(self._workers) < desired:
+            self._start_worker()
+        while len(self._workers) > desired:
+            p = self._workers.pop()
+            p.send_signal(signal.SIGTERM)  # it releases its in-flight parts and exits
+            threading.Thread(target=p.wait, daemon=True).start()
+        self.max_workers_seen = max(self.max_workers_seen, len(self._workers))
+        (self.state_dir / "workers.json").write_text(json.dumps([p.pid for p in self._workers]))
+
+    def _start_worker(self) -> None:
+        self._worker_seq += 1
+        log_path = self.state_dir / "logs" / f"worker-{self._worker_seq}.log"
+        with open(log_path, "ab") as out:
+            p = subprocess.Popen([sys.executable, "-m", "container.worker"], env=self.worker_env,
+                                 stdout=out, stderr=subprocess.STDOUT, cwd=str(_project_root()))
+        log.info("worker started", extra={"pid": p.pid, "log": str(log_path)})
+        self._workers.append(p)
+
+    def _stop_workers(self) -> None:
+        for p in self._workers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 25
+        for p in self._workers:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._workers.clear()
+
+    # --- idleness -------------------------------------------------------------------------------------------------
+    def _idle(self) -> bool:
+        """Every object in the source bucket has a job, every job is DONE or FAILED, and no message is left."""
+        jobs = {j.job_id: j for j in self.jobs()}
+        if any(j.status not in Status.FINAL for j in jobs.values()):
+            return False
+        for obj in self._list_source():
+            if job_id_for(self.o.source.name, obj["Key"], None, obj["ETag"]) not in jobs:
+                return False
+        for url in (self.r.queue_url, self.r.intake_url, self.r.events_url):
+            if url and sum(self._queue_depth(url)) > 0:
+                return False
+        return True
+
+
+def _project_root() -> Path:
+    """The directory from which `container` and `functions` import (the repository, or site-packages)."""
+    return Path(importlib.import_module("container").__file__).resolve().parent.parent  # type: ignore[arg-type]
+
+
+__all__ = ["BucketSpec", "LocalOptions", "LocalRunner", "Summary", "bucket_client", "do_local", "load_handler"]
+
+
+def do_local(options: LocalOptions, console: Any = None) -> int:
+    """`s3sync local`: run until interrupted (or idle), then print what happened; 0 when nothing failed."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from s3sync.transfer import logs  # noqa: PLC0415
+
+    console = console or Console(stderr=True)
+    logs.setup(os.environ.get(Env.LOG_LEVEL, "INFO"))
+    runner = LocalRunner(options)
+    previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    try:
+        summary = runner.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    table = Table(title="transfers")
+    for col in ("source key", "size", "parts", "status", "detail"):
+        table.add_column(col, overflow="fold")
+    for job in sorted(summary.jobs, key=lambda j: j.source_key):
+        table.add_row(job.source_key, f"{job.size:,}", f"{job.done}/{job.total}", job.status,
+                      job.error or job.dest_etag or "")
+    console.print(table)
+    console.print(f"{sum(j.status == Status.DONE for j in summary.jobs)} done, "
+                  f"{sum(j.status == Status.FAILED for j in summary.jobs)} failed, "
+                  f"{sum(j.status not in Status.FINAL for j in summary.jobs)} unfinished; "
+                  f"dead-letter queue {summary.dlq_messages}; {summary.elapsed:.1f} s")
+    return 0 if summary.ok else 1

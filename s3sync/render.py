@@ -1,0 +1,141 @@
+"""Plain functions behind `s3sync render`, `s3sync links` and `s3sync lint`; the CLI only parses and calls them.
+
+User mistakes raise `UserError` (one line at the CLI edge); nothing here calls AWS.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from s3sync.errors import UserError
+from s3sync.stacks import FORMATS, STACKS, StackBuilder, StackConfig, render_all
+
+DEFAULT_DIR = Path("templates")
+DEFAULT_REGION = "us-east-1"  # where the original's quick-create links point
+DEFAULT_ECS_STACK = "ecsStack"  # the original's stack names
+DEFAULT_LAMBDA_STACK = "lamStackS"
+
+_REGION = re.compile(r"[a-z]{2}-[a-z]+-\d{1,2}")
+_STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
+# Path-style or virtual-hosted S3 endpoints: CloudFormation only reads templates from S3.
+_S3_HOST = re.compile(r"([a-z0-9.-]+\.)?s3([.-][a-z0-9-]+)*\.amazonaws\.com")
+
+
+def do_render(
+    out_dir: Path | str = DEFAULT_DIR,
+    fmt: str = "yaml",
+    config: StackConfig | None = None,
+    builders: Mapping[str, type[StackBuilder]] | None = None,
+) -> list[Path]:
+    """Write `<out_dir>/ecs.<fmt>` and `<out_dir>/lambda.<fmt>`; returns the paths written.
+
+    `config` and `builders` are for library users (see `s3sync.stacks.render_all`); the CLI renders the defaults.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, text in render_all(config, fmt, builders).items():
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    except OSError as exc:
+        raise UserError(f"cannot write templates to {out}: {exc.strerror or exc}") from None
+    return written
+
+
+@dataclass(frozen=True)
+class QuickCreateLink:
+    template: str
+    stack_name: str
+    url: str
+
+
+def do_links(
+    template_base_url: str,
+    region: str = DEFAULT_REGION,
+    ecs_stack_name: str = DEFAULT_ECS_STACK,
+    lambda_stack_name: str = DEFAULT_LAMBDA_STACK,
+) -> list[QuickCreateLink]:
+    """Console quick-create links for both stacks, in deployment order (ecs first)."""
+    base = _check_base_url(template_base_url)
+    _check_region(region)
+    for name in (ecs_stack_name, lambda_stack_name):
+        if not _STACK_NAME.fullmatch(name):
+            raise UserError(f"invalid stack name {name!r}: a letter, then up to 127 letters, digits or hyphens")
+    if ecs_stack_name == lambda_stack_name:
+        raise UserError("the ECS and Lambda stacks need different names")
+    console = f"https://{region}.console.aws.amazon.com/cloudformation/home?region={region}"
+    links = []
+    for stem, stack_name, params in (
+        ("ecs", ecs_stack_name, {}),
+        ("lambda", lambda_stack_name, {"param_EcsStackName": ecs_stack_name}),
+    ):
+        template = f"{stem}.yaml"
+        query = urlencode({"templateURL": f"{base}/{template}", "stackName": stack_name, **params}, quote_via=quote)
+        links.append(QuickCreateLink(template, stack_name, f"{console}#/stacks/quickcreate?{query}"))
+    return links
+
+
+def _check_region(region: str) -> None:
+    if region.startswith("cn-"):
+        raise UserError(f"{region} is a China region: the stacks deploy in the global region of the source bucket")
+    if not _REGION.fullmatch(region) or region.startswith("us-gov-"):
+        raise UserError(f"invalid region {region!r}: expected a commercial AWS region such as us-east-1")
+
+
+def _check_base_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme != "https" or not parts.hostname:
+        raise UserError(
+            f"invalid template base URL {url!r}: expected https://<bucket>.s3.<region>.amazonaws.com/<prefix>"
+        )
+    if parts.query or parts.fragment:
+        raise UserError(f"invalid template base URL {url!r}: no query string or fragment, only the folder")
+    if not _S3_HOST.fullmatch(parts.hostname):
+        raise UserError(f"template base URL {url!r} is not an S3 URL: CloudFormation reads templates from S3 only")
+    return url.strip().rstrip("/")
+
+
+# --- lint -----------------------------------------------------------------------------------------------------------
+def lint_text(text: str, regions: Sequence[str] = (DEFAULT_REGION,)) -> list[Any]:
+    """cfn-lint findings (errors, warnings and informational) for one template text, in-process."""
+    from cfnlint.api import ManualArgs, lint  # imported here: cfn-lint loads its rule set on import
+
+    return list(lint(text, config=ManualArgs(include_checks=["I"], regions=list(regions))))
+
+
+def template_files(directory: Path | str = DEFAULT_DIR) -> list[Path]:
+    """The rendered templates in `directory` (yaml preferred over json), ecs first."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise UserError(f"{d} is not a directory; run `s3sync render --out {d}` first")
+    files = []
+    for stem in STACKS:
+        found = [d / f"{stem}.{fmt}" for fmt in FORMATS if (d / f"{stem}.{fmt}").is_file()]
+        if not found:
+            raise UserError(f"no {stem}.yaml or {stem}.json in {d}; run `s3sync render --out {d}` first")
+        files.append(found[0])
+    return files
+
+
+def do_lint(directory: Path | str = DEFAULT_DIR, regions: Iterable[str] = (DEFAULT_REGION,)) -> list[str]:
+    """Lint both templates of `directory`; one line per finding (`file:line:col: RULE message`), [] when clean."""
+    regions = list(regions) or [DEFAULT_REGION]
+    for region in regions:
+        if not _REGION.fullmatch(region):
+            raise UserError(f"invalid region {region!r}")
+    findings = []
+    for path in template_files(directory):
+        for m in lint_text(path.read_text(encoding="utf-8"), regions):
+            findings.append(f"{path}:{m.linenumber}:{m.columnnumber}: {m.rule.id} {m.message}")
+    return findings

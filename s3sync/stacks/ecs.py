@@ -1,0 +1,471 @@
+"""`ecs.yaml`: the data plane the workers need, deployed first; it exports what `lambda.yaml` imports.
+
+Cluster, worker task definition and service (EC2 through an Auto Scaling group capacity provider, as in the
+original design, or Fargate), the part queue and its dead-letter queue, the transfers and parts tables, and the
+secret holding the China credentials.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from troposphere import And, Base64, Equals, GetAtt, If, Not, NoValue, Ref, Sub, Tags, Template
+from troposphere import autoscaling, dynamodb, ec2, ecs, sqs
+from troposphere.iam import InstanceProfile
+from troposphere.secretsmanager import Secret
+
+import awacs.dynamodb as ddb
+
+from s3sync import contract
+from s3sync.contract import Env
+from s3sync.stacks import iam
+from s3sync.stacks.common import OPTIONAL_MARK, Exports, Ids, StackBuilder, marked
+from s3sync.stacks.config import DEST_REGIONS, LAUNCH_TYPES, StackConfig
+
+IS_EC2 = "IsEc2"
+IS_FARGATE = "IsFargate"
+HAS_KEY_NAME = "HasKeyName"
+HAS_SSH = "HasSsh"
+
+CONTAINER_NAME = "worker"
+TASK_CPU_VALUES = ("256", "512", "1024", "2048", "4096", "8192", "16384")
+
+G_WORKER = "Worker tasks"
+G_DEST = "Destination in China"
+G_NETWORK = "Network and EC2 instances"
+G_QUEUE = "Part queue"
+
+
+class EcsStack(StackBuilder):
+    """Builds ecs.yaml; each `add_*` step adds one resource (or a tight group) and its outputs."""
+
+    description = (
+        "s3sync data plane (deploy first): ECS cluster, worker service, part queue with dead-letter queue, "
+        "transfers and parts tables, China credentials secret."
+    )
+    steps = (
+        "add_parameters",
+        "add_conditions",
+        "add_secret",
+        "add_dead_letter_queue",
+        "add_queue",
+        "add_transfers_table",
+        "add_parts_table",
+        "add_log_group",
+        "add_cluster",
+        "add_task_role",
+        "add_execution_role",
+        "add_task_definition",
+        "add_security_group",
+        "add_instance_role",
+        "add_launch_template",
+        "add_auto_scaling_group",
+        "add_capacity_provider",
+        "add_service",
+        "add_destination_outputs",
+    )
+
+    # --- parameters (deploy-time choices only) ---------------------------------------------------------------------
+    def add_parameters(self) -> None:
+        c = self.cfg
+        self.param("ImageUri", G_WORKER, "Worker image URI",
+                   "Container image of the worker (e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/s3sync:1.0); "
+                   "ECR images must be in a repository of this account and region.", MinLength=1)
+        self.param("LaunchType", G_WORKER, "Launch type",
+                   "EC2: instances from an Auto Scaling group (as in the original design); FARGATE: serverless tasks "
+                   "with a public IP.", Default=c.launch_type, AllowedValues=list(LAUNCH_TYPES))
+        self.param("TaskCpu", G_WORKER, "Task CPU units",
+                   "CPU units of one worker task (1024 = 1 vCPU); on Fargate it must fit TaskMemory.",
+                   Default=str(c.task_cpu), AllowedValues=list(TASK_CPU_VALUES))
+        self.param("TaskMemory", G_WORKER, "Task memory (MiB)",
+                   "Memory of one worker task in MiB; on Fargate a valid pair with TaskCpu.",
+                   Type="Number", Default=c.task_memory_mib, MinValue=512, MaxValue=122880)
+        self.param("WorkerThreads", G_WORKER, "Copy threads per task",
+                   "Parts copied in parallel by one worker task.",
+                   Type="Number", Default=c.worker_threads, MinValue=1, MaxValue=64)
+        self.param("MinTasks", G_WORKER, "Tasks at start",
+                   "Worker tasks the service starts with (the lambda stack's MinTasks is where it scales back in to); "
+                   "0 allowed.", Type="Number", Default=c.min_tasks, MinValue=0, MaxValue=1000)
+
+        self.param("DestBucket", G_DEST, "Destination bucket",
+                   "Name of the existing S3 bucket in the China region that receives the objects.",
+                   AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                   ConstraintDescription="an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens")
+        self.param("DestRegion", G_DEST, "Destination region",
+                   "China region of the destination bucket.", Default=c.dest_region, AllowedValues=list(DEST_REGIONS))
+        self.param("DestPrefix", G_DEST, "Destination key prefix (optional)",
+                   "Prefix put in front of every key at the destination (e.g. backup/); empty for none.",
+                   Default="", MaxLength=512, AllowedPattern=rf"^[^{OPTIONAL_MARK}]*$",
+                   ConstraintDescription=f"any text without {OPTIONAL_MARK!r}")
+        self.param("DestEndpointUrl", G_DEST, "Destination endpoint URL (optional)",
+                   "S3 endpoint of the destination (e.g. https://s3.cn-north-1.amazonaws.com.cn); empty for the "
+                   "region's public endpoint.", Default="", AllowedPattern=r"^(https?://[^\s|]+)?$",
+                   ConstraintDescription="empty, or an http(s) URL")
+        self.param("DestAccessKeyId", G_DEST, "China access key ID",
+                   "Access key ID of an IAM user in the China account allowed to write the destination bucket; kept "
+                   "in Secrets Manager.", NoEcho=True, AllowedPattern=r"^[A-Z0-9]{16,128}$",
+                   ConstraintDescription="upper-case letters and digits, as AWS access key IDs are")
+        self.param("DestSecretAccessKey", G_DEST, "China secret access key",
+                   "Secret access key of that user; kept in Secrets Manager, never shown.", NoEcho=True,
+                   AllowedPattern=r"^[A-Za-z0-9/+=]{16,128}$",
+                   ConstraintDescription="letters, digits and / + =, as AWS secret access keys are")
+
+        self.param("VpcId", G_NETWORK, "VPC", "VPC of the worker tasks and instances.", Type="AWS::EC2::VPC::Id")
+        self.param("SubnetId", G_NETWORK, "Public subnet",
+                   "Public subnet (with a route to an internet gateway) of that VPC: workers reach S3 in both "
+                   "partitions through it.", Type="AWS::EC2::Subnet::Id")
+        self.param("InstanceType", G_NETWORK, "Instance type (EC2)",
+                   "EC2 launch type only: instance type of the container instances.", Default=c.instance_type,
+                   AllowedPattern=r"^[a-z0-9-]+\.[a-z0-9]+$", ConstraintDescription="an instance type, e.g. c5.large")
+        self.param("MaxInstances", G_NETWORK, "Maximum instances (EC2)",
+                   "EC2 launch type only: upper bound of the Auto Scaling group; the ECS capacity provider adds "
+                   "instances as tasks need them. Keep it at the lambda stack's MaxTasks if one task fills an "
+                   "instance.",
+                   Type="Number", Default=c.max_instances, MinValue=1, MaxValue=1000)
+        self.param("KeyName", G_NETWORK, "EC2 key pair (optional)",
+                   "EC2 launch type only: key pair for SSH to the instances; empty for none.", Default="")
+        self.param("SshCidr", G_NETWORK, "SSH source CIDR (optional)",
+                   "EC2 launch type only: address range allowed to SSH to the instances; empty closes port 22.",
+                   Default="", AllowedPattern=r"^((\d{1,3}\.){3}\d{1,3}/\d{1,2})?$",
+                   ConstraintDescription="empty, or a CIDR such as 203.0.113.0/24")
+        self.param("AmiId", G_NETWORK, "ECS-optimized AMI (EC2)",
+                   "EC2 launch type only: the public SSM parameter naming the ECS-optimized AMI.",
+                   Type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>", Default=c.ecs_ami_parameter)
+
+        self.param("VisibilityTimeout", G_QUEUE, "Visibility timeout (s)",
+                   "Seconds a received part stays hidden from other workers; workers extend it while a long part "
+                   "copies.", Type="Number", Default=c.visibility_timeout_s, MinValue=0, MaxValue=43200)
+        self.param("MaxReceiveCount", G_QUEUE, "Receives before the dead-letter queue",
+                   "A part message received this many times without success moves to the dead-letter queue.",
+                   Type="Number", Default=c.max_receive_count, MinValue=1, MaxValue=1000)
+
+    def add_conditions(self) -> None:
+        self.t.add_condition(IS_EC2, Equals(Ref("LaunchType"), "EC2"))
+        self.t.add_condition(IS_FARGATE, Equals(Ref("LaunchType"), "FARGATE"))
+        self.t.add_condition(HAS_KEY_NAME, Not(Equals(Ref("KeyName"), "")))
+        self.t.add_condition(HAS_SSH, And(Equals(Ref("LaunchType"), "EC2"), Not(Equals(Ref("SshCidr"), ""))))
+
+    # --- state: secret, queues, tables ----------------------------------------------------------------------------
+    def add_secret(self) -> None:
+        """The China credentials as JSON; only references to the NoEcho parameters appear in the template."""
+        body = json.dumps(
+            {
+                contract.SECRET_ACCESS_KEY_ID_FIELD: "${DestAccessKeyId}",
+                contract.SECRET_SECRET_ACCESS_KEY_FIELD: "${DestSecretAccessKey}",
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        self.add(
+            Secret(
+                Ids.SECRET,
+                Description="s3sync: access key of the China account that writes the destination bucket",
+                SecretString=Sub(body),
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+            )
+        )
+        self.resource_output(Ids.SECRET, "Arn", "ARN of the secret holding the China credentials", Ref(Ids.SECRET))
+
+    def add_dead_letter_queue(self) -> None:
+        self.add(
+            sqs.Queue(
+                Ids.DLQ,
+                MessageRetentionPeriod=self.cfg.message_retention_s,
+                SqsManagedSseEnabled=True,
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+            )
+        )
+        self.resource_output(Ids.DLQ, "Url", "Dead-letter queue: part messages that failed MaxReceiveCount times",
+                             Ref(Ids.DLQ))
+        self.resource_output(Ids.DLQ, "Arn", "ARN of the dead-letter queue")
+
+    def add_queue(self) -> None:
+        self.add(
+            sqs.Queue(
+                Ids.QUEUE,
+                VisibilityTimeout=Ref("VisibilityTimeout"),
+                MessageRetentionPeriod=self.cfg.message_retention_s,
+                ReceiveMessageWaitTimeSeconds=20,
+                SqsManagedSseEnabled=True,
+                RedrivePolicy=sqs.RedrivePolicy(
+                    deadLetterTargetArn=GetAtt(Ids.DLQ, "Arn"), maxReceiveCount=Ref("MaxReceiveCount")
+                ),
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+            )
+        )
+        self.resource_output(Ids.QUEUE, "Url", "URL of the part queue the workers consume", Ref(Ids.QUEUE))
+        self.resource_output(Ids.QUEUE, "Arn", "ARN of the part queue")
+        self.resource_output(Ids.QUEUE, "Name", "Name of the part queue (the alarms' dimension)",
+                             GetAtt(Ids.QUEUE, "QueueName"))
+
+    def _table(self, logical_id: str, keys: list[tuple[str, str, str]], **kwargs: Any) -> None:
+        self.add(
+            dynamodb.Table(
+                logical_id,
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[
+                    dynamodb.AttributeDefinition(AttributeName=n, AttributeType=t) for n, t, _ in keys
+                ],
+                KeySchema=[dynamodb.KeySchema(AttributeName=n, KeyType=k) for n, _, k in keys],
+                PointInTimeRecoverySpecification=dynamodb.PointInTimeRecoverySpecification(
+                    PointInTimeRecoveryEnabled=True
+                ),
+                SSESpecification=dynamodb.SSESpecification(SSEEnabled=True),
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+                **kwargs,
+            )
+        )
+        self.resource_output(logical_id, "Name", f"Name of the {logical_id}", Ref(logical_id))
+        self.resource_output(logical_id, "Arn", f"ARN of the {logical_id}")
+
+    def add_transfers_table(self) -> None:
+        """Table T: one item per object; its stream feeds the completion function."""
+        self._table(
+            Ids.TRANSFERS_TABLE,
+            [(contract.TRANSFERS_HASH_KEY, "S", "HASH")],
+            StreamSpecification=dynamodb.StreamSpecification(StreamViewType=contract.TRANSFERS_STREAM_VIEW),
+        )
+        self.resource_output(Ids.TRANSFERS_TABLE, "StreamArn", "Stream of the transfers table (completion trigger)")
+
+    def add_parts_table(self) -> None:
+        """Table C: one item per copied part (ETag, MD5, size)."""
+        self._table(
+            Ids.PARTS_TABLE,
+            [(contract.PARTS_HASH_KEY, "S", "HASH"), (contract.PARTS_RANGE_KEY, "N", "RANGE")],
+        )
+
+    # --- compute --------------------------------------------------------------------------------------------------
+    def add_log_group(self) -> None:
+        self.log_group(Ids.WORKER_LOG_GROUP, "/s3sync/${AWS::StackName}/worker")
+        self.resource_output(Ids.WORKER_LOG_GROUP, "Name", "Log group of the worker tasks", Ref(Ids.WORKER_LOG_GROUP))
+
+    def add_cluster(self) -> None:
+        insights = "enabled" if self.cfg.container_insights else "disabled"
+        settings = [ecs.ClusterSetting(Name="containerInsights", Value=insights)]
+        self.add(ecs.Cluster(Ids.CLUSTER, ClusterSettings=settings))
+        self.resource_output(Ids.CLUSTER, "Name", "Name of the ECS cluster", Ref(Ids.CLUSTER))
+        self.resource_output(Ids.CLUSTER, "Arn", "ARN of the ECS cluster")
+
+    def add_task_role(self) -> None:
+        """What the worker code may do: consume parts and write both tables (source read comes from lambda.yaml)."""
+        item_actions = [ddb.ConditionCheckItem, ddb.GetItem, ddb.PutItem, ddb.UpdateItem]
+        self.role(
+            Ids.TASK_ROLE,
+            "task",
+            "ecs-tasks.amazonaws.com",
+            [
+                iam.consume_messages(GetAtt(Ids.QUEUE, "Arn")),
+                iam.table_items(item_actions, GetAtt(Ids.TRANSFERS_TABLE, "Arn"), GetAtt(Ids.PARTS_TABLE, "Arn")),
+            ],
+        )
+        self.resource_output(Ids.TASK_ROLE, "Name", "Worker task role (lambda.yaml adds source bucket read)",
+                             Ref(Ids.TASK_ROLE))
+        self.resource_output(Ids.TASK_ROLE, "Arn", "ARN of the worker task role")
+
+    def add_execution_role(self) -> None:
+        """What ECS does for the task: pull the image, write its logs, inject the secret."""
+        self.role(
+            Ids.EXECUTION_ROLE,
+            "execution",
+            "ecs-tasks.amazonaws.com",
+            [
+                *iam.pull_images(),
+                iam.write_logs(GetAtt(Ids.WORKER_LOG_GROUP, "Arn")),
+                iam.read_secret(Ref(Ids.SECRET)),
+            ],
+        )
+
+    def worker_environment(self) -> dict[str, Any]:
+        """Environment of the worker container (names from contract.Env)."""
+        return {
+            Env.QUEUE_URL: Ref(Ids.QUEUE),
+            Env.TRANSFERS_TABLE: Ref(Ids.TRANSFERS_TABLE),
+            Env.PARTS_TABLE: Ref(Ids.PARTS_TABLE),
+            Env.DEST_BUCKET: Ref("DestBucket"),
+            Env.DEST_PREFIX: Ref("DestPrefix"),
+            Env.DEST_REGION: Ref("DestRegion"),
+            Env.DEST_ENDPOINT_URL: Ref("DestEndpointUrl"),
+            Env.WORKER_THREADS: Ref("WorkerThreads"),
+        }
+
+    def add_task_definition(self) -> None:
+        secret = Ids.SECRET
+        container = ecs.ContainerDefinition(
+            Name=CONTAINER_NAME,
+            Image=Ref("ImageUri"),
+            Command=list(contract.WORKER_COMMAND),
+            Essential=True,
+            StopTimeout=self.cfg.worker_stop_timeout_s,
+            Environment=[ecs.Environment(Name=k, Value=v) for k, v in sorted(self.worker_environment().items())],
+            Secrets=[
+                ecs.Secret(Name=Env.DEST_ACCESS_KEY_ID,
+                           ValueFrom=Sub(f"${{{secret}}}:{contract.SECRET_ACCESS_KEY_ID_FIELD}::")),
+                ecs.Secret(Name=Env.DEST_SECRET_ACCESS_KEY,
+                           ValueFrom=Sub(f"${{{secret}}}:{contract.SECRET_SECRET_ACCESS_KEY_FIELD}::")),
+            ],
+            LogConfiguration=ecs.LogConfiguration(
+                LogDriver="awslogs",
+                Options={
+                    "awslogs-group": Ref(Ids.WORKER_LOG_GROUP),
+                    "awslogs-region": Ref("AWS::Region"),
+                    "awslogs-stream-prefix": CONTAINER_NAME,
+                },
+            ),
+        )
+        self.add(
+            ecs.TaskDefinition(
+                Ids.TASK_DEFINITION,
+                Family=Sub("${AWS::StackName}-worker"),
+                Cpu=Ref("TaskCpu"),
+                Memory=Ref("TaskMemory"),
+                # awsvpc gives Fargate tasks their own public IP; on EC2, bridge mode uses the instance's.
+                NetworkMode=If(IS_FARGATE, "awsvpc", "bridge"),
+                RequiresCompatibilities=If(IS_FARGATE, ["FARGATE"], ["EC2"]),
+                TaskRoleArn=GetAtt(Ids.TASK_ROLE, "Arn"),
+                ExecutionRoleArn=GetAtt(Ids.EXECUTION_ROLE, "Arn"),
+                ContainerDefinitions=[container],
+            )
+        )
+
+    def add_security_group(self) -> None:
+        """Workers only call out (S3, SQS, DynamoDB); nothing comes in, except SSH when asked for."""
+        ssh = ec2.SecurityGroupRule(IpProtocol="tcp", FromPort=22, ToPort=22, CidrIp=Ref("SshCidr"),
+                                    Description="SSH to the container instances")
+        self.add(
+            ec2.SecurityGroup(
+                Ids.SECURITY_GROUP,
+                GroupDescription="s3sync workers: outbound only",
+                VpcId=Ref("VpcId"),
+                SecurityGroupEgress=[
+                    ec2.SecurityGroupRule(IpProtocol="-1", CidrIp="0.0.0.0/0", Description="S3, SQS, DynamoDB")
+                ],
+                SecurityGroupIngress=If(HAS_SSH, [ssh], NoValue),
+            )
+        )
+
+    def add_instance_role(self) -> None:
+        """EC2 only: what the ECS agent needs, scoped to this cluster (no managed policy, which would allow `*`)."""
+        self.role(Ids.INSTANCE_ROLE, "instance", "ec2.amazonaws.com", iam.container_instance(Ref(Ids.CLUSTER)),
+                  Condition=IS_EC2)
+        self.add(InstanceProfile(Ids.INSTANCE_PROFILE, Condition=IS_EC2, Roles=[Ref(Ids.INSTANCE_ROLE)]))
+
+    def add_launch_template(self) -> None:
+        user_data = Base64(Sub("#!/bin/bash\necho ECS_CLUSTER=${%s} >> /etc/ecs/ecs.config\n" % Ids.CLUSTER))
+        data = ec2.LaunchTemplateData(
+            ImageId=Ref("AmiId"),
+            InstanceType=Ref("InstanceType"),
+            IamInstanceProfile=ec2.IamInstanceProfile(Arn=GetAtt(Ids.INSTANCE_PROFILE, "Arn")),
+            KeyName=If(HAS_KEY_NAME, Ref("KeyName"), NoValue),
+            NetworkInterfaces=[
+                ec2.NetworkInterfaces(
+                    DeviceIndex=0, AssociatePublicIpAddress=True, DeleteOnTermination=True,
+                    Groups=[Ref(Ids.SECURITY_GROUP)],
+                )
+            ],
+            # IMDSv2 only, one hop: containers in bridge mode cannot borrow the instance role.
+            MetadataOptions=ec2.MetadataOptions(
+                HttpEndpoint="enabled", HttpTokens="required", HttpPutResponseHopLimit=1
+            ),
+            BlockDeviceMappings=[
+                ec2.LaunchTemplateBlockDeviceMapping(
+                    DeviceName="/dev/xvda",
+                    Ebs=ec2.EBSBlockDevice(Encrypted=True, VolumeSize=self.cfg.root_volume_gib, VolumeType="gp3",
+                                           DeleteOnTermination=True),
+                )
+            ],
+            UserData=user_data,
+        )
+        self.add(ec2.LaunchTemplate(Ids.LAUNCH_TEMPLATE, Condition=IS_EC2, LaunchTemplateData=data))
+
+    def add_auto_scaling_group(self) -> None:
+        """Starts empty; the capacity provider sizes it to the tasks the service asks for."""
+        self.add(
+            autoscaling.AutoScalingGroup(
+                Ids.AUTO_SCALING_GROUP,
+                Condition=IS_EC2,
+                MinSize="0",
+                MaxSize=Ref("MaxInstances"),
+                VPCZoneIdentifier=[Ref("SubnetId")],
+                LaunchTemplate=autoscaling.LaunchTemplateSpecification(
+                    LaunchTemplateId=Ref(Ids.LAUNCH_TEMPLATE),
+                    Version=GetAtt(Ids.LAUNCH_TEMPLATE, "LatestVersionNumber"),
+                ),
+                Tags=autoscaling.Tags(Name=Sub("${AWS::StackName}-worker")),
+            )
+        )
+
+    def add_capacity_provider(self) -> None:
+        self.add(
+            ecs.CapacityProvider(
+                Ids.CAPACITY_PROVIDER,
+                Condition=IS_EC2,
+                AutoScalingGroupProvider=ecs.AutoScalingGroupProvider(
+                    AutoScalingGroupArn=Ref(Ids.AUTO_SCALING_GROUP),
+                    ManagedScaling=ecs.ManagedScaling(Status="ENABLED", TargetCapacity=100),
+                    ManagedTerminationProtection="DISABLED",
+                ),
+            )
+        )
+        self.add(
+            ecs.ClusterCapacityProviderAssociations(
+                Ids.CAPACITY_ASSOCIATION,
+                Condition=IS_EC2,
+                Cluster=Ref(Ids.CLUSTER),
+                CapacityProviders=[Ref(Ids.CAPACITY_PROVIDER)],
+                DefaultCapacityProviderStrategy=[
+                    ecs.CapacityProviderStrategy(CapacityProvider=Ref(Ids.CAPACITY_PROVIDER), Weight=1)
+                ],
+            )
+        )
+
+    def add_service(self) -> None:
+        """The worker service, starting at MinTasks; the scale functions move its desired count afterwards."""
+        network = ecs.NetworkConfiguration(
+            AwsvpcConfiguration=ecs.AwsvpcConfiguration(
+                AssignPublicIp="ENABLED", Subnets=[Ref("SubnetId")], SecurityGroups=[Ref(Ids.SECURITY_GROUP)]
+            )
+        )
+        self.add(
+            ecs.Service(
+                Ids.SERVICE,
+                Cluster=Ref(Ids.CLUSTER),
+                TaskDefinition=Ref(Ids.TASK_DEFINITION),
+                DesiredCount=Ref("MinTasks"),
+                LaunchType=If(IS_FARGATE, "FARGATE", NoValue),
+                CapacityProviderStrategy=If(
+                    IS_EC2,
+                    [ecs.CapacityProviderStrategyItem(CapacityProvider=Ref(Ids.CAPACITY_PROVIDER), Weight=1)],
+                    NoValue,
+                ),
+                NetworkConfiguration=If(IS_FARGATE, network, NoValue),
+                DeploymentConfiguration=ecs.DeploymentConfiguration(
+                    DeploymentCircuitBreaker=ecs.DeploymentCircuitBreaker(Enable=True, Rollback=True),
+                ),
+                EnableECSManagedTags=True,
+                PropagateTags="SERVICE",
+                Tags=Tags(Application="s3sync"),
+                # A conditional DependsOn: on EC2 the capacity provider must be associated with the cluster first.
+                Metadata={"s3sync": {"WaitsFor": If(IS_EC2, Ref(Ids.CAPACITY_ASSOCIATION), "nothing")}},
+            )
+        )
+        self.resource_output(Ids.SERVICE, "Name", "Name of the worker service", GetAtt(Ids.SERVICE, "Name"))
+        self.resource_output(Ids.SERVICE, "Arn", "ARN of the worker service", Ref(Ids.SERVICE))
+
+    def add_destination_outputs(self) -> None:
+        """The destination settings, for the functions of lambda.yaml (optional ones behind OPTIONAL_MARK)."""
+        self.output(Exports.DEST_BUCKET, Ref("DestBucket"), "Destination bucket in China")
+        self.output(Exports.DEST_REGION, Ref("DestRegion"), "Region of the destination bucket")
+        self.output(Exports.DEST_PREFIX, marked("DestPrefix"),
+                    f"Destination key prefix, after a leading {OPTIONAL_MARK!r} (an export may not be empty)")
+        self.output(Exports.DEST_ENDPOINT_URL, marked("DestEndpointUrl"),
+                    f"Destination endpoint URL, after a leading {OPTIONAL_MARK!r} (an export may not be empty)")
+
+
+def build_ecs(config: StackConfig | None = None, *, builder: type[EcsStack] = EcsStack) -> Template:
+    """The ecs.yaml template. Pass a subclass of EcsStack as `builder` to override single steps."""
+    return builder(config).build()

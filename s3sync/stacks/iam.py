@@ -1,0 +1,170 @@
+"""IAM statements for both stacks, as pure awacs helpers, and the one allowlist of actions that cannot be scoped.
+
+Every ARN is built with `${AWS::Partition}` so the same template deploys in `aws` and `aws-cn`. `allow()` refuses a
+wildcard action, and a `*` resource for any action not in `UNSCOPABLE`, so a mistake fails at render time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import awacs.dynamodb as ddb
+import awacs.ecr as ecr
+import awacs.ecs as ecs
+import awacs.logs as logs
+import awacs.s3 as s3
+import awacs.secretsmanager as secretsmanager
+import awacs.sns as sns
+import awacs.sqs as sqs
+import awacs.sts as sts
+from awacs.aws import Action, Allow, Policy, PolicyDocument, Principal, Statement
+from troposphere import Sub
+from troposphere.iam import Policy as RolePolicy
+
+#: Actions IAM cannot scope to a resource (the Service Authorization Reference lists no resource type for them), so
+#: they need `Resource: "*"`. The template test reads this mapping: any other action on `*` fails it.
+UNSCOPABLE: Mapping[str, str] = MappingProxyType(
+    {
+        "dynamodb:ListStreams": "lists the table streams of the account; the Lambda stream poller calls it and "
+        "IAM defines no resource type for it",
+        "ecr:GetAuthorizationToken": "returns a registry login token for the whole account; no resource type",
+        "ecs:DiscoverPollEndpoint": "the ECS agent on EC2 instances asks where to poll; no resource type",
+    }
+)
+
+POLICY_VERSION = "2012-10-17"
+
+
+def _name(action: Action) -> str:
+    return str(action.JSONrepr())
+
+
+def allow(actions: Iterable[Action], resources: Iterable[Any]) -> Statement:
+    """An Allow statement; refuses `*` actions and unlisted actions on a `*` resource."""
+    actions = sorted(actions, key=_name)
+    resources = list(resources)
+    for action in actions:
+        if "*" in _name(action):
+            raise ValueError(f"wildcard action {_name(action)!r}: list the actions needed")
+    if "*" in resources:
+        unlisted = [_name(a) for a in actions if _name(a) not in UNSCOPABLE]
+        if unlisted:
+            raise ValueError(f"{unlisted} on Resource '*': scope them, or add them with a reason to UNSCOPABLE")
+    return Statement(Effect=Allow, Action=actions, Resource=resources)
+
+
+def unscoped(actions: Iterable[Action]) -> Statement:
+    """The actions of `UNSCOPABLE` that a role needs, on `*`."""
+    return allow(actions, ["*"])
+
+
+def document(statements: Iterable[Statement]) -> PolicyDocument:
+    return PolicyDocument(Version=POLICY_VERSION, Statement=list(statements))
+
+
+def role_policy(name: str, statements: Iterable[Statement]) -> RolePolicy:
+    """An inline policy for `AWS::IAM::Role.Policies`."""
+    return RolePolicy(PolicyName=name, PolicyDocument=document(statements))
+
+
+def trust(service: str) -> Policy:
+    """Trust policy letting one AWS service (e.g. `lambda.amazonaws.com`) assume the role."""
+    return PolicyDocument(
+        Version=POLICY_VERSION,
+        Statement=[Statement(Effect=Allow, Principal=Principal("Service", [service]), Action=[sts.AssumeRole])],
+    )
+
+
+# --- ARNs ---------------------------------------------------------------------------------------------------------
+def arn(service: str, resource: str, **variables: Any) -> Sub:
+    """`arn:${AWS::Partition}:<service>:${AWS::Region}:${AWS::AccountId}:<resource>` (resource may use ${var})."""
+    text = f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{resource}"
+    return Sub(text, **variables) if variables else Sub(text)
+
+
+def bucket_arn(bucket_name: Any) -> Sub:
+    return Sub("arn:${AWS::Partition}:s3:::${Bucket}", Bucket=bucket_name)
+
+
+def objects_arn(bucket_name: Any) -> Sub:
+    return Sub("arn:${AWS::Partition}:s3:::${Bucket}/*", Bucket=bucket_name)
+
+
+# --- statements, one per need ---------------------------------------------------------------------------------------
+def write_logs(log_group_arn: Any) -> Statement:
+    """Write to one log group (its `Arn` attribute ends in `:*`, which covers its streams)."""
+    return allow([logs.CreateLogStream, logs.PutLogEvents], [log_group_arn])
+
+
+def read_objects(bucket_name: Any) -> Statement:
+    """Read any object (and version) of one bucket: ranged GETs and HEAD."""
+    return allow([s3.GetObject, s3.GetObjectVersion], [objects_arn(bucket_name)])
+
+
+def read_secret(secret_arn: Any) -> Statement:
+    return allow([secretsmanager.GetSecretValue], [secret_arn])
+
+
+def send_messages(queue_arn: Any) -> Statement:
+    return allow([sqs.SendMessage], [queue_arn])
+
+
+def consume_messages(queue_arn: Any) -> Statement:
+    return allow(
+        [sqs.ReceiveMessage, sqs.DeleteMessage, sqs.ChangeMessageVisibility, sqs.GetQueueAttributes], [queue_arn]
+    )
+
+
+def table_items(actions: Iterable[Action], *table_arns: Any) -> Statement:
+    """Item-level DynamoDB actions on the given tables (TransactWriteItems is authorized through these)."""
+    return allow(actions, list(table_arns))
+
+
+def read_stream(stream_arn: Any) -> list[Statement]:
+    """What a Lambda event source mapping needs to poll one table stream."""
+    return [
+        allow([ddb.DescribeStream, ddb.GetRecords, ddb.GetShardIterator], [stream_arn]),
+        unscoped([ddb.ListStreams]),
+    ]
+
+
+def publish(topic_arn: Any) -> Statement:
+    return allow([sns.Publish], [topic_arn])
+
+
+def manage_service(service_arn: Any) -> Statement:
+    """Set the desired count of one ECS service, and read it back."""
+    return allow([ecs.UpdateService, ecs.DescribeServices], [service_arn])
+
+
+def pull_images() -> list[Statement]:
+    """Pull the worker image from an ECR repository of this account and region."""
+    return [
+        unscoped([ecr.GetAuthorizationToken]),
+        allow(
+            [ecr.BatchCheckLayerAvailability, ecr.BatchGetImage, ecr.GetDownloadUrlForLayer],
+            [arn("ecr", "repository/*")],
+        ),
+    ]
+
+
+def container_instance(cluster_name: Any) -> list[Statement]:
+    """What the ECS agent on an EC2 instance needs, scoped to one cluster and its container instances."""
+    cluster = arn("ecs", "cluster/${Cluster}", Cluster=cluster_name)
+    instances = arn("ecs", "container-instance/${Cluster}/*", Cluster=cluster_name)
+    return [
+        unscoped([ecs.DiscoverPollEndpoint]),
+        allow(
+            [
+                ecs.DeregisterContainerInstance,
+                ecs.RegisterContainerInstance,
+                ecs.SubmitAttachmentStateChanges,
+                ecs.SubmitContainerStateChange,
+                ecs.SubmitTaskStateChange,
+            ],
+            [cluster],
+        ),
+        allow([ecs.Poll, ecs.StartTelemetrySession], [instances]),
+    ]

@@ -1,0 +1,365 @@
+"""`lambda.yaml`: the source bucket and the control plane; imports `${EcsStackName}-<Output>` from ecs.yaml.
+
+The bucket's name is a parameter, so the splitter's permission and role build the bucket ARN from it instead of
+referring to the bucket: that breaks the classic bucket -> notification -> permission -> bucket cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import awacs.dynamodb as ddb
+from awacs.aws import Action, Bool, Condition, Deny, Principal, Statement
+from troposphere import GetAtt, NoValue, Ref, Sub, Template
+from troposphere import awslambda, cloudwatch, s3, sns
+from troposphere.iam import PolicyType
+
+from s3sync import contract
+from s3sync.contract import Env
+from s3sync.stacks import iam
+from s3sync.stacks.common import FUNCTIONS, Exports, Ids, StackBuilder, import_marked, import_value
+from s3sync.stacks.config import StackConfig
+
+G_SOURCE = "Source"
+G_CODE = "Stacks and code"
+G_SCALING = "Scaling and transfer"
+G_NOTIFY = "Notification"
+
+
+class LambdaStack(StackBuilder):
+    """Builds lambda.yaml; each `add_*` step adds one resource (or a tight group) and its outputs."""
+
+    description = (
+        "s3sync control plane (deploy after the ECS stack): source bucket, splitter, scale_out, scale_in and "
+        "completion functions, queue-depth alarms, SNS topics, stream trigger."
+    )
+    steps = (
+        "add_parameters",
+        "add_topics",
+        "add_splitter",
+        "add_scale_out",
+        "add_scale_in",
+        "add_completion",
+        "add_bucket",
+        "add_bucket_policy",
+        "add_worker_source_policy",
+        "add_scale_out_alarm",
+        "add_scale_in_alarm",
+        "add_stream_mapping",
+    )
+
+    # --- parameters (deploy-time choices only) ---------------------------------------------------------------------
+    def add_parameters(self) -> None:
+        c = self.cfg
+        self.param("SourceBucketName", G_SOURCE, "Source bucket name",
+                   "Name of the bucket this stack creates; every object created in it is copied to China.",
+                   AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                   ConstraintDescription="an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens")
+        self.param("EcsStackName", G_CODE, "ECS stack name",
+                   "Name of the stack made from ecs.yaml (deployed first); its exports are imported.",
+                   Default=c.ecs_stack_name, AllowedPattern=r"^[A-Za-z][A-Za-z0-9-]{0,127}$",
+                   ConstraintDescription="a CloudFormation stack name")
+        self.param("CodeBucket", G_CODE, "Code bucket",
+                   "Bucket (in this region) holding the functions' deployment package.",
+                   AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                   ConstraintDescription="an S3 bucket name")
+        self.param("CodeKey", G_CODE, "Code key",
+                   "Key of the deployment zip in the code bucket; use a new key per version so that an update "
+                   "deploys the new code.", MinLength=1)
+        self.param("MaxTasks", G_SCALING, "Tasks when busy",
+                   "Worker tasks scale_out sets when the queue is deep (alarm A).",
+                   Type="Number", Default=c.max_tasks, MinValue=1, MaxValue=1000)
+        self.param("MinTasks", G_SCALING, "Tasks when idle",
+                   "Worker tasks scale_in sets when nothing is queued or in flight (alarm B); 0 allowed (then set "
+                   "ScaleOutThreshold to 1 so that any message starts a worker).",
+                   Type="Number", Default=c.min_tasks, MinValue=0, MaxValue=1000)
+        self.param("ScaleOutThreshold", G_SCALING, "Scale-out threshold (messages)",
+                   "Alarm A fires when at least this many part messages are visible in the queue.",
+                   Type="Number", Default=c.scale_out_threshold, MinValue=1)
+        self.param("PartSizeMiB", G_SCALING, "Part size (MiB)",
+                   "Target part size; the splitter grows it for objects that would need more than 10,000 parts.",
+                   Type="Number", Default=c.part_size_mib, MinValue=5, MaxValue=5120)
+        self.param("Email", G_NOTIFY, "Notification email",
+                   "Address that receives 'transfer complete' and failure messages (confirm the subscription mail).",
+                   AllowedPattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", ConstraintDescription="an email address")
+
+    # --- topics ---------------------------------------------------------------------------------------------------
+    def add_topics(self) -> None:
+        # Alarm topics stay unencrypted: CloudWatch cannot publish to a topic under the AWS-managed SNS key.
+        self.add(sns.Topic(Ids.SCALE_OUT_TOPIC, DisplayName="s3sync scale out"))
+        self.add(sns.Topic(Ids.SCALE_IN_TOPIC, DisplayName="s3sync scale in"))
+        self.add(sns.Topic(Ids.COMPLETION_TOPIC, DisplayName="s3sync", KmsMasterKeyId="alias/aws/sns"))
+        self.add(sns.SubscriptionResource(Ids.COMPLETION_SUBSCRIPTION, Protocol="email", Endpoint=Ref("Email"),
+                                          TopicArn=Ref(Ids.COMPLETION_TOPIC)))
+        self.resource_output(Ids.COMPLETION_TOPIC, "Arn", "Topic of the 'transfer complete' messages",
+                             Ref(Ids.COMPLETION_TOPIC))
+
+    # --- functions ------------------------------------------------------------------------------------------------
+    def function(self, key: str, environment: dict[str, Any], statements: list[Statement]) -> awslambda.Function:
+        """One function with its log group and role; `key` is its contract.HANDLERS key."""
+        logical_id = FUNCTIONS[key]
+        log_group = f"{logical_id}LogGroup"
+        role = f"{logical_id}Role"
+        settings = self.cfg.functions[key]
+        self.log_group(log_group, f"/s3sync/${{AWS::StackName}}/{key}")
+        self.role(role, key, "lambda.amazonaws.com", [iam.write_logs(GetAtt(log_group, "Arn")), *statements])
+        fn = self.add(
+            awslambda.Function(
+                logical_id,
+                Description=f"s3sync {key}",
+                Handler=contract.HANDLERS[key],
+                Runtime=self.cfg.lambda_runtime,
+                Architectures=[self.cfg.lambda_architecture],
+                Code=awslambda.Code(S3Bucket=Ref("CodeBucket"), S3Key=Ref("CodeKey")),
+                MemorySize=settings.memory_mib,
+                Timeout=settings.timeout_s,
+                Role=GetAtt(role, "Arn"),
+                Environment=awslambda.Environment(Variables=environment),
+                LoggingConfig=awslambda.LoggingConfig(LogGroup=Ref(log_group)),
+            )
+        )
+        self.resource_output(logical_id, "Name", f"Name of the {key} function", Ref(logical_id))
+        return fn
+
+    def destination_environment(self) -> dict[str, Any]:
+        """What splitter and completion need to reach the destination (imported from ecs.yaml)."""
+        return {
+            Env.TRANSFERS_TABLE: import_value(Exports.TRANSFERS_TABLE_NAME),
+            Env.PARTS_TABLE: import_value(Exports.PARTS_TABLE_NAME),
+            Env.DEST_BUCKET: import_value(Exports.DEST_BUCKET),
+            Env.DEST_PREFIX: import_marked(Exports.DEST_PREFIX),
+            Env.DEST_REGION: import_value(Exports.DEST_REGION),
+            Env.DEST_ENDPOINT_URL: import_marked(Exports.DEST_ENDPOINT_URL),
+            Env.DEST_SECRET_ARN: import_value(Exports.SECRET_ARN),
+        }
+
+    def add_splitter(self) -> None:
+        env = {
+            **self.destination_environment(),
+            Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
+            Env.PART_SIZE_MIB: Ref("PartSizeMiB"),
+        }
+        self.function(
+            "splitter",
+            env,
+            [
+                iam.read_objects(Ref("SourceBucketName")),
+                iam.send_messages(import_value(Exports.QUEUE_ARN)),
+                iam.table_items([ddb.GetItem, ddb.PutItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
+                iam.read_secret(import_value(Exports.SECRET_ARN)),
+            ],
+        )
+        # Built from the name parameter, not the bucket: the bucket depends on this permission.
+        self.add(
+            awslambda.Permission(
+                "SplitterPermission",
+                Action="lambda:InvokeFunction",
+                FunctionName=GetAtt(FUNCTIONS["splitter"], "Arn"),
+                Principal="s3.amazonaws.com",
+                SourceAccount=Ref("AWS::AccountId"),
+                SourceArn=iam.bucket_arn(Ref("SourceBucketName")),
+            )
+        )
+
+    def _scale_function(self, key: str, topic: str) -> None:
+        env = {
+            Env.CLUSTER: import_value(Exports.CLUSTER_NAME),
+            Env.SERVICE: import_value(Exports.SERVICE_NAME),
+            Env.MAX_TASKS: Ref("MaxTasks"),
+            Env.MIN_TASKS: Ref("MinTasks"),
+        }
+        self.function(key, env, [iam.manage_service(import_value(Exports.SERVICE_ARN))])
+        logical_id = FUNCTIONS[key]
+        self.add(
+            awslambda.Permission(
+                f"{logical_id}Permission",
+                Action="lambda:InvokeFunction",
+                FunctionName=GetAtt(logical_id, "Arn"),
+                Principal="sns.amazonaws.com",
+                SourceArn=Ref(topic),
+            )
+        )
+        self.add(
+            sns.SubscriptionResource(
+                f"{logical_id}Subscription", Protocol="lambda", Endpoint=GetAtt(logical_id, "Arn"), TopicArn=Ref(topic)
+            )
+        )
+
+    def add_scale_out(self) -> None:
+        self._scale_function("scale_out", Ids.SCALE_OUT_TOPIC)
+
+    def add_scale_in(self) -> None:
+        self._scale_function("scale_in", Ids.SCALE_IN_TOPIC)
+
+    def add_completion(self) -> None:
+        env = {**self.destination_environment(), Env.COMPLETION_TOPIC_ARN: Ref(Ids.COMPLETION_TOPIC)}
+        self.function(
+            "completion",
+            env,
+            [
+                *iam.read_stream(import_value(Exports.TRANSFERS_STREAM_ARN)),
+                iam.table_items([ddb.GetItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
+                iam.table_items([ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
+                iam.read_secret(import_value(Exports.SECRET_ARN)),
+                iam.publish(Ref(Ids.COMPLETION_TOPIC)),
+            ],
+        )
+
+    # --- source bucket --------------------------------------------------------------------------------------------
+    def add_bucket(self) -> None:
+        keep = "Retain" if self.cfg.retain_source_bucket else "Delete"
+        self.add(
+            s3.Bucket(
+                Ids.BUCKET,
+                DependsOn=["SplitterPermission"],  # S3 checks it may invoke the splitter when the notification is set
+                BucketName=Ref("SourceBucketName"),
+                BucketEncryption=s3.BucketEncryption(
+                    ServerSideEncryptionConfiguration=[
+                        s3.ServerSideEncryptionRule(
+                            ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(SSEAlgorithm="AES256")
+                        )
+                    ]
+                ),
+                PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(
+                    BlockPublicAcls=True, BlockPublicPolicy=True, IgnorePublicAcls=True, RestrictPublicBuckets=True
+                ),
+                OwnershipControls=s3.OwnershipControls(
+                    Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
+                ),
+                LifecycleConfiguration=s3.LifecycleConfiguration(
+                    Rules=[
+                        s3.LifecycleRule(
+                            Id="AbortIncompleteMultipartUploads",
+                            Status="Enabled",
+                            AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
+                                DaysAfterInitiation=self.cfg.abort_incomplete_upload_days
+                            ),
+                        )
+                    ]
+                ),
+                NotificationConfiguration=s3.NotificationConfiguration(
+                    LambdaConfigurations=[
+                        s3.LambdaConfigurations(
+                            Event="s3:ObjectCreated:*", Function=GetAtt(FUNCTIONS["splitter"], "Arn")
+                        )
+                    ]
+                ),
+                DeletionPolicy=keep,
+                UpdateReplacePolicy=keep,
+            )
+        )
+        self.resource_output(Ids.BUCKET, "Name", "Source bucket: objects created here are copied to China",
+                             Ref(Ids.BUCKET))
+        self.resource_output(Ids.BUCKET, "Arn", "ARN of the source bucket")
+
+    def add_bucket_policy(self) -> None:
+        """Refuse plain HTTP. A Deny only takes rights away, so it covers every S3 action (`s3:*`)."""
+        deny = Statement(
+            Sid="DenyInsecureTransport",
+            Effect=Deny,
+            Principal=Principal("*"),
+            Action=[Action("s3", "*")],
+            Resource=[GetAtt(Ids.BUCKET, "Arn"), Sub("${%s.Arn}/*" % Ids.BUCKET)],
+            Condition=Condition(Bool("aws:SecureTransport", "false")),
+        )
+        self.add(s3.BucketPolicy(Ids.BUCKET_POLICY, Bucket=Ref(Ids.BUCKET), PolicyDocument=iam.document([deny])))
+
+    def add_worker_source_policy(self) -> None:
+        """The worker task role lives in ecs.yaml; the read right on this stack's bucket is attached from here."""
+        self.add(
+            PolicyType(
+                Ids.WORKER_SOURCE_POLICY,
+                PolicyName="WorkerSourceRead",
+                Roles=[import_value(Exports.TASK_ROLE_NAME)],
+                PolicyDocument=iam.document([iam.read_objects(Ref("SourceBucketName"))]),
+            )
+        )
+
+    # --- alarms and the stream trigger ----------------------------------------------------------------------------
+    def _queue_metric(self, metric_name: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            Namespace="AWS/SQS",
+            MetricName=metric_name,
+            Dimensions=[cloudwatch.MetricDimension(Name="QueueName", Value=import_value(Exports.QUEUE_NAME))],
+        )
+
+    def add_scale_out_alarm(self) -> None:
+        """Alarm A: the queue is deep -> scale_out."""
+        self.add(
+            cloudwatch.Alarm(
+                Ids.SCALE_OUT_ALARM,
+                AlarmDescription="s3sync: many parts waiting; scale the workers out to MaxTasks",
+                Namespace="AWS/SQS",
+                MetricName="ApproximateNumberOfMessagesVisible",
+                Dimensions=self._queue_metric("ApproximateNumberOfMessagesVisible").Dimensions,
+                Statistic="Maximum",
+                Period=self.cfg.alarm_period_s,
+                EvaluationPeriods=1,
+                Threshold=Ref("ScaleOutThreshold"),
+                ComparisonOperator="GreaterThanOrEqualToThreshold",
+                TreatMissingData="notBreaching",
+                AlarmActions=[Ref(Ids.SCALE_OUT_TOPIC)],
+            )
+        )
+        self.resource_output(Ids.SCALE_OUT_ALARM, "Name", "Alarm A (queue deep)", Ref(Ids.SCALE_OUT_ALARM))
+
+    def add_scale_in_alarm(self) -> None:
+        """Alarm B: nothing visible and nothing in flight for a few periods -> scale_in, never cutting parts short."""
+        period = self.cfg.alarm_period_s
+
+        def stat(query_id: str, metric_name: str) -> cloudwatch.MetricDataQuery:
+            return cloudwatch.MetricDataQuery(
+                Id=query_id,
+                MetricStat=cloudwatch.MetricStat(Metric=self._queue_metric(metric_name), Period=period, Stat="Maximum"),
+                ReturnData=False,
+            )
+
+        self.add(
+            cloudwatch.Alarm(
+                Ids.SCALE_IN_ALARM,
+                AlarmDescription="s3sync: no part visible or in flight; scale the workers in to MinTasks",
+                Metrics=[
+                    stat("visible", "ApproximateNumberOfMessagesVisible"),
+                    stat("inflight", "ApproximateNumberOfMessagesNotVisible"),
+                    cloudwatch.MetricDataQuery(
+                        Id="pending", Expression="visible + inflight", Label="Parts visible or in flight",
+                        ReturnData=True,
+                    ),
+                ],
+                EvaluationPeriods=self.cfg.scale_in_periods,
+                DatapointsToAlarm=self.cfg.scale_in_periods,
+                Threshold=0,
+                ComparisonOperator="LessThanOrEqualToThreshold",
+                # SQS stops publishing metrics for an idle queue: no data means nothing to do.
+                TreatMissingData="breaching",
+                AlarmActions=[Ref(Ids.SCALE_IN_TOPIC)],
+            )
+        )
+        self.resource_output(Ids.SCALE_IN_ALARM, "Name", "Alarm B (queue drained)", Ref(Ids.SCALE_IN_ALARM))
+
+    def add_stream_mapping(self) -> None:
+        """Transfers table stream -> completion, filtered on contract.COMPLETION_FILTERS (remaining == 0, FAILED)."""
+        self.add(
+            awslambda.EventSourceMapping(
+                Ids.STREAM_MAPPING,
+                EventSourceArn=import_value(Exports.TRANSFERS_STREAM_ARN),
+                FunctionName=Ref(FUNCTIONS["completion"]),
+                StartingPosition="TRIM_HORIZON",  # the completion is idempotent; never miss a record
+                BatchSize=self.cfg.stream_batch_size,
+                BisectBatchOnFunctionError=True,
+                MaximumRetryAttempts=self.cfg.stream_max_retries,
+                MaximumRecordAgeInSeconds=self.cfg.stream_max_record_age_s,
+                FunctionResponseTypes=["ReportBatchItemFailures"] if self.cfg.report_batch_item_failures else NoValue,
+                FilterCriteria=awslambda.FilterCriteria(
+                    Filters=[
+                        awslambda.Filter(Pattern=json.dumps(p, sort_keys=True)) for p in contract.COMPLETION_FILTERS
+                    ]
+                ),
+            )
+        )
+
+
+def build_lambda(config: StackConfig | None = None, *, builder: type[LambdaStack] = LambdaStack) -> Template:
+    """The lambda.yaml template. Pass a subclass of LambdaStack as `builder` to override single steps."""
+    return builder(config).build()

@@ -1,0 +1,171 @@
+"""Completion: finish an object whose parts are all counted, exactly once, verified; or clean up a failed one.
+
+The stream filter delivers (a) jobs whose `remaining` reached 0 while COPYING and (b) jobs that just turned FAILED.
+For (a) a conditional COPYING -> COMPLETING update elects one caller, so duplicate stream records do nothing.
+The parts recorded in the ledger are cross-checked with ListParts, CompleteMultipartUpload is called once, and the
+ETag it returns must equal md5(concat(part MD5s))-N. A passing failure hands the job back (COMPLETING -> COPYING),
+which writes a new stream record and so tries again; a permanent one marks the job FAILED, whose stream record
+brings (b): abort the upload and notify.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from s3sync.contract import Status
+from s3sync.transfer.checksums import is_md5_etag, multipart_etag, strip_etag
+from s3sync.transfer.errors import PermanentError, TransferError, classify, error_code
+from s3sync.transfer.events import StreamChange
+from s3sync.transfer.ledger import Job, Ledger, PartRecord
+
+log = logging.getLogger("s3sync.completion")
+
+MAX_COMPLETION_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    job_id: str
+    outcome: str  # "done", "failed", "retry", "skipped", "cleaned"
+    detail: str = ""
+
+
+class Completer:
+    def __init__(self, *, dest: Any, ledger: Ledger, sns: Any | None = None, topic_arn: str = "") -> None:
+        self.dest, self.ledger, self.sns, self.topic_arn = dest, ledger, sns, topic_arn
+
+    def on_change(self, change: StreamChange) -> CompletionResult:
+        new = change.new or {}
+        job_id = str(change.keys.get("job_id") or new.get("job_id") or "")
+        status = new.get("status")
+        if change.event_name == "REMOVE" or not job_id:
+            return CompletionResult(job_id, "skipped", "not an update")
+        if status == Status.COPYING and new.get("remaining") == 0:
+            return self.complete(job_id)
+        old_status = (change.old or {}).get("status")
+        if status == Status.FAILED and old_status != Status.FAILED:
+            return self.clean_up_failed(Job.from_item(new))
+        return CompletionResult(job_id, "skipped", f"status {status}")
+
+    # --- the happy path -------------------------------------------------------------------------------------------
+    def complete(self, job_id: str) -> CompletionResult:
+        job = self.ledger.elect_completion(job_id)
+        if job is None:
+            return CompletionResult(job_id, "skipped", "another completion holds it, or it is not ready")
+        try:
+            parts = self._checked_parts(job)
+            etag = self._complete_multipart(job, parts) if job.multipart else self._verify_whole(job, parts)
+        except TransferError as exc:
+            return self._handle_failure(job, exc)
+        except Exception as exc:  # noqa: BLE001
+            return self._handle_failure(job, classify(exc, "destination"))
+        if self.ledger.mark_done(job_id, etag) is None:
+            return CompletionResult(job_id, "skipped", "job left COMPLETING while finishing")
+        log.info("done", extra={"job": job_id, "key": job.dest_key, "etag": etag, "parts": job.total})
+        self._publish(f"s3sync: transfer complete: {job.source_key}"[:100], {
+            "status": Status.DONE, "job": job_id, "source": f"s3://{job.source_bucket}/{job.source_key}",
+            "destination": f"s3://{job.dest_bucket}/{job.dest_key}", "size": job.size, "parts": job.total,
+            "etag": etag,
+        })
+        return CompletionResult(job_id, "done", etag)
+
+    def _checked_parts(self, job: Job) -> list[PartRecord]:
+        parts = self.ledger.parts(job.job_id)
+        numbers = [p.part for p in parts]
+        if numbers != list(range(1, job.total + 1)):
+            missing = sorted(set(range(1, job.total + 1)) - set(numbers))[:10]
+            raise PermanentError(f"ledger holds {len(parts)} of {job.total} parts (missing {missing})")
+        recorded = sum(p.size for p in parts)
+        if recorded != job.size:
+            raise PermanentError(f"recorded parts add up to {recorded} bytes, the object has {job.size}")
+        return parts
+
+    def _listed_parts(self, job: Job) -> dict[int, str]:
+        listed: dict[int, str] = {}
+        kwargs: dict[str, Any] = {"Bucket": job.dest_bucket, "Key": job.dest_key, "UploadId": job.upload_id}
+        while True:
+            resp = self.dest.list_parts(**kwargs)
+            for p in resp.get("Parts", []):
+                listed[int(p["PartNumber"])] = strip_etag(p["ETag"])
+            if not resp.get("IsTruncated"):
+                return listed
+            kwargs["PartNumberMarker"] = resp["NextPartNumberMarker"]
+
+    def _complete_multipart(self, job: Job, parts: list[PartRecord]) -> str:
+        expected = multipart_etag(p.md5 for p in parts)
+        try:
+            listed = self._listed_parts(job)
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "NoSuchUpload":
+                return self._already_completed(job, expected)
+            raise
+        wrong = [p.part for p in parts if listed.get(p.part) != strip_etag(p.etag)]
+        if wrong:
+            raise PermanentError(f"destination holds other bytes than the ledger for parts {wrong[:10]}")
+        try:
+            resp = self.dest.complete_multipart_upload(
+                Bucket=job.dest_bucket, Key=job.dest_key, UploadId=job.upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p.part, "ETag": f'"{p.etag}"'} for p in parts]},
+            )
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "NoSuchUpload":  # completed by an earlier attempt that died before DONE
+                return self._already_completed(job, expected)
+            raise
+        got = strip_etag(resp.get("ETag", ""))
+        if "-" in got and got != expected:
+            raise PermanentError(f"checksum mismatch: destination ETag {got}, parts give {expected}")
+        if "-" not in got:  # not MD5-based (SSE-KMS): the per-part Content-MD5 checks are what we have
+            log.info("destination ETag is not multipart-MD5; verified per part only",
+                     extra={"job": job.job_id, "etag": got})
+        return expected
+
+    def _already_completed(self, job: Job, expected: str) -> str:
+        head = self.dest.head_object(Bucket=job.dest_bucket, Key=job.dest_key)
+        got = strip_etag(head["ETag"])
+        if int(head["ContentLength"]) == job.size and got == expected:
+            return expected
+        raise PermanentError(f"multipart upload vanished and the destination object does not match "
+                             f"(ETag {got}, expected {expected})")
+
+    def _verify_whole(self, job: Job, parts: list[PartRecord]) -> str:
+        head = self.dest.head_object(Bucket=job.dest_bucket, Key=job.dest_key)
+        if int(head["ContentLength"]) != job.size:
+            raise PermanentError(f"destination object has {head['ContentLength']} bytes, expected {job.size}")
+        got = strip_etag(head["ETag"])
+        if is_md5_etag(got) and got != parts[0].md5:
+            raise PermanentError(f"checksum mismatch: destination ETag {got}, source bytes MD5 {parts[0].md5}")
+        return parts[0].md5
+
+    def _handle_failure(self, job: Job, exc: TransferError) -> CompletionResult:
+        if exc.retryable and job.completion_attempts + 1 < MAX_COMPLETION_ATTEMPTS:
+            log.warning("completion will retry", extra={"job": job.job_id, "reason": exc.reason})
+            self.ledger.release_completion(job.job_id)
+            return CompletionResult(job.job_id, "retry", exc.reason)
+        log.error("completion failed", extra={"job": job.job_id, "reason": exc.reason})
+        self.ledger.mark_failed(job.job_id, exc.reason)
+        return CompletionResult(job.job_id, "failed", exc.reason)
+
+    # --- the failure path -----------------------------------------------------------------------------------------
+    def clean_up_failed(self, job: Job) -> CompletionResult:
+        """A job just turned FAILED: abort its upload (parts stop costing storage) and tell the user why."""
+        if job.multipart:
+            try:
+                self.dest.abort_multipart_upload(Bucket=job.dest_bucket, Key=job.dest_key, UploadId=job.upload_id)
+            except Exception as exc:  # noqa: BLE001
+                if error_code(exc) not in ("NoSuchUpload", "404"):
+                    raise
+        self._publish(f"s3sync: transfer FAILED: {job.source_key}"[:100], {
+            "status": Status.FAILED, "job": job.job_id, "source": f"s3://{job.source_bucket}/{job.source_key}",
+            "destination": f"s3://{job.dest_bucket}/{job.dest_key}", "reason": job.error or "unknown",
+        })
+        return CompletionResult(job.job_id, "cleaned", job.error or "")
+
+    def _publish(self, subject: str, body: dict[str, Any]) -> None:
+        if not (self.sns and self.topic_arn):
+            return
+        subject = subject.encode("ascii", "replace").decode("ascii").replace("\n", " ")
+        self.sns.publish(TopicArn=self.topic_arn, Subject=subject,
+                         Message=json.dumps(body, indent=2, ensure_ascii=False, sort_keys=True))

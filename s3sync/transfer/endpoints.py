@@ -1,0 +1,91 @@
+"""Endpoints: where the source and destination buckets live and how to reach them.
+
+The source and destination are in different AWS partitions (no server-side copy, separate credentials), so each
+side carries its own region, endpoint URL and credentials. Credentials are kept out of repr() and logs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import boto3
+from botocore.config import Config
+
+from s3sync.contract import SECRET_ACCESS_KEY_ID_FIELD, SECRET_SECRET_ACCESS_KEY_FIELD, Env
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    def with_credentials(self, access_key_id: str, secret_access_key: str) -> "Endpoint":
+        return replace(self, access_key_id=access_key_id, secret_access_key=secret_access_key, session_token=None)
+
+    def describe(self) -> str:
+        """For messages and logs: where, never with what secret."""
+        return self.endpoint_url or f"s3.{self.region or 'default region'}"
+
+
+def s3_config(max_pool_connections: int = 16, *, path_style: bool = False) -> Config:
+    """botocore settings fit for a long, lossy cross-border link.
+
+    Standard retry mode (exponential backoff with jitter, throttling and 5xx retried by botocore), generous read
+    timeouts for multi-MiB bodies, TCP keepalive, and checksums only where S3 requires them: we send Content-MD5
+    ourselves, and some S3-compatible servers answer ranged GETs with whole-object checksums.
+    """
+    return Config(
+        retries={"mode": "standard", "max_attempts": 8},
+        connect_timeout=10,
+        read_timeout=120,
+        tcp_keepalive=True,
+        max_pool_connections=max_pool_connections,
+        response_checksum_validation="when_required",
+        request_checksum_calculation="when_required",
+        s3={"addressing_style": "path"} if path_style else None,
+        signature_version="s3v4",
+    )
+
+
+def s3_client(endpoint: Endpoint, *, max_pool_connections: int = 16) -> Any:
+    session = boto3.session.Session(
+        aws_access_key_id=endpoint.access_key_id,
+        aws_secret_access_key=endpoint.secret_access_key,
+        aws_session_token=endpoint.session_token,
+        region_name=endpoint.region,
+    )
+    return session.client(
+        "s3",
+        endpoint_url=endpoint.endpoint_url or None,
+        config=s3_config(max_pool_connections, path_style=bool(endpoint.endpoint_url)),
+    )
+
+
+def source_endpoint(env: Mapping[str, str]) -> Endpoint:
+    """The source side: the function's or task's own role in AWS; locally any S3-compatible server."""
+    return Endpoint(
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        endpoint_url=env.get(Env.SOURCE_ENDPOINT_URL) or None,
+        access_key_id=env.get(Env.SOURCE_ACCESS_KEY_ID) or None,
+        secret_access_key=env.get(Env.SOURCE_SECRET_ACCESS_KEY) or None,
+    )
+
+
+def dest_endpoint(env: Mapping[str, str], secrets_client: Any | None = None) -> Endpoint:
+    """The destination side, with credentials from the environment (ECS injects them from the secret) or, when
+    only the secret's ARN is given (Lambda), read from Secrets Manager."""
+    ep = Endpoint(region=env.get(Env.DEST_REGION) or None, endpoint_url=env.get(Env.DEST_ENDPOINT_URL) or None)
+    key_id, secret = env.get(Env.DEST_ACCESS_KEY_ID), env.get(Env.DEST_SECRET_ACCESS_KEY)
+    if key_id and secret:
+        return ep.with_credentials(key_id, secret)
+    arn = env.get(Env.DEST_SECRET_ARN)
+    if arn:
+        client = secrets_client or boto3.client("secretsmanager")
+        value = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+        return ep.with_credentials(value[SECRET_ACCESS_KEY_ID_FIELD], value[SECRET_SECRET_ACCESS_KEY_FIELD])
+    return ep

@@ -1,0 +1,105 @@
+"""One small error hierarchy for the transfer path: retryable vs permanent.
+
+API retries (throttling, 5xx, connection resets) belong to botocore's retry config; what reaches this module has
+already outlived them. `classify` is the one place that decides what an exception means for a job.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from urllib3.exceptions import HTTPError as Urllib3HTTPError, ProtocolError
+
+
+class TransferError(Exception):
+    """Base class: something went wrong moving one part or one object."""
+
+    retryable = True
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RetryableError(TransferError):
+    """Try again later (the message goes back to the queue): throttling, a broken stream, a short read."""
+
+    retryable = True
+
+
+class PermanentError(TransferError):
+    """The job cannot finish: it is marked FAILED with this reason and its upload is aborted."""
+
+    retryable = False
+
+
+class MalformedMessage(PermanentError):
+    """A queue message that does not follow the schema; it is never acted on and ends in the dead-letter queue."""
+
+
+class PlanError(PermanentError):
+    """An object that S3's multipart rules cannot carry (larger than 5 TiB)."""
+
+
+# S3 error codes that no retry can fix, with the words a user reads in the job's `error` attribute.
+_SOURCE_PERMANENT = {
+    "PreconditionFailed": "source changed: its ETag no longer matches the planned one",
+    "NoSuchKey": "source object missing",
+    "NoSuchVersion": "source object version missing",
+    "404": "source object missing",
+    "NoSuchBucket": "source bucket missing",
+    "AccessDenied": "source refused access",
+    "403": "source refused access",
+    "InvalidRange": "source object shorter than planned (changed?)",
+    "412": "source changed: its ETag no longer matches the planned one",
+    "InvalidObjectState": "source object is archived (restore it first)",
+}
+_DEST_PERMANENT = {
+    "NoSuchUpload": "destination multipart upload no longer exists",
+    "NoSuchBucket": "destination bucket missing",
+    "AccessDenied": "destination refused access",
+    "403": "destination refused access",
+    "InvalidAccessKeyId": "destination refused the access key id",
+    "SignatureDoesNotMatch": "destination refused the secret access key",
+    "InvalidPart": "destination rejected a part",
+    "InvalidPartOrder": "destination rejected the part order",
+    "EntityTooSmall": "destination rejected a part smaller than 5 MiB",
+    "EntityTooLarge": "destination rejected an oversized part",
+    "BadDigest": "destination computed another MD5 than the part's",
+    "InvalidDigest": "destination rejected the Content-MD5",
+}
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or str(
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        )
+    return ""
+
+
+def classify(exc: BaseException, side: str) -> TransferError:
+    """Turn an exception from the source ("source") or destination ("destination") side into a TransferError."""
+    if isinstance(exc, TransferError):
+        return exc
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        table = _SOURCE_PERMANENT if side == "source" else _DEST_PERMANENT
+        if code in table:
+            return PermanentError(f"{table[code]} ({code})")
+        return RetryableError(f"{side} error {code or 'unknown'}: {exc}")
+    if isinstance(
+        exc,
+        (BotoConnectionError, ReadTimeoutError, IncompleteReadError, ResponseStreamingError, ProtocolError,
+         Urllib3HTTPError, ConnectionError, TimeoutError),
+    ):
+        return RetryableError(f"{side} connection problem: {type(exc).__name__}: {exc}")
+    if isinstance(exc, BotoCoreError):
+        return RetryableError(f"{side} client error: {type(exc).__name__}: {exc}")
+    return RetryableError(f"{side} unexpected {type(exc).__name__}: {exc}")

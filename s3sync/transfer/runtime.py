@@ -1,0 +1,70 @@
+"""Wiring from the environment: the clients and components a Lambda function or the worker container needs.
+
+Built once per process (a Lambda cold start, a worker start); `functions/` and `container/` stay thin.
+Control-plane clients (SQS, DynamoDB, SNS, ECS, Secrets Manager) use boto3's default resolution, so
+AWS_ENDPOINT_URL points them at a local server.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any, Mapping
+
+import boto3
+from botocore.config import Config
+
+from s3sync.contract import Env
+from s3sync.transfer.completion import Completer
+from s3sync.transfer.endpoints import dest_endpoint, s3_client, source_endpoint
+from s3sync.transfer.ledger import Ledger
+from s3sync.transfer.settings import Settings
+from s3sync.transfer.splitter import Splitter
+from s3sync.transfer.worker import Worker
+
+_CONTROL = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30,
+                  max_pool_connections=32)
+
+
+class Runtime:
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.settings = Settings.from_env(self.env)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, config=_CONTROL)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        self.settings.require("transfers_table", "parts_table")
+        return Ledger(self.client("dynamodb"), self.settings.transfers_table, self.settings.parts_table)
+
+    @cached_property
+    def source(self) -> Any:
+        return s3_client(source_endpoint(self.env), max_pool_connections=max(16, self.settings.worker_threads * 2))
+
+    @cached_property
+    def dest(self) -> Any:
+        secrets = self.client("secretsmanager") if self.env.get(Env.DEST_SECRET_ARN) else None
+        return s3_client(dest_endpoint(self.env, secrets),
+                         max_pool_connections=max(16, self.settings.worker_threads * 2))
+
+    def splitter(self) -> Splitter:
+        return Splitter(source=self.source, dest=self.dest, sqs=self.client("sqs"), ledger=self.ledger,
+                        settings=self.settings)
+
+    def completer(self) -> Completer:
+        topic = self.settings.completion_topic_arn
+        return Completer(dest=self.dest, ledger=self.ledger, sns=self.client("sns") if topic else None,
+                         topic_arn=topic)
+
+    def worker(self, **overrides: Any) -> Worker:
+        self.settings.require("queue_url", "transfers_table", "parts_table")
+        sqs = self.client("sqs")
+        attrs = sqs.get_queue_attributes(QueueUrl=self.settings.queue_url,
+                                         AttributeNames=["VisibilityTimeout"])["Attributes"]
+        kwargs: dict[str, Any] = {"visibility_timeout": int(attrs.get("VisibilityTimeout", 300)),
+                                  "threads": self.settings.worker_threads}
+        kwargs.update(overrides)
+        return Worker(sqs=sqs, queue_url=self.settings.queue_url, ledger=self.ledger, source=self.source,
+                      dest=self.dest, **kwargs)

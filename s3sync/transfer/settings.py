@@ -1,0 +1,77 @@
+"""Runtime settings in one object, read from the environment the templates declare (contract.Env)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from s3sync.contract import (
+    DEFAULT_MAX_TASKS,
+    DEFAULT_MIN_TASKS,
+    DEFAULT_PART_SIZE_MIB,
+    DEFAULT_WORKER_THREADS,
+    Env,
+)
+from s3sync.errors import UserError
+from s3sync.transfer.plan import MiB
+
+
+class ConfigError(UserError):
+    """A required setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    queue_url: str = ""
+    transfers_table: str = ""
+    parts_table: str = ""
+    dest_bucket: str = ""
+    dest_prefix: str = ""
+    part_size: int = DEFAULT_PART_SIZE_MIB * MiB
+    worker_threads: int = DEFAULT_WORKER_THREADS
+    cluster: str = ""
+    service: str = ""
+    max_tasks: int = DEFAULT_MAX_TASKS
+    min_tasks: int = DEFAULT_MIN_TASKS
+    completion_topic_arn: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        def num(name: str, default: int, low: int = 0) -> int:
+            raw = env.get(name, "")
+            if raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value}")
+            return value
+
+        return cls(
+            queue_url=env.get(Env.QUEUE_URL, ""),
+            transfers_table=env.get(Env.TRANSFERS_TABLE, ""),
+            parts_table=env.get(Env.PARTS_TABLE, ""),
+            dest_bucket=env.get(Env.DEST_BUCKET, ""),
+            dest_prefix=env.get(Env.DEST_PREFIX, ""),
+            part_size=num(Env.PART_SIZE_MIB, DEFAULT_PART_SIZE_MIB, 5) * MiB,
+            worker_threads=num(Env.WORKER_THREADS, DEFAULT_WORKER_THREADS, 1),
+            cluster=env.get(Env.CLUSTER, ""),
+            service=env.get(Env.SERVICE, ""),
+            max_tasks=num(Env.MAX_TASKS, DEFAULT_MAX_TASKS),
+            min_tasks=num(Env.MIN_TASKS, DEFAULT_MIN_TASKS),
+            completion_topic_arn=env.get(Env.COMPLETION_TOPIC_ARN, ""),
+        )
+
+    def require(self, *names: str) -> "Settings":
+        """Fail with one clear message naming every missing setting a component needs."""
+        env_of = {
+            "queue_url": Env.QUEUE_URL, "transfers_table": Env.TRANSFERS_TABLE, "parts_table": Env.PARTS_TABLE,
+            "dest_bucket": Env.DEST_BUCKET, "cluster": Env.CLUSTER, "service": Env.SERVICE,
+            "completion_topic_arn": Env.COMPLETION_TOPIC_ARN,
+        }
+        missing = [env_of.get(n, n) for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigError("missing setting(s): " + ", ".join(missing))
+        return self

@@ -1,0 +1,153 @@
+"""The splitter: HEAD the new object, plan it, write the job, create the multipart upload, enqueue its parts.
+
+Idempotent: the job id is derived from the object's identity (bucket, key, version, ETag), so a repeated S3 event
+finds the job and stops; a splitter that died while enqueueing left the job PLANNED, and the next attempt enqueues
+every part again (the ledger ignores parts counted twice) before it moves the job to COPYING.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from s3sync.contract import Status
+from s3sync.transfer.errors import PermanentError, RetryableError, classify
+from s3sync.transfer.events import ObjectRef
+from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now
+from s3sync.transfer.message import KEPT_HEADERS, PartMessage
+from s3sync.transfer.plan import plan
+from s3sync.transfer.settings import Settings
+
+log = logging.getLogger("s3sync.splitter")
+
+SEND_BATCH = 10  # SQS SendMessageBatch limit
+SEND_ATTEMPTS = 5
+
+
+def job_id_for(bucket: str, key: str, version_id: str | None, etag: str) -> str:
+    ident = "\0".join((bucket, key, version_id or "", etag.strip('"')))
+    return hashlib.sha256(ident.encode("utf-8")).hexdigest()[:32]
+
+
+def kept_headers(head: dict[str, Any]) -> dict[str, Any]:
+    headers = {k: head[k] for k in KEPT_HEADERS if head.get(k)}
+    if head.get("Metadata"):
+        headers["Metadata"] = dict(head["Metadata"])
+    return headers
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    job_id: str
+    outcome: str  # "planned", "resumed", "duplicate", "missing"
+    parts: int = 0
+
+
+class Splitter:
+    def __init__(self, *, source: Any, dest: Any, sqs: Any, ledger: Ledger, settings: Settings,
+                 send_threads: int = 8) -> None:
+        self.source, self.dest, self.sqs, self.ledger = source, dest, sqs, ledger
+        self.settings = settings.require("queue_url", "transfers_table", "parts_table", "dest_bucket")
+        self.send_threads = send_threads
+
+    def split(self, ref: ObjectRef) -> SplitResult:
+        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+        if ref.version_id:
+            kwargs["VersionId"] = ref.version_id
+        try:
+            head = self.source.head_object(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            err = classify(exc, "source")
+            if isinstance(err, PermanentError):  # deleted before we looked: nothing to copy
+                log.warning("source object gone before splitting",
+                            extra={"bucket": ref.bucket, "key": ref.key, "reason": err.reason})
+                return SplitResult(job_id="", outcome="missing")
+            raise err from exc
+        etag = head["ETag"]
+        version = head.get("VersionId") if ref.version_id else None
+        job_id = job_id_for(ref.bucket, ref.key, version, etag)
+        existing = self.ledger.get_job(job_id)
+        if existing is not None:
+            return self._resume(existing)
+        size = int(head["ContentLength"])
+        the_plan = plan(size, self.settings.part_size)
+        dest_key = self.settings.dest_prefix + ref.key
+        headers = kept_headers(head)
+        upload_id = NO_UPLOAD
+        if the_plan.multipart:
+            try:
+                upload_id = self.dest.create_multipart_upload(Bucket=self.settings.dest_bucket, Key=dest_key,
+                                                              **headers)["UploadId"]
+            except Exception as exc:  # noqa: BLE001
+                raise classify(exc, "destination") from exc
+        ts = now()
+        job = Job(job_id=job_id, status=Status.PLANNED, source_bucket=ref.bucket, source_key=ref.key,
+                  source_etag=etag, source_version=version, dest_bucket=self.settings.dest_bucket,
+                  dest_key=dest_key, size=size, part_size=the_plan.part_size, total=the_plan.parts,
+                  remaining=the_plan.parts, upload_id=upload_id, created_at=ts, updated_at=ts)
+        if not self.ledger.create_job(job):  # a concurrent splitter won: drop our upload, follow theirs
+            if the_plan.multipart:
+                self._abort(dest_key, upload_id)
+            existing = self.ledger.get_job(job_id)
+            return self._resume(existing) if existing else SplitResult(job_id, "duplicate")
+        log.info("planned", extra={"job": job_id, "key": ref.key, "size": size, "parts": the_plan.parts,
+                                   "part_size": the_plan.part_size})
+        self._enqueue(job, headers)
+        self.ledger.mark_copying(job_id)
+        return SplitResult(job_id, "planned", the_plan.parts)
+
+    def _resume(self, job: Job) -> SplitResult:
+        if job.status != Status.PLANNED:
+            return SplitResult(job.job_id, "duplicate", job.total)
+        headers: dict[str, Any] = {}
+        if not job.multipart:
+            head = self.source.head_object(Bucket=job.source_bucket, Key=job.source_key, IfMatch=job.source_etag)
+            headers = kept_headers(head)
+        self._enqueue(job, headers)
+        self.ledger.mark_copying(job.job_id)
+        return SplitResult(job.job_id, "resumed", job.total)
+
+    def messages(self, job: Job, headers: dict[str, Any]) -> list[PartMessage]:
+        the_plan = plan(job.size, job.part_size) if job.multipart else None
+        out = []
+        for n in range(1, job.total + 1):
+            start, end = the_plan.byte_range(n) if the_plan else (0, job.size - 1)
+            out.append(PartMessage(
+                job_id=job.job_id, source_bucket=job.source_bucket, source_key=job.source_key,
+                source_etag=job.source_etag, source_version=job.source_version, dest_bucket=job.dest_bucket,
+                dest_key=job.dest_key, part_number=n, total_parts=job.total, start=start, end=end,
+                upload_id=job.upload_id if job.multipart else None,
+                headers={} if job.multipart else headers,
+            ))
+        return out
+
+    def _enqueue(self, job: Job, headers: dict[str, Any]) -> None:
+        msgs = self.messages(job, headers)
+        batches = [msgs[i:i + SEND_BATCH] for i in range(0, len(msgs), SEND_BATCH)]
+        if len(batches) == 1:
+            self._send_batch(batches[0])
+            return
+        with ThreadPoolExecutor(max_workers=min(self.send_threads, len(batches))) as pool:
+            list(pool.map(self._send_batch, batches))
+
+    def _send_batch(self, batch: list[PartMessage]) -> None:
+        pending = {str(m.part_number): m.encode() for m in batch}
+        for _ in range(SEND_ATTEMPTS):
+            resp = self.sqs.send_message_batch(
+                QueueUrl=self.settings.queue_url,
+                Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+            )
+            failed = resp.get("Failed") or []
+            pending = {f["Id"]: pending[f["Id"]] for f in failed}
+            if not pending:
+                return
+        raise RetryableError(f"SQS refused {len(pending)} part message(s): {failed[0].get('Message', '')}")
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.dest.abort_multipart_upload(Bucket=self.settings.dest_bucket, Key=key, UploadId=upload_id)
+        except Exception:  # noqa: BLE001 - the lifecycle rule removes what we could not
+            log.warning("could not abort a duplicate upload", extra={"key": key})

@@ -1,0 +1,240 @@
+"""The worker loop: long-poll SQS, copy one part per message on a pool of threads, count it in the ledger, and
+only then delete the message.
+
+- At least once in, exactly once counted: a part already in the ledger is acknowledged without copying again, and
+  `Ledger.record_part` counts a part at most once whatever the races.
+- A part that takes long keeps its message invisible: a heartbeat extends the visibility of every message in flight.
+- A worker that dies (SIGKILL) just stops extending; its messages reappear after the visibility timeout.
+- On SIGTERM (`stop()`), the worker stops receiving, gives in-flight parts a grace period to finish, then releases
+  the rest at once (visibility 0) so that another worker takes them without waiting.
+- Memory is bounded by threads x part size: it receives no more messages than it has free threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from s3sync.transfer.copier import copy_message
+from s3sync.transfer.errors import MalformedMessage, PermanentError, classify
+from s3sync.transfer.ledger import NO_UPLOAD, Ledger, Outcome, PartRecord
+from s3sync.transfer.message import PartMessage, decode
+
+log = logging.getLogger("s3sync.worker")
+
+
+@dataclass
+class Stats:
+    copied: int = 0
+    bytes: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    failed_jobs: int = 0
+    retries: int = 0
+    malformed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in vars(self).items() if k != "lock"}
+
+
+@dataclass
+class _InFlight:
+    receipt: str
+    received: float
+
+
+class Worker:
+    def __init__(self, *, sqs: Any, queue_url: str, ledger: Ledger, source: Any, dest: Any, threads: int = 4,
+                 visibility_timeout: int = 300, wait_seconds: int = 20, stop_grace: float = 20.0) -> None:
+        self.sqs, self.queue_url, self.ledger = sqs, queue_url, ledger
+        self.source, self.dest = source, dest
+        self.threads = threads
+        self.visibility_timeout = visibility_timeout
+        self.wait_seconds = wait_seconds
+        self.stop_grace = stop_grace
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._work: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._inflight: dict[str, _InFlight] = {}
+        self._cond = threading.Condition()
+        self._copying: set[tuple[str, int]] = set()  # (job, part) being copied by this worker
+        self._inactive_jobs: set[str] = set()  # jobs found FAILED/finished: their leftover messages are dropped
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def run(self) -> Stats:
+        """Serve until stop(); returns the counters."""
+        for i in range(self.threads):
+            threading.Thread(target=self._copy_loop, name=f"copy-{i}", daemon=True).start()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
+        receiver.start()
+        log.info("worker started", extra={"threads": self.threads, "visibility_timeout": self.visibility_timeout})
+        while not self._stop.wait(1.0):
+            pass
+        self._drain()
+        log.info("worker stopped", extra=self.stats.as_dict())
+        return self.stats
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.stop_grace
+        with self._cond:
+            while self._inflight and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.2)
+            left = dict(self._inflight)
+        if left:
+            self._change_visibility(left, 0)
+            log.info("released in-flight parts", extra={"count": len(left)})
+
+    # --- receiving ------------------------------------------------------------------------------------------------
+    def _receive_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while len(self._inflight) >= self.threads and not self._stop.is_set():
+                    self._cond.wait(timeout=1.0)
+                free = self.threads - len(self._inflight)
+            if self._stop.is_set():
+                return
+            try:
+                resp = self.sqs.receive_message(
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=min(10, free),
+                    WaitTimeSeconds=self.wait_seconds, VisibilityTimeout=self.visibility_timeout,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                )
+            except Exception as exc:  # noqa: BLE001 - keep serving; botocore already retried
+                log.warning("receive failed", extra={"reason": str(exc)})
+                self._stop.wait(2.0)
+                continue
+            messages = resp.get("Messages", [])
+            if self._stop.is_set():
+                self._change_visibility({m["MessageId"]: _InFlight(m["ReceiptHandle"], 0) for m in messages}, 0)
+                return
+            with self._cond:
+                for m in messages:
+                    self._inflight[m["MessageId"]] = _InFlight(m["ReceiptHandle"], time.monotonic())
+            for m in messages:
+                self._work.put(m)
+
+    # --- copying --------------------------------------------------------------------------------------------------
+    def _copy_loop(self) -> None:
+        while True:
+            m = self._work.get()
+            try:
+                self._process(m)
+            except Exception:  # noqa: BLE001 - never lose a thread; the message comes back by itself
+                log.exception("unexpected error", extra={"message_id": m.get("MessageId")})
+            finally:
+                with self._cond:
+                    self._inflight.pop(m["MessageId"], None)
+                    self._cond.notify_all()
+
+    def _process(self, m: dict[str, Any]) -> None:
+        receives = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        try:
+            msg = decode(m["Body"])
+        except MalformedMessage as exc:
+            self.stats.add(malformed=1)
+            log.error("malformed message", extra={"message_id": m["MessageId"], "reason": exc.reason,
+                                                  "receives": receives})
+            self._retry_later(m, 0)  # back at once: after maxReceiveCount it lands in the dead-letter queue
+            return
+        ids = {"job": msg.job_id, "part": msg.part_number, "of": msg.total_parts}
+        slot = (msg.job_id, msg.part_number)
+        with self._cond:
+            busy = slot in self._copying
+            if not busy:
+                self._copying.add(slot)
+        if busy:  # a duplicate of a part this worker is copying now: look again once that copy is counted
+            log.info("duplicate of a part in flight here; deferred", extra=ids)
+            self._retry_later(m, 5)
+            return
+        try:
+            self._copy(m, msg, ids, receives)
+        finally:
+            with self._cond:
+                self._copying.discard(slot)
+
+    def _copy(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any], receives: int) -> None:
+        if msg.job_id in self._inactive_jobs or self.ledger.part_recorded(msg.job_id, msg.part_number):
+            self.stats.add(skipped=1)
+            log.info("part already counted or job inactive; acknowledged", extra=ids)
+            self._delete(m)
+            return
+        log.info("copying part", extra={**ids, "bytes": msg.size, "receives": receives})
+        try:
+            copied = copy_message(self.source, self.dest, msg)
+            outcome = self.ledger.record_part(msg.job_id, msg.upload_id or NO_UPLOAD,
+                                              PartRecord(copied.part, copied.etag, copied.md5, copied.size))
+        except PermanentError as exc:
+            self._fail_job(msg, exc.reason)
+            self._delete(m)
+            return
+        except Exception as exc:  # noqa: BLE001
+            err = classify(exc, "ledger")
+            self.stats.add(retries=1)
+            delay = min(self.visibility_timeout, 2 ** min(receives, 8))
+            log.warning("part will be retried", extra={**ids, "reason": err.reason, "receives": receives,
+                                                       "delay": delay})
+            self._retry_later(m, delay)
+            return
+        if outcome == Outcome.RECORDED:
+            self.stats.add(copied=1, bytes=copied.size)
+            log.info("part copied", extra={**ids, "bytes": copied.size, "etag": copied.etag})
+        elif outcome == Outcome.DUPLICATE:
+            self.stats.add(duplicates=1)
+            log.info("part was already counted", extra=ids)
+        else:
+            self._inactive_jobs.add(msg.job_id)
+            self.stats.add(skipped=1)
+            log.info("job no longer takes parts", extra=ids)
+        self._delete(m)
+
+    def _fail_job(self, msg: PartMessage, reason: str) -> None:
+        self._inactive_jobs.add(msg.job_id)
+        self.stats.add(failed_jobs=1)
+        log.error("job failed", extra={"job": msg.job_id, "part": msg.part_number, "key": msg.source_key,
+                                       "reason": reason})
+        self.ledger.mark_failed(msg.job_id, reason)
+
+    # --- SQS housekeeping -----------------------------------------------------------------------------------------
+    def _delete(self, m: dict[str, Any]) -> None:
+        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def _retry_later(self, m: dict[str, Any], delay: int) -> None:
+        try:
+            self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"],
+                                               VisibilityTimeout=delay)
+        except Exception as exc:  # noqa: BLE001 - it comes back after the visibility timeout anyway
+            log.warning("could not reset visibility", extra={"reason": str(exc)})
+
+    def _change_visibility(self, items: dict[str, _InFlight], timeout: int) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": f.receipt, "VisibilityTimeout": timeout}
+                   for i, f in enumerate(items.values())]
+        for i in range(0, len(entries), 10):
+            try:
+                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries[i:i + 10])
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not change visibility", extra={"reason": str(exc)})
+
+    def _heartbeat_loop(self) -> None:
+        """Extend every in-flight message's visibility well before it runs out."""
+        interval = max(1.0, self.visibility_timeout / 3)
+        while not self._stop.wait(interval):
+            with self._cond:
+                due = {k: v for k, v in self._inflight.items() if time.monotonic() - v.received >= interval}
+            if due:
+                self._change_visibility(due, self.visibility_timeout)

@@ -1,0 +1,527 @@
+"""The rendered templates in templates/: up to date, lint-clean, least-privilege, complete, wired as designed."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import cfn_flip
+import pytest
+
+from s3sync import contract
+from s3sync.contract import Env
+from s3sync.render import lint_text
+from s3sync.stacks import render_all
+from s3sync.stacks.iam import UNSCOPABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+NAMES = ("ecs.yaml", "lambda.yaml")
+
+
+@pytest.fixture(scope="module")
+def texts() -> dict[str, str]:
+    return {name: (TEMPLATES / name).read_text(encoding="utf-8") for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def docs(texts: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The committed templates as plain dicts (long-form intrinsics: {"Ref": ...}, {"Fn::Sub": ...})."""
+    return {name: json.loads(cfn_flip.to_json(text)) for name, text in texts.items()}
+
+
+@pytest.fixture(scope="module")
+def ecs(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return docs["ecs.yaml"]
+
+
+@pytest.fixture(scope="module")
+def lam(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return docs["lambda.yaml"]
+
+
+def of_type(doc: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in doc["Resources"].items() if v["Type"] == type_}
+
+
+def walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --- rendered output --------------------------------------------------------------------------------------------------
+def test_committed_templates_equal_a_fresh_render(texts: dict[str, str]) -> None:
+    fresh = render_all()
+    for name in NAMES:
+        assert texts[name] == fresh[name], f"templates/{name} is stale: run `s3sync render`"
+
+
+def test_rendering_is_deterministic() -> None:
+    assert render_all() == render_all()
+    assert render_all(fmt="json") == render_all(fmt="json")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cfn_lint_reports_nothing(texts: dict[str, str], name: str) -> None:
+    """Errors, warnings and informational findings, in a global and a China region."""
+    findings = lint_text(texts[name], regions=["us-east-1", "cn-north-1"])
+    assert [f"{m.linenumber}: {m.rule.id} {m.message}" for m in findings] == []
+
+
+# --- IAM --------------------------------------------------------------------------------------------------------------
+def permission_policies(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, res in doc["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::IAM::Role":
+            assert "ManagedPolicyArns" not in props, f"{logical_id}: managed policies cannot be checked here"
+            for policy in props.get("Policies", []):
+                yield logical_id, policy["PolicyDocument"]
+        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            yield logical_id, props["PolicyDocument"]
+
+
+def test_every_template_has_iam_policies(docs: dict[str, dict[str, Any]]) -> None:
+    assert all(list(permission_policies(doc)) for doc in docs.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_iam_policies_are_least_privilege(docs: dict[str, dict[str, Any]], name: str) -> None:
+    """No `*` / `service:*` action; `*` resource only for UNSCOPABLE actions; ARNs use ${AWS::Partition}."""
+    for logical_id, document in permission_policies(docs[name]):
+        for st in document["Statement"]:
+            where = f"{name}:{logical_id}"
+            assert st["Effect"] == "Allow", where
+            assert "NotAction" not in st and "NotResource" not in st, where
+            actions = as_list(st["Action"])
+            for action in actions:
+                assert isinstance(action, str) and re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9]+", action), (where, action)
+            resources = as_list(st["Resource"])
+            if "*" in resources:
+                assert resources == ["*"], where
+                for action in actions:
+                    assert action in UNSCOPABLE, f"{where}: {action} on '*' is not in iam.UNSCOPABLE"
+                continue
+            for resource in resources:
+                assert isinstance(resource, dict), f"{where}: literal resource {resource!r}"
+                if "Fn::Sub" in resource:
+                    text = as_list(resource["Fn::Sub"])[0]
+                    assert text.startswith("arn:${AWS::Partition}:"), (where, text)
+                    assert not text.endswith(":*") and "*" not in text.split(":")[-1].split("/")[0], (where, text)
+                else:  # an ARN of this stack's resource, or one ecs.yaml exports
+                    assert set(resource) <= {"Ref", "Fn::GetAtt", "Fn::ImportValue"}, (where, resource)
+
+
+def test_unscopable_allowlist_gives_a_reason_for_each_action() -> None:
+    assert UNSCOPABLE and all(len(reason) > 20 for reason in UNSCOPABLE.values())
+
+
+def test_no_hard_coded_partition(texts: dict[str, str]) -> None:
+    for name, text in texts.items():
+        assert "arn:aws:" not in text and "arn:aws-cn:" not in text, name
+
+
+def test_bucket_policy_only_denies(lam: dict[str, Any]) -> None:
+    """The resource policy may use `s3:*`, but only to deny (plain HTTP)."""
+    (policy,) = of_type(lam, "AWS::S3::BucketPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert [s["Effect"] for s in statements] == ["Deny"]
+    assert statements[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def role_actions(doc: dict[str, Any], role: str) -> set[str]:
+    policies = doc["Resources"][role]["Properties"]["Policies"]
+    return {a for p in policies for s in p["PolicyDocument"]["Statement"] for a in as_list(s["Action"])}
+
+
+def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+    assert role_actions(lam, "SplitterRole") == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion", "sqs:SendMessage",
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue",
+    }  # fmt: skip
+    assert role_actions(lam, "CompletionRole") == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DescribeStream", "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator", "dynamodb:ListStreams", "dynamodb:GetItem", "dynamodb:UpdateItem",
+        "dynamodb:Query", "secretsmanager:GetSecretValue", "sns:Publish",
+    }  # fmt: skip
+    for role in ("ScaleOutRole", "ScaleInRole"):
+        assert role_actions(lam, role) == {
+            "logs:CreateLogStream", "logs:PutLogEvents", "ecs:UpdateService", "ecs:DescribeServices",
+        }  # fmt: skip
+    assert role_actions(ecs, "TaskRole") == {
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
+    }  # fmt: skip
+    assert {"ecr:GetAuthorizationToken", "ecr:BatchGetImage", "secretsmanager:GetSecretValue",
+            "logs:PutLogEvents"} <= role_actions(ecs, "ExecutionRole")  # fmt: skip
+
+
+def test_scale_functions_touch_only_the_one_service(lam: dict[str, Any]) -> None:
+    for role in ("ScaleOutRole", "ScaleInRole"):
+        for policy in lam["Resources"][role]["Properties"]["Policies"]:
+            for st in policy["PolicyDocument"]["Statement"]:
+                if any(a.startswith("ecs:") for a in as_list(st["Action"])):
+                    assert st["Resource"] == [{"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-ServiceArn"}}]
+
+
+def test_worker_reads_the_source_bucket_through_a_policy_on_the_imported_role(lam: dict[str, Any]) -> None:
+    (policy,) = of_type(lam, "AWS::IAM::Policy").values()
+    props = policy["Properties"]
+    assert props["Roles"] == [{"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-TaskRoleName"}}]
+    (st,) = props["PolicyDocument"]["Statement"]
+    assert set(st["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
+    assert "SourceBucketName" in json.dumps(st["Resource"])
+
+
+# --- the design's resources and their wiring --------------------------------------------------------------------------
+def test_every_resource_of_the_original_design_is_there(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+    both = {**ecs["Resources"], **lam["Resources"]}
+    expected = {
+        "ScaleOutAlarm": "AWS::CloudWatch::Alarm",
+        "ScaleInAlarm": "AWS::CloudWatch::Alarm",
+        "Splitter": "AWS::Lambda::Function",
+        "ScaleOut": "AWS::Lambda::Function",
+        "ScaleIn": "AWS::Lambda::Function",
+        "Completion": "AWS::Lambda::Function",
+        "TransferQueue": "AWS::SQS::Queue",
+        "TransferDeadLetterQueue": "AWS::SQS::Queue",
+        "TransfersTable": "AWS::DynamoDB::Table",
+        "PartsTable": "AWS::DynamoDB::Table",
+        "Cluster": "AWS::ECS::Cluster",
+        "Service": "AWS::ECS::Service",
+        "TaskDefinition": "AWS::ECS::TaskDefinition",
+        "SourceBucket": "AWS::S3::Bucket",
+        "ScaleOutTopic": "AWS::SNS::Topic",
+        "ScaleInTopic": "AWS::SNS::Topic",
+        "CompletionTopic": "AWS::SNS::Topic",
+        "DestCredentials": "AWS::SecretsManager::Secret",
+        "TaskRole": "AWS::IAM::Role",
+        "ExecutionRole": "AWS::IAM::Role",
+        "InstanceRole": "AWS::IAM::Role",
+        "SplitterRole": "AWS::IAM::Role",
+        "ScaleOutRole": "AWS::IAM::Role",
+        "ScaleInRole": "AWS::IAM::Role",
+        "CompletionRole": "AWS::IAM::Role",
+        "CompletionStreamMapping": "AWS::Lambda::EventSourceMapping",
+        "WorkerLogGroup": "AWS::Logs::LogGroup",
+        "AutoScalingGroup": "AWS::AutoScaling::AutoScalingGroup",
+        "LaunchTemplate": "AWS::EC2::LaunchTemplate",
+        "InstanceProfile": "AWS::IAM::InstanceProfile",
+    }
+    assert {k: both[k]["Type"] for k in expected if k in both} == expected
+    assert len(of_type(lam, "AWS::Lambda::Function")) == 4
+    assert len(of_type(lam, "AWS::CloudWatch::Alarm")) == 2
+    assert len(of_type(ecs, "AWS::DynamoDB::Table")) == 2
+    # The bucket notification targets the splitter.
+    notification = lam["Resources"]["SourceBucket"]["Properties"]["NotificationConfiguration"]
+    assert notification["LambdaConfigurations"] == [
+        {"Event": "s3:ObjectCreated:*", "Function": {"Fn::GetAtt": ["Splitter", "Arn"]}}
+    ]
+
+
+def test_alarms_reach_their_functions_through_sns(lam: dict[str, Any]) -> None:
+    res = lam["Resources"]
+    subs = {
+        v["Properties"]["TopicArn"]["Ref"]: v["Properties"]
+        for v in of_type(lam, "AWS::SNS::Subscription").values()
+    }
+    permissions = of_type(lam, "AWS::Lambda::Permission").values()
+    perms = {v["Properties"]["SourceArn"].get("Ref"): v["Properties"] for v in permissions}
+    wiring = (("ScaleOutAlarm", "ScaleOutTopic", "ScaleOut"), ("ScaleInAlarm", "ScaleInTopic", "ScaleIn"))
+    for alarm, topic, function in wiring:
+        assert res[alarm]["Properties"]["AlarmActions"] == [{"Ref": topic}]
+        assert subs[topic]["Protocol"] == "lambda"
+        assert subs[topic]["Endpoint"] == {"Fn::GetAtt": [function, "Arn"]}
+        assert perms[topic]["Principal"] == "sns.amazonaws.com"
+        assert perms[topic]["FunctionName"] == {"Fn::GetAtt": [function, "Arn"]}
+    assert subs["CompletionTopic"] == {
+        "Protocol": "email", "Endpoint": {"Ref": "Email"}, "TopicArn": {"Ref": "CompletionTopic"}
+    }
+
+
+def test_alarm_a_watches_visible_messages_and_alarm_b_visible_plus_in_flight(lam: dict[str, Any]) -> None:
+    a = lam["Resources"]["ScaleOutAlarm"]["Properties"]
+    assert a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert a["Threshold"] == {"Ref": "ScaleOutThreshold"}
+    b = lam["Resources"]["ScaleInAlarm"]["Properties"]
+    metrics = {m["Id"]: m for m in b["Metrics"]}
+    assert {m["MetricStat"]["Metric"]["MetricName"] for m in metrics.values() if "MetricStat" in m} == {
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateNumberOfMessagesNotVisible",
+    }
+    (returned,) = [m for m in metrics.values() if m["ReturnData"]]
+    assert set(re.findall(r"\w+", returned["Expression"])) == {"visible", "inflight"}
+    assert "+" in returned["Expression"]
+    assert (b["Threshold"], b["ComparisonOperator"]) == (0, "LessThanOrEqualToThreshold")
+    assert b["EvaluationPeriods"] > 1
+
+
+def test_stream_mapping_filters_with_the_contract(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+    props = lam["Resources"]["CompletionStreamMapping"]["Properties"]
+    assert props["FilterCriteria"] == {
+        "Filters": [{"Pattern": json.dumps(p, sort_keys=True)} for p in contract.COMPLETION_FILTERS]
+    }
+    assert props["FunctionName"] == {"Ref": "Completion"}
+    assert props["EventSourceArn"] == {"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-TransfersTableStreamArn"}}
+    assert props["BisectBatchOnFunctionError"] is True
+    assert 1 <= props["BatchSize"] <= 100 and props["MaximumRetryAttempts"] >= 1
+    stream = ecs["Resources"]["TransfersTable"]["Properties"]["StreamSpecification"]
+    assert stream == {"StreamViewType": contract.TRANSFERS_STREAM_VIEW}
+
+
+def test_tables_use_the_contract_keys_and_are_protected(ecs: dict[str, Any]) -> None:
+    keys = {
+        k: [(s["AttributeName"], s["KeyType"]) for s in v["Properties"]["KeySchema"]]
+        for k, v in of_type(ecs, "AWS::DynamoDB::Table").items()
+    }
+    assert keys == {
+        "TransfersTable": [(contract.TRANSFERS_HASH_KEY, "HASH")],
+        "PartsTable": [(contract.PARTS_HASH_KEY, "HASH"), (contract.PARTS_RANGE_KEY, "RANGE")],
+    }
+    for table in of_type(ecs, "AWS::DynamoDB::Table").values():
+        props = table["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert props["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_queues_are_encrypted_and_redrive_to_the_dlq(ecs: dict[str, Any]) -> None:
+    queue = ecs["Resources"]["TransferQueue"]["Properties"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["TransferDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+    }
+    assert queue["VisibilityTimeout"] == {"Ref": "VisibilityTimeout"}
+    for q in of_type(ecs, "AWS::SQS::Queue").values():
+        assert q["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_source_bucket_is_locked_down(lam: dict[str, Any]) -> None:
+    props = lam["Resources"]["SourceBucket"]["Properties"]
+    assert props["BucketName"] == {"Ref": "SourceBucketName"}
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    # No cycle: the splitter's permission names the bucket through the parameter, not the resource.
+    permission = lam["Resources"]["SplitterPermission"]["Properties"]
+    assert "SourceBucket" not in {v.get("Ref") for v in walk(permission) if isinstance(v, dict)}
+    assert lam["Resources"]["SourceBucket"]["DependsOn"] == ["SplitterPermission"]
+
+
+# --- functions and the worker: handlers and environment ---------------------------------------------------------------
+def test_functions_run_python_3_12_with_the_contract_handlers(lam: dict[str, Any]) -> None:
+    handlers = {v["Properties"]["Handler"] for v in of_type(lam, "AWS::Lambda::Function").values()}
+    assert handlers == set(contract.HANDLERS.values())
+    for fn in of_type(lam, "AWS::Lambda::Function").values():
+        assert fn["Properties"]["Runtime"] == "python3.12"
+        assert fn["Properties"]["Code"] == {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}}
+        assert "LogGroup" in fn["Properties"]["LoggingConfig"]
+
+
+@pytest.mark.parametrize("key", sorted(contract.HANDLERS))
+def test_handler_strings_resolve_to_real_functions(lam: dict[str, Any], key: str) -> None:
+    """Import the module the template's Handler names, as Lambda does (fails until functions/ lands)."""
+    (handler,) = [
+        v["Properties"]["Handler"]
+        for v in of_type(lam, "AWS::Lambda::Function").values()
+        if v["Properties"]["Handler"] == contract.HANDLERS[key]
+    ]
+    module_name, _, attr = handler.rpartition(".")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, attr, None)), handler
+
+
+def env_of(lam: dict[str, Any], function: str) -> set[str]:
+    return set(lam["Resources"][function]["Properties"]["Environment"]["Variables"])
+
+
+def test_each_function_gets_exactly_its_environment(lam: dict[str, Any]) -> None:
+    dest = {Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.DEST_BUCKET, Env.DEST_PREFIX, Env.DEST_REGION,
+            Env.DEST_ENDPOINT_URL, Env.DEST_SECRET_ARN}  # fmt: skip
+    assert env_of(lam, "Splitter") == dest | {Env.QUEUE_URL, Env.PART_SIZE_MIB}
+    assert env_of(lam, "Completion") == dest | {Env.COMPLETION_TOPIC_ARN}
+    for fn in ("ScaleOut", "ScaleIn"):
+        assert env_of(lam, fn) == {Env.CLUSTER, Env.SERVICE, Env.MAX_TASKS, Env.MIN_TASKS}
+
+
+def test_worker_gets_its_environment_and_the_secret_keys(ecs: dict[str, Any]) -> None:
+    (container,) = ecs["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert {e["Name"] for e in container["Environment"]} == {
+        Env.QUEUE_URL, Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.DEST_BUCKET, Env.DEST_PREFIX, Env.DEST_REGION,
+        Env.DEST_ENDPOINT_URL, Env.WORKER_THREADS,
+    }  # fmt: skip
+    assert container["Secrets"] == [
+        {"Name": Env.DEST_ACCESS_KEY_ID,
+         "ValueFrom": {"Fn::Sub": f"${{DestCredentials}}:{contract.SECRET_ACCESS_KEY_ID_FIELD}::"}},
+        {"Name": Env.DEST_SECRET_ACCESS_KEY,
+         "ValueFrom": {"Fn::Sub": f"${{DestCredentials}}:{contract.SECRET_SECRET_ACCESS_KEY_FIELD}::"}},
+    ]  # fmt: skip
+    assert container["Command"] == list(contract.WORKER_COMMAND)
+    assert container["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": "WorkerLogGroup"}
+
+
+def test_service_starts_at_min_tasks_on_either_launch_type(ecs: dict[str, Any]) -> None:
+    props = ecs["Resources"]["Service"]["Properties"]
+    assert props["DesiredCount"] == {"Ref": "MinTasks"}
+    # On EC2 the service waits for the capacity provider association (a conditional DependsOn through Metadata).
+    waits_for = ecs["Resources"]["Service"]["Metadata"]["s3sync"]["WaitsFor"]
+    assert waits_for == {"Fn::If": ["IsEc2", {"Ref": "CapacityProviderAssociation"}, "nothing"]}
+    assert ecs["Parameters"]["LaunchType"]["AllowedValues"] == ["EC2", "FARGATE"]
+    assert props["NetworkConfiguration"]["Fn::If"][1]["AwsvpcConfiguration"]["AssignPublicIp"] == "ENABLED"
+    assert ecs["Parameters"]["AmiId"]["Default"].startswith("/aws/service/ecs/optimized-ami/")
+
+
+# --- credentials ------------------------------------------------------------------------------------------------------
+def test_credentials_are_noecho_without_default_and_never_output(ecs: dict[str, Any], texts: dict[str, str]) -> None:
+    params = ecs["Parameters"]
+    for name in ("DestAccessKeyId", "DestSecretAccessKey"):
+        assert params[name]["NoEcho"] in (True, "true"), name
+        assert "Default" not in params[name], name
+        assert name not in json.dumps(ecs["Outputs"]), name
+    for doc_text in texts.values():
+        assert not re.search(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b", doc_text)
+    for name, param in params.items():
+        if param.get("NoEcho") in (True, "true"):
+            assert "Default" not in param, name
+    secret = ecs["Resources"]["DestCredentials"]["Properties"]["SecretString"]["Fn::Sub"]
+    assert json.loads(secret) == {
+        contract.SECRET_ACCESS_KEY_ID_FIELD: "${DestAccessKeyId}",
+        contract.SECRET_SECRET_ACCESS_KEY_FIELD: "${DestSecretAccessKey}",
+    }
+
+
+# --- parameters, outputs, cross-stack references ----------------------------------------------------------------------
+def test_destination_parameters(ecs: dict[str, Any]) -> None:
+    p = ecs["Parameters"]
+    assert p["DestRegion"]["AllowedValues"] == ["cn-north-1", "cn-northwest-1"]
+    assert p["DestPrefix"]["Default"] == "" and p["DestEndpointUrl"]["Default"] == ""
+    assert "Default" not in p["DestBucket"]
+
+
+def test_lambda_parameters_defaults(lam: dict[str, Any]) -> None:
+    p = lam["Parameters"]
+    assert p["EcsStackName"]["Default"] == "ecsStack"
+    assert (p["MaxTasks"]["Default"], p["MinTasks"]["Default"], p["MinTasks"]["MinValue"]) == (10, 1, 0)
+    assert "AllowedPattern" in p["SourceBucketName"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_console_page_groups_labels_and_describes_every_parameter(docs: dict[str, dict[str, Any]], name: str) -> None:
+    doc = docs[name]
+    interface = doc["Metadata"]["AWS::CloudFormation::Interface"]
+    grouped = [p for g in interface["ParameterGroups"] for p in g["Parameters"]]
+    assert sorted(grouped) == sorted(doc["Parameters"])
+    assert set(interface["ParameterLabels"]) == set(doc["Parameters"])
+    for pname, param in doc["Parameters"].items():
+        assert param.get("Description"), pname
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_names_follow_the_conventions(docs: dict[str, dict[str, Any]], name: str) -> None:
+    doc = docs[name]
+    for logical_id in doc["Resources"]:
+        assert re.fullmatch(r"(?:[A-Z][a-z0-9]*)+", logical_id), logical_id
+    prefixes = tuple(doc["Resources"]) + tuple(doc["Parameters"])
+    for out_name, out in doc["Outputs"].items():
+        assert out_name.startswith(prefixes), out_name
+        assert out["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{out_name}"}
+        assert out.get("Description"), out_name
+
+
+def test_user_facing_outputs(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+    assert {"ClusterName", "ServiceName", "TransferQueueUrl", "TransferDeadLetterQueueUrl", "TransfersTableName",
+            "PartsTableName", "WorkerLogGroupName"} <= set(ecs["Outputs"])  # fmt: skip
+    assert {"SourceBucketName", "CompletionTopicArn"} <= set(lam["Outputs"])
+
+
+def test_every_import_matches_an_ecs_export(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+    exports = {out["Export"]["Name"]["Fn::Sub"].replace("${AWS::StackName}", "${EcsStackName}")
+               for out in ecs["Outputs"].values()}  # fmt: skip
+    imports = [n["Fn::ImportValue"] for n in walk(lam) if isinstance(n, dict) and "Fn::ImportValue" in n]
+    assert imports
+    for imported in imports:
+        assert set(imported) == {"Fn::Sub"}, imported
+        assert imported["Fn::Sub"] in exports, imported
+
+
+def test_templates_are_plain_yaml(texts: dict[str, str]) -> None:
+    """Long-form intrinsics, no `!Ref` tags: any YAML reader (moto, yaml.safe_load, the local runner) takes them."""
+    import yaml
+
+    for name, text in texts.items():
+        assert yaml.safe_load(text)["AWSTemplateFormatVersion"] == "2010-09-09", name
+
+
+# --- moto's CloudFormation engine -------------------------------------------------------------------------------------
+def _params(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
+
+
+def _function_env(handler: str) -> dict[str, Any]:
+    import boto3
+
+    functions = boto3.client("lambda", region_name="us-east-1").list_functions()["Functions"]
+    (env,) = [f["Environment"]["Variables"] for f in functions if f["Handler"] == handler]
+    return env
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips
+@pytest.mark.parametrize("launch_type", ["EC2", "FARGATE"])
+def test_stacks_create_update_and_delete_in_moto(texts: dict[str, str], launch_type: str) -> None:
+    """Both stacks create in order, the imports resolve (optional values back to ""), an update applies, both delete.
+
+    moto's CloudFormation has no AWS::SecretsManager::Secret, so the secret's ARN output is pinned to a literal here.
+    """
+    import boto3
+    from moto import mock_aws
+
+    secret_ref = "Value:\n      Ref: DestCredentials\n"
+    assert texts["ecs.yaml"].count(secret_ref) == 1
+    pinned = "Value: arn:aws:secretsmanager:us-east-1:123456789012:secret:x\n"
+    ecs_text = texts["ecs.yaml"].replace(secret_ref, pinned)
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="code-bucket")
+        s3.put_object(Bucket="code-bucket", Key="fn.zip", Body=b"PK\x05\x06" + b"\0" * 18)
+        cf = boto3.client("cloudformation", region_name="us-east-1")
+        ecs_params = {"ImageUri": "worker:1", "DestBucket": "dest-bucket", "DestAccessKeyId": "AKIAIOSFODNN7EXAMPLE",
+                      "DestSecretAccessKey": "s" * 40, "VpcId": vpc, "SubnetId": subnet,
+                      "LaunchType": launch_type}  # fmt: skip
+        lam_params = {"SourceBucketName": "src-bucket", "CodeBucket": "code-bucket", "CodeKey": "fn.zip",
+                      "Email": "ops@example.com"}  # fmt: skip
+        cf.create_stack(StackName="ecsStack", TemplateBody=ecs_text, Parameters=_params(ecs_params),
+                        Capabilities=["CAPABILITY_IAM"])  # fmt: skip
+        cf.create_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"], Parameters=_params(lam_params),
+                        Capabilities=["CAPABILITY_IAM"])  # fmt: skip
+        for name in ("ecsStack", "lamStackS"):
+            assert cf.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+        splitter = _function_env(contract.HANDLERS["splitter"])
+        assert splitter[Env.DEST_PREFIX] == splitter[Env.DEST_ENDPOINT_URL] == ""  # the optional exports, unmarked
+        assert splitter[Env.DEST_BUCKET] == "dest-bucket"
+        assert splitter[Env.QUEUE_URL].startswith("https://")
+
+        cf.update_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"],
+                        Parameters=_params({**lam_params, "MaxTasks": "20"}),
+                        Capabilities=["CAPABILITY_IAM"])  # fmt: skip
+        assert str(_function_env(contract.HANDLERS["scale_out"])[Env.MAX_TASKS]) == "20"
+
+        cf.delete_stack(StackName="lamStackS")
+        cf.delete_stack(StackName="ecsStack")
+        statuses = {s["StackName"]: s["StackStatus"] for s in cf.list_stacks()["StackSummaries"]}
+        assert statuses == {"lamStackS": "DELETE_COMPLETE", "ecsStack": "DELETE_COMPLETE"}
