@@ -1,0 +1,53 @@
+"""Template commands: render, links, lint (plain functions in s3sync.render)."""
+
+from __future__ import annotations
+
+import click
+
+from s3sync.cli import CliError, _run, cli
+
+
+@cli.command("render")
+@click.option("--out", "out_dir", default="templates", show_default=True, type=click.Path(file_okay=False),
+              help="Directory to write ecs.<format> and lambda.<format> into.")
+@click.option("--format", "fmt", default="yaml", show_default=True, type=click.Choice(["yaml", "json"]),
+              help="Template format.")
+def render_command(out_dir: str, fmt: str) -> None:
+    """Render the two CloudFormation templates (deterministic: same code, same bytes)."""
+    from s3sync.render import do_render
+
+    for path in _run(do_render, out_dir, fmt):
+        click.echo(f"wrote {path}")
+
+
+@cli.command("links")
+@click.option("--template-base-url", required=True,
+              help="S3 URL of the folder holding the uploaded ecs.yaml and lambda.yaml.")
+@click.option("--region", default="us-east-1", show_default=True, help="Commercial AWS region to deploy in.")
+@click.option("--ecs-stack-name", default="ecsStack", show_default=True, help="Name of the ECS stack.")
+@click.option("--lambda-stack-name", default="lamStackS", show_default=True, help="Name of the Lambda stack.")
+def links_command(template_base_url: str, region: str, ecs_stack_name: str, lambda_stack_name: str) -> None:
+    """Print console quick-create links for both stacks (open the ECS one first)."""
+    from s3sync.render import do_links
+
+    for link in _run(do_links, template_base_url, region, ecs_stack_name, lambda_stack_name):
+        click.echo(f"{link.template} (stack {link.stack_name}):")
+        click.echo(f"  {link.url}")
+
+
+@cli.command("lint")
+@click.argument("directory", default="templates", type=click.Path(file_okay=False))
+@click.option("--region", "regions", multiple=True, default=["us-east-1"], show_default=True,
+              help="Region to check resource availability in (repeatable).")
+def lint_command(directory: str, regions: tuple[str, ...]) -> None:
+    """Run cfn-lint (in-process) on the rendered templates in DIRECTORY; non-zero exit on any finding."""
+    from s3sync.render import do_lint
+
+    findings = _run(do_lint, directory, regions)
+    for line in findings:
+        click.echo(line)
+    if findings:
+        raise CliError(f"cfn-lint: {len(findings)} finding(s)")
+    click.echo("cfn-lint: no findings")
+
+
