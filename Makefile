@@ -20,8 +20,9 @@ demo: setup          ## the end-to-end demo on embedded local servers
 test: setup          ## unit, template and end-to-end tests against real local servers
 	$(PY) -m pytest -q
 
-lint: setup          ## cfn-lint on the checked-in templates
+lint: setup          ## cfn-lint and checkov (own venv: .venv-checkov) on the checked-in templates
 	$(S3SYNC) lint templates
+	bash .ci/checkov
 
 templates: setup     ## re-render templates/ecs.yaml and templates/lambda.yaml
 	$(S3SYNC) render --out templates
@@ -30,4 +31,4 @@ bench: setup         ## benchmarks side by side with rclone (not part of `make t
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-checkov build *.egg-info .pytest_cache

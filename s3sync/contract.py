@@ -43,6 +43,7 @@ class Env:
     MIN_TASKS = "S3SYNC_MIN_TASKS"
     COMPLETION_TOPIC_ARN = "S3SYNC_COMPLETION_TOPIC_ARN"
     LOG_LEVEL = "S3SYNC_LOG_LEVEL"
+    STUCK_AFTER_SECONDS = "S3SYNC_STUCK_AFTER_SECONDS"  # the sweeper re-drives jobs idle this long
     # Local only (never set by the templates): the source bucket on another S3-compatible server.
     SOURCE_ENDPOINT_URL = "S3SYNC_SOURCE_ENDPOINT_URL"
     SOURCE_ACCESS_KEY_ID = "S3SYNC_SOURCE_ACCESS_KEY_ID"
@@ -97,3 +98,4 @@ DEFAULT_WORKER_THREADS: Final = 4
 DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a long part copies
 DEFAULT_MAX_RECEIVE_COUNT: Final = 5  # receives before a message goes to the dead-letter queue
 DEFAULT_SCALE_OUT_THRESHOLD: Final = 100  # visible messages that fire alarm A
+DEFAULT_STUCK_AFTER_SECONDS: Final = 900  # a job without progress this long is re-driven by the sweeper

@@ -65,8 +65,18 @@ def do_links(
     region: str = DEFAULT_REGION,
     ecs_stack_name: str = DEFAULT_ECS_STACK,
     lambda_stack_name: str = DEFAULT_LAMBDA_STACK,
+    *,
+    ecs_parameters: Mapping[str, str] | None = None,
+    lambda_parameters: Mapping[str, str] | None = None,
+    documents: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[QuickCreateLink]:
-    """Console quick-create links for both stacks, in deployment order (ecs first)."""
+    """Console quick-create links for both stacks, in deployment order (ecs first).
+
+    `ecs_parameters` / `lambda_parameters` pre-fill the console (`param_<Name>=<value>`); every name must be a
+    parameter of that template (one the console page shows with a label), and never a NoEcho one: a link is not a
+    place for a secret. `documents` ({"ecs": {...}, "lambda": {...}}, the templates as dicts) are checked instead of
+    the default rendering, for templates made with a custom config or builder.
+    """
     base = _check_base_url(template_base_url)
     _check_region(region)
     for name in (ecs_stack_name, lambda_stack_name):
@@ -76,14 +86,57 @@ def do_links(
         raise UserError("the ECS and Lambda stacks need different names")
     console = f"https://{region}.console.aws.amazon.com/cloudformation/home?region={region}"
     links = []
-    for stem, stack_name, params in (
-        ("ecs", ecs_stack_name, {}),
-        ("lambda", lambda_stack_name, {"param_EcsStackName": ecs_stack_name}),
+    for stem, stack_name, given in (
+        ("ecs", ecs_stack_name, ecs_parameters or {}),
+        ("lambda", lambda_stack_name, {**(lambda_parameters or {}), "EcsStackName": ecs_stack_name}),
     ):
+        if stem == "lambda" and (lambda_parameters or {}).get("EcsStackName", ecs_stack_name) != ecs_stack_name:
+            raise UserError("EcsStackName is the ECS stack's name: set the ECS stack name instead")
+        declared = template_parameters(stem, documents)
+        for key in sorted(given):
+            if key not in declared:
+                raise UserError(f"{stem}.yaml has no parameter {key!r}; it has {', '.join(sorted(declared))}")
+            if _truthy(declared[key].get("NoEcho")):
+                raise UserError(f"{key} is a NoEcho parameter: it cannot go into a link; enter it on the console page")
         template = f"{stem}.yaml"
-        query = urlencode({"templateURL": f"{base}/{template}", "stackName": stack_name, **params}, quote_via=quote)
+        query = urlencode(
+            {
+                "templateURL": f"{base}/{template}",
+                "stackName": stack_name,
+                **{f"param_{k}": str(v) for k, v in sorted(given.items())},
+            },
+            quote_via=quote,
+        )
         links.append(QuickCreateLink(template, stack_name, f"{console}#/stacks/quickcreate?{query}"))
     return links
+
+
+def template_parameters(
+    stem: str, documents: Mapping[str, Mapping[str, Any]] | None = None
+) -> Mapping[str, Mapping[str, Any]]:
+    """Parameter name -> declaration (Type, Default, NoEcho, ...) of `ecs` or `lambda`; the default rendering
+    unless `documents` gives the template as a dict."""
+    if documents is not None and stem in documents:
+        return documents[stem].get("Parameters", {})
+    template = STACKS[stem](StackConfig()).build()
+    return template.to_dict().get("Parameters", {})
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def s3_url(bucket: str, region: str, key: str = "") -> str:
+    """The https URL CloudFormation and the console read `key` of `bucket` in `region` from (no trailing slash).
+
+    Virtual-hosted style, or path style for a bucket name with dots (its name would break the TLS wildcard).
+    """
+    path = quote(key.strip("/"), safe="/")
+    if "." in bucket:
+        url = f"https://s3.{region}.amazonaws.com/{bucket}"
+    else:
+        url = f"https://{bucket}.s3.{region}.amazonaws.com"
+    return f"{url}/{path}" if path else url
 
 
 def _check_region(region: str) -> None:

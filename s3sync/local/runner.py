@@ -88,6 +88,7 @@ class LocalOptions:
     idle_grace: float = 1.0
     timeout: float | None = None  # stop (and report) after this many seconds
     duplicate_messages: int = 1  # fault injection: deliver every part message this many times
+    stuck_after: int = 30  # seconds without progress before the sweeper (run on alarm B) re-drives a job
     state_dir: Path | None = None  # worker logs and pids; a temp dir by default
     name: str = "s3sync"  # resource name prefix
 
@@ -356,7 +357,7 @@ class LocalRunner:
             Env.DEST_SECRET_ARN: r.secret_arn, Env.PART_SIZE_MIB: str(o.part_size_mib),
             Env.WORKER_THREADS: str(o.worker_threads), Env.CLUSTER: r.cluster, Env.SERVICE: r.service,
             Env.MAX_TASKS: str(o.max_tasks), Env.MIN_TASKS: str(o.min_tasks),
-            Env.COMPLETION_TOPIC_ARN: r.completion_topic,
+            Env.COMPLETION_TOPIC_ARN: r.completion_topic, Env.STUCK_AFTER_SECONDS: str(o.stuck_after),
             Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
             Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
             Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
@@ -439,9 +440,26 @@ class LocalRunner:
             lambda_records = events.dynamodb_stream(records, self.r.stream_arn)["Records"]
             batch = [rec for rec in lambda_records if any(patterns.matches(p, rec) for p in COMPLETION_FILTERS)]
             if batch:
-                self.invoke("completion", {"Records": batch}, attempts=5)
+                self._deliver_stream_batch(batch)
             else:
                 self._stop.wait(0.2)
+
+    def _deliver_stream_batch(self, batch: list[dict[str, Any]], max_retries: int = 5) -> None:
+        """As the event source mapping does: retry from the first failed record, then give up on it."""
+        for attempt in range(max_retries + 1):
+            try:
+                resp = self.invoke("completion", {"Records": batch}, attempts=1) or {}
+                failed = [f["itemIdentifier"] for f in resp.get("batchItemFailures") or []]
+            except Exception:  # noqa: BLE001 - a failed invocation retries the whole batch
+                failed = [batch[0]["dynamodb"]["SequenceNumber"]]
+            if not failed:
+                return
+            first = next(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed)
+            batch = batch[first:]
+            log.warning("stream batch retried", extra={"attempt": attempt + 1, "records": len(batch)})
+            self._stop.wait(min(5.0, 0.2 * 2 ** attempt))
+        self._errors.append(f"completion gave up on {len(batch)} stream record(s)")
+        log.error("stream records dropped after retries", extra={"records": len(batch)})
 
     def _queue_depth(self, url: str) -> tuple[int, int]:
         attrs = self.client("sqs").get_queue_attributes(

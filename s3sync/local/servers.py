@@ -84,6 +84,43 @@ def _wait_http(url: str, deadline: float, alive: Any = None) -> None:
 # moto
 
 
+def _serialized_dynamodb(base: Any) -> Any:
+    """A ThreadedMotoServer whose DynamoDB requests run one at a time.
+
+    moto's DynamoDB is not thread-safe: TransactWriteItems snapshots whole tables and, when a condition fails,
+    restores the snapshot, wiping writes that other threads made meanwhile (seen here: 120 parts recorded and
+    `remaining` left at 7 by eight racing workers; also "dictionary changed size during iteration" 500s). Real
+    DynamoDB is atomic per item and per transaction; serializing the requests gives the same guarantees locally.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    try:
+        from moto.moto_server.threaded_moto_server import MotoRequestHandler
+    except ImportError:  # pragma: no cover - older moto
+        MotoRequestHandler = None  # noqa: N806
+
+    lock = threading.Lock()
+
+    def serialize(app: Any) -> Any:
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(("DynamoDB_", "DynamoDBStreams_")):
+                with lock:
+                    return list(app(environ, start_response))
+            return app(environ, start_response)
+        return wsgi
+
+    class Server(base):  # type: ignore[misc,valid-type]
+        def _server_entry(self) -> None:
+            app = serialize(DomainDispatcherApplication(create_backend_app))
+            kwargs = {"request_handler": MotoRequestHandler} if MotoRequestHandler else {}
+            self._server = make_server(self._ip_address, self._port, app, True, **kwargs)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server
+
+
 class MotoServer:
     """moto's standalone server (`moto.server.ThreadedMotoServer`) on 127.0.0.1 and a free port.
 
@@ -155,7 +192,8 @@ class MotoServer:
                     probe.bind((self._host, self._port))
                 except OSError as exc:
                     raise ServerStartError(f"moto: cannot bind {self._host}:{self._port}: {exc}") from exc
-        server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=self._verbose)
+        server = _serialized_dynamodb(ThreadedMotoServer)(ip_address=self._host, port=self._port,
+                                                           verbose=self._verbose)
         server.start()
         self._server = server
         host, port = server.get_host_and_port()

@@ -7,6 +7,7 @@ with `dataclasses.replace(StackConfig(), max_tasks=20)`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,6 +23,10 @@ ROLE_KEYS: tuple[str, ...] = ("splitter", "scale_out", "scale_in", "completion",
 DEST_REGIONS: tuple[str, ...] = ("cn-north-1", "cn-northwest-1")
 
 LAUNCH_TYPES: tuple[str, ...] = ("EC2", "FARGATE")
+
+#: An S3 bucket name, as the bucket-name parameters' AllowedPattern says.
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+BUCKET_NAME = re.compile(BUCKET_PATTERN)
 
 #: Values CloudWatch Logs accepts for RetentionInDays.
 LOG_RETENTION_DAYS: tuple[int, ...] = (
@@ -74,6 +79,10 @@ class StackConfig:
     dest_region: str = "cn-north-1"  # DestRegion
     ecs_stack_name: str = "ecsStack"  # EcsStackName of lambda.yaml, as the original names the ECS stack
     ecs_ami_parameter: str = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"  # AmiId
+    # Where the code is (`s3sync package` fills these in); empty: the parameter has no default, the deployer enters it.
+    code_bucket: str = ""  # CodeBucket of lambda.yaml: bucket of the functions' zip, in the stacks' region
+    code_key: str = ""  # CodeKey of lambda.yaml: key of that zip (content-addressed: a new key per code version)
+    image_uri: str = ""  # ImageUri of ecs.yaml: the worker image
 
     # --- fixed at render time -----------------------------------------------------------------------------------------
     log_retention_days: int = 30
@@ -137,6 +146,12 @@ def _problems(cfg: StackConfig) -> Iterator[str]:
     unknown = sorted(set(cfg.extra_statements) - set(ROLE_KEYS))
     if unknown:
         yield f"extra_statements has unknown roles {unknown}; known: {ROLE_KEYS}"
+    if cfg.code_bucket and not BUCKET_NAME.fullmatch(cfg.code_bucket):
+        yield f"code_bucket must be an S3 bucket name, got {cfg.code_bucket!r}"
+    if len(cfg.code_key) > 1024:
+        yield "code_key must be at most 1024 characters (the S3 key limit)"
+    if any(ch.isspace() for ch in cfg.image_uri):
+        yield f"image_uri must not contain white space, got {cfg.image_uri!r}"
     if not 1 <= cfg.stream_batch_size <= 10000:
         yield "stream_batch_size must be within 1..10000"
     if not 0 <= cfg.worker_stop_timeout_s <= 120:

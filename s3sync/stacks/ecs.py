@@ -20,7 +20,7 @@ import awacs.dynamodb as ddb
 from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam
-from s3sync.stacks.common import OPTIONAL_MARK, Exports, Ids, StackBuilder, marked
+from s3sync.stacks.common import OPTIONAL_MARK, Exports, Ids, StackBuilder, marked, skip_checks
 from s3sync.stacks.config import DEST_REGIONS, LAUNCH_TYPES, StackConfig
 
 IS_EC2 = "IsEc2"
@@ -50,6 +50,7 @@ class EcsStack(StackBuilder):
         "add_secret",
         "add_dead_letter_queue",
         "add_queue",
+        "add_queue_policy",
         "add_transfers_table",
         "add_parts_table",
         "add_log_group",
@@ -71,7 +72,8 @@ class EcsStack(StackBuilder):
         c = self.cfg
         self.param("ImageUri", G_WORKER, "Worker image URI",
                    "Container image of the worker (e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/s3sync:1.0); "
-                   "ECR images must be in a repository of this account and region.", MinLength=1)
+                   "ECR images must be in a repository of this account and region.", MinLength=1,
+                   **({"Default": c.image_uri} if c.image_uri else {}))
         self.param("LaunchType", G_WORKER, "Launch type",
                    "EC2: instances from an Auto Scaling group (as in the original design); FARGATE: serverless tasks "
                    "with a public IP.", Default=c.launch_type, AllowedValues=list(LAUNCH_TYPES))
@@ -157,7 +159,7 @@ class EcsStack(StackBuilder):
             separators=(",", ":"),
             sort_keys=True,
         )
-        self.add(
+        skip_checks(self.add(
             Secret(
                 Ids.SECRET,
                 Description="s3sync: access key of the China account that writes the destination bucket",
@@ -165,11 +167,11 @@ class EcsStack(StackBuilder):
                 DeletionPolicy="Delete",
                 UpdateReplacePolicy="Delete",
             )
-        )
+        ), "CKV_AWS_149")
         self.resource_output(Ids.SECRET, "Arn", "ARN of the secret holding the China credentials", Ref(Ids.SECRET))
 
     def add_dead_letter_queue(self) -> None:
-        self.add(
+        skip_checks(self.add(
             sqs.Queue(
                 Ids.DLQ,
                 MessageRetentionPeriod=self.cfg.message_retention_s,
@@ -177,13 +179,13 @@ class EcsStack(StackBuilder):
                 DeletionPolicy="Delete",
                 UpdateReplacePolicy="Delete",
             )
-        )
+        ), "CKV_AWS_27")
         self.resource_output(Ids.DLQ, "Url", "Dead-letter queue: part messages that failed MaxReceiveCount times",
                              Ref(Ids.DLQ))
         self.resource_output(Ids.DLQ, "Arn", "ARN of the dead-letter queue")
 
     def add_queue(self) -> None:
-        self.add(
+        skip_checks(self.add(
             sqs.Queue(
                 Ids.QUEUE,
                 VisibilityTimeout=Ref("VisibilityTimeout"),
@@ -196,14 +198,26 @@ class EcsStack(StackBuilder):
                 DeletionPolicy="Delete",
                 UpdateReplacePolicy="Delete",
             )
-        )
+        ), "CKV_AWS_27")
         self.resource_output(Ids.QUEUE, "Url", "URL of the part queue the workers consume", Ref(Ids.QUEUE))
         self.resource_output(Ids.QUEUE, "Arn", "ARN of the part queue")
         self.resource_output(Ids.QUEUE, "Name", "Name of the part queue (the alarms' dimension)",
                              GetAtt(Ids.QUEUE, "QueueName"))
 
-    def _table(self, logical_id: str, keys: list[tuple[str, str, str]], **kwargs: Any) -> None:
+    def add_queue_policy(self) -> None:
+        """Both queues refuse requests that do not come over TLS."""
         self.add(
+            sqs.QueuePolicy(
+                Ids.QUEUE_POLICY,
+                Queues=[Ref(Ids.QUEUE), Ref(Ids.DLQ)],
+                PolicyDocument=iam.document(
+                    [iam.deny_insecure_transport("sqs", [GetAtt(Ids.QUEUE, "Arn"), GetAtt(Ids.DLQ, "Arn")])]
+                ),
+            )
+        )
+
+    def _table(self, logical_id: str, keys: list[tuple[str, str, str]], **kwargs: Any) -> None:
+        skip_checks(self.add(
             dynamodb.Table(
                 logical_id,
                 BillingMode="PAY_PER_REQUEST",
@@ -219,7 +233,7 @@ class EcsStack(StackBuilder):
                 UpdateReplacePolicy="Delete",
                 **kwargs,
             )
-        )
+        ), "CKV_AWS_119")
         self.resource_output(logical_id, "Name", f"Name of the {logical_id}", Ref(logical_id))
         self.resource_output(logical_id, "Arn", f"ARN of the {logical_id}")
 
@@ -247,7 +261,7 @@ class EcsStack(StackBuilder):
     def add_cluster(self) -> None:
         insights = "enabled" if self.cfg.container_insights else "disabled"
         settings = [ecs.ClusterSetting(Name="containerInsights", Value=insights)]
-        self.add(ecs.Cluster(Ids.CLUSTER, ClusterSettings=settings))
+        skip_checks(self.add(ecs.Cluster(Ids.CLUSTER, ClusterSettings=settings)), "CKV_AWS_65")
         self.resource_output(Ids.CLUSTER, "Name", "Name of the ECS cluster", Ref(Ids.CLUSTER))
         self.resource_output(Ids.CLUSTER, "Arn", "ARN of the ECS cluster")
 
@@ -380,7 +394,8 @@ class EcsStack(StackBuilder):
             ],
             UserData=user_data,
         )
-        self.add(ec2.LaunchTemplate(Ids.LAUNCH_TEMPLATE, Condition=IS_EC2, LaunchTemplateData=data))
+        skip_checks(self.add(ec2.LaunchTemplate(Ids.LAUNCH_TEMPLATE, Condition=IS_EC2, LaunchTemplateData=data)),
+                    "CKV_AWS_88")
 
     def add_auto_scaling_group(self) -> None:
         """Starts empty; the capacity provider sizes it to the tasks the service asks for."""

@@ -19,7 +19,7 @@ import awacs.secretsmanager as secretsmanager
 import awacs.sns as sns
 import awacs.sqs as sqs
 import awacs.sts as sts
-from awacs.aws import Action, Allow, Policy, PolicyDocument, Principal, Statement
+from awacs.aws import Action, Allow, Bool, Condition, Deny, Policy, PolicyDocument, Principal, Statement
 from troposphere import Sub
 from troposphere.iam import Policy as RolePolicy
 
@@ -74,6 +74,19 @@ def trust(service: str) -> Policy:
     return PolicyDocument(
         Version=POLICY_VERSION,
         Statement=[Statement(Effect=Allow, Principal=Principal("Service", [service]), Action=[sts.AssumeRole])],
+    )
+
+
+def deny_insecure_transport(service: str, resources: Iterable[Any]) -> Statement:
+    """For a resource policy: refuse every request that does not come over TLS. A Deny only takes rights away, so it
+    may name every action of the service (`<service>:*`)."""
+    return Statement(
+        Sid="DenyInsecureTransport",
+        Effect=Deny,
+        Principal=Principal("*"),
+        Action=[Action(service, "*")],
+        Resource=list(resources),
+        Condition=Condition(Bool("aws:SecureTransport", "false")),
     )
 
 

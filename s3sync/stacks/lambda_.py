@@ -12,19 +12,24 @@ from typing import Any
 import awacs.dynamodb as ddb
 from awacs.aws import Action, Bool, Condition, Deny, Principal, Statement
 from troposphere import GetAtt, NoValue, Ref, Sub, Template
-from troposphere import awslambda, cloudwatch, s3, sns
+from troposphere import awslambda, cloudwatch, s3, sns, sqs
 from troposphere.iam import PolicyType
 
 from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam
-from s3sync.stacks.common import FUNCTIONS, Exports, Ids, StackBuilder, import_marked, import_value
+from s3sync.stacks.common import FUNCTIONS, Exports, Ids, StackBuilder, import_marked, import_value, skip_checks
 from s3sync.stacks.config import StackConfig
 
 G_SOURCE = "Source"
 G_CODE = "Stacks and code"
 G_SCALING = "Scaling and transfer"
 G_NOTIFY = "Notification"
+
+
+def _default(value: str) -> dict[str, str]:
+    """`Default=value` for a parameter whose default is optional (empty: no default, the deployer enters it)."""
+    return {"Default": value} if value else {}
 
 
 class LambdaStack(StackBuilder):
@@ -63,10 +68,10 @@ class LambdaStack(StackBuilder):
         self.param("CodeBucket", G_CODE, "Code bucket",
                    "Bucket (in this region) holding the functions' deployment package.",
                    AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-                   ConstraintDescription="an S3 bucket name")
+                   ConstraintDescription="an S3 bucket name", **_default(c.code_bucket))
         self.param("CodeKey", G_CODE, "Code key",
                    "Key of the deployment zip in the code bucket; use a new key per version so that an update "
-                   "deploys the new code.", MinLength=1)
+                   "deploys the new code.", MinLength=1, **_default(c.code_key))
         self.param("MaxTasks", G_SCALING, "Tasks when busy",
                    "Worker tasks scale_out sets when the queue is deep (alarm A).",
                    Type="Number", Default=c.max_tasks, MinValue=1, MaxValue=1000)
@@ -87,8 +92,8 @@ class LambdaStack(StackBuilder):
     # --- topics ---------------------------------------------------------------------------------------------------
     def add_topics(self) -> None:
         # Alarm topics stay unencrypted: CloudWatch cannot publish to a topic under the AWS-managed SNS key.
-        self.add(sns.Topic(Ids.SCALE_OUT_TOPIC, DisplayName="s3sync scale out"))
-        self.add(sns.Topic(Ids.SCALE_IN_TOPIC, DisplayName="s3sync scale in"))
+        skip_checks(self.add(sns.Topic(Ids.SCALE_OUT_TOPIC, DisplayName="s3sync scale out")), "CKV_AWS_26")
+        skip_checks(self.add(sns.Topic(Ids.SCALE_IN_TOPIC, DisplayName="s3sync scale in")), "CKV_AWS_26")
         self.add(sns.Topic(Ids.COMPLETION_TOPIC, DisplayName="s3sync", KmsMasterKeyId="alias/aws/sns"))
         self.add(sns.SubscriptionResource(Ids.COMPLETION_SUBSCRIPTION, Protocol="email", Endpoint=Ref("Email"),
                                           TopicArn=Ref(Ids.COMPLETION_TOPIC)))
@@ -96,8 +101,10 @@ class LambdaStack(StackBuilder):
                              Ref(Ids.COMPLETION_TOPIC))
 
     # --- functions ------------------------------------------------------------------------------------------------
-    def function(self, key: str, environment: dict[str, Any], statements: list[Statement]) -> awslambda.Function:
-        """One function with its log group and role; `key` is its contract.HANDLERS key."""
+    def function(self, key: str, environment: dict[str, Any], statements: list[Statement],
+                 dead_letter_arn: Any = None) -> awslambda.Function:
+        """One function with its log group and role; `key` is its contract.HANDLERS key. With `dead_letter_arn`,
+        asynchronous invocations that fail every retry land in that queue instead of being dropped."""
         logical_id = FUNCTIONS[key]
         log_group = f"{logical_id}LogGroup"
         role = f"{logical_id}Role"
@@ -117,8 +124,10 @@ class LambdaStack(StackBuilder):
                 Role=GetAtt(role, "Arn"),
                 Environment=awslambda.Environment(Variables=environment),
                 LoggingConfig=awslambda.LoggingConfig(LogGroup=Ref(log_group)),
+                DeadLetterConfig=awslambda.DeadLetterConfig(TargetArn=dead_letter_arn) if dead_letter_arn else NoValue,
             )
         )
+        skip_checks(fn, "CKV_AWS_115", *(() if dead_letter_arn else ("CKV_AWS_116",)), "CKV_AWS_117", "CKV_AWS_173")
         self.resource_output(logical_id, "Name", f"Name of the {key} function", Ref(logical_id))
         return fn
 
@@ -134,7 +143,32 @@ class LambdaStack(StackBuilder):
             Env.DEST_SECRET_ARN: import_value(Exports.SECRET_ARN),
         }
 
+    def add_splitter_dead_letter_queue(self) -> Any:
+        """S3 invokes the splitter asynchronously: an event that fails every retry (e.g. the destination refuses the
+        credentials) is kept here, with the object's key, instead of being dropped; re-drive it to the splitter."""
+        skip_checks(self.add(
+            sqs.Queue(
+                Ids.SPLITTER_DLQ,
+                MessageRetentionPeriod=self.cfg.message_retention_s,
+                SqsManagedSseEnabled=True,
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+            )
+        ), "CKV_AWS_27")
+        arn = GetAtt(Ids.SPLITTER_DLQ, "Arn")
+        self.add(
+            sqs.QueuePolicy(
+                Ids.SPLITTER_DLQ_POLICY,
+                Queues=[Ref(Ids.SPLITTER_DLQ)],
+                PolicyDocument=iam.document([iam.deny_insecure_transport("sqs", [arn])]),
+            )
+        )
+        self.resource_output(Ids.SPLITTER_DLQ, "Url", "S3 events the splitter failed on after every retry",
+                             Ref(Ids.SPLITTER_DLQ))
+        return arn
+
     def add_splitter(self) -> None:
+        dead_letter = self.add_splitter_dead_letter_queue()
         env = {
             **self.destination_environment(),
             Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
@@ -148,7 +182,9 @@ class LambdaStack(StackBuilder):
                 iam.send_messages(import_value(Exports.QUEUE_ARN)),
                 iam.table_items([ddb.GetItem, ddb.PutItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
                 iam.read_secret(import_value(Exports.SECRET_ARN)),
+                iam.send_messages(dead_letter),
             ],
+            dead_letter_arn=dead_letter,
         )
         # Built from the name parameter, not the bucket: the bucket depends on this permission.
         self.add(
@@ -209,7 +245,7 @@ class LambdaStack(StackBuilder):
     # --- source bucket --------------------------------------------------------------------------------------------
     def add_bucket(self) -> None:
         keep = "Retain" if self.cfg.retain_source_bucket else "Delete"
-        self.add(
+        skip_checks(self.add(
             s3.Bucket(
                 Ids.BUCKET,
                 DependsOn=["SplitterPermission"],  # S3 checks it may invoke the splitter when the notification is set
@@ -248,7 +284,7 @@ class LambdaStack(StackBuilder):
                 DeletionPolicy=keep,
                 UpdateReplacePolicy=keep,
             )
-        )
+        ), "CKV_AWS_18", "CKV_AWS_21")
         self.resource_output(Ids.BUCKET, "Name", "Source bucket: objects created here are copied to China",
                              Ref(Ids.BUCKET))
         self.resource_output(Ids.BUCKET, "Arn", "ARN of the source bucket")

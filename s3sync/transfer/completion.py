@@ -17,7 +17,8 @@ from typing import Any
 
 from s3sync.contract import Status
 from s3sync.transfer.checksums import is_md5_etag, multipart_etag, strip_etag
-from s3sync.transfer.errors import PermanentError, TransferError, classify, error_code
+from s3sync.transfer.credentials import DestClient
+from s3sync.transfer.errors import PermanentError, TransferError, classify
 from s3sync.transfer.events import StreamChange
 from s3sync.transfer.ledger import Job, Ledger, PartRecord
 
@@ -34,8 +35,10 @@ class CompletionResult:
 
 
 class Completer:
-    def __init__(self, *, dest: Any, ledger: Ledger, sns: Any | None = None, topic_arn: str = "") -> None:
-        self.dest, self.ledger, self.sns, self.topic_arn = dest, ledger, sns, topic_arn
+    def __init__(self, *, dest: DestClient | Any, ledger: Ledger, sns: Any | None = None,
+                 topic_arn: str = "") -> None:
+        self.ledger, self.sns, self.topic_arn = ledger, sns, topic_arn
+        self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
 
     def on_change(self, change: StreamChange) -> CompletionResult:
         new = change.new or {}
@@ -83,11 +86,14 @@ class Completer:
             raise PermanentError(f"recorded parts add up to {recorded} bytes, the object has {job.size}")
         return parts
 
+    def _where(self, job: Job) -> str:
+        return f"s3://{job.dest_bucket}/{job.dest_key} at {self.dest.endpoint.describe()}"
+
     def _listed_parts(self, job: Job) -> dict[int, str]:
         listed: dict[int, str] = {}
         kwargs: dict[str, Any] = {"Bucket": job.dest_bucket, "Key": job.dest_key, "UploadId": job.upload_id}
         while True:
-            resp = self.dest.list_parts(**kwargs)
+            resp = self.dest.call(lambda c: c.list_parts(**kwargs), self._where(job))
             for p in resp.get("Parts", []):
                 listed[int(p["PartNumber"])] = strip_etag(p["ETag"])
             if not resp.get("IsTruncated"):
@@ -98,20 +104,15 @@ class Completer:
         expected = multipart_etag(p.md5 for p in parts)
         try:
             listed = self._listed_parts(job)
-        except Exception as exc:  # noqa: BLE001
-            if error_code(exc) == "NoSuchUpload":
-                return self._already_completed(job, expected)
-            raise
-        wrong = [p.part for p in parts if listed.get(p.part) != strip_etag(p.etag)]
-        if wrong:
-            raise PermanentError(f"destination holds other bytes than the ledger for parts {wrong[:10]}")
-        try:
-            resp = self.dest.complete_multipart_upload(
+            wrong = [p.part for p in parts if listed.get(p.part) != strip_etag(p.etag)]
+            if wrong:
+                raise PermanentError(f"destination holds other bytes than the ledger for parts {wrong[:10]}")
+            resp = self.dest.call(lambda c: c.complete_multipart_upload(
                 Bucket=job.dest_bucket, Key=job.dest_key, UploadId=job.upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": p.part, "ETag": f'"{p.etag}"'} for p in parts]},
-            )
-        except Exception as exc:  # noqa: BLE001
-            if error_code(exc) == "NoSuchUpload":  # completed by an earlier attempt that died before DONE
+            ), self._where(job))
+        except TransferError as exc:
+            if exc.code == "NoSuchUpload":  # completed by an earlier attempt that died before DONE
                 return self._already_completed(job, expected)
             raise
         got = strip_etag(resp.get("ETag", ""))
@@ -123,7 +124,7 @@ class Completer:
         return expected
 
     def _already_completed(self, job: Job, expected: str) -> str:
-        head = self.dest.head_object(Bucket=job.dest_bucket, Key=job.dest_key)
+        head = self.dest.call(lambda c: c.head_object(Bucket=job.dest_bucket, Key=job.dest_key), self._where(job))
         got = strip_etag(head["ETag"])
         if int(head["ContentLength"]) == job.size and got == expected:
             return expected
@@ -131,7 +132,7 @@ class Completer:
                              f"(ETag {got}, expected {expected})")
 
     def _verify_whole(self, job: Job, parts: list[PartRecord]) -> str:
-        head = self.dest.head_object(Bucket=job.dest_bucket, Key=job.dest_key)
+        head = self.dest.call(lambda c: c.head_object(Bucket=job.dest_bucket, Key=job.dest_key), self._where(job))
         if int(head["ContentLength"]) != job.size:
             raise PermanentError(f"destination object has {head['ContentLength']} bytes, expected {job.size}")
         got = strip_etag(head["ETag"])
@@ -153,9 +154,10 @@ class Completer:
         """A job just turned FAILED: abort its upload (parts stop costing storage) and tell the user why."""
         if job.multipart:
             try:
-                self.dest.abort_multipart_upload(Bucket=job.dest_bucket, Key=job.dest_key, UploadId=job.upload_id)
-            except Exception as exc:  # noqa: BLE001
-                if error_code(exc) not in ("NoSuchUpload", "404"):
+                self.dest.call(lambda c: c.abort_multipart_upload(Bucket=job.dest_bucket, Key=job.dest_key,
+                                                                  UploadId=job.upload_id), self._where(job))
+            except TransferError as exc:
+                if exc.code not in ("NoSuchUpload", "404"):
                     raise
         self._publish(f"s3sync: transfer FAILED: {job.source_key}"[:100], {
             "status": Status.FAILED, "job": job.job_id, "source": f"s3://{job.source_bucket}/{job.source_key}",

@@ -22,9 +22,10 @@ class TransferError(Exception):
 
     retryable = True
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code  # the S3 error code behind it, if any
 
 
 class RetryableError(TransferError):
@@ -37,6 +38,10 @@ class PermanentError(TransferError):
     """The job cannot finish: it is marked FAILED with this reason and its upload is aborted."""
 
     retryable = False
+
+
+class CredentialsError(PermanentError):
+    """The destination refused our credentials: re-read the secret once (they may have rotated), else fail."""
 
 
 class MalformedMessage(PermanentError):
@@ -84,16 +89,26 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
-def classify(exc: BaseException, side: str) -> TransferError:
-    """Turn an exception from the source ("source") or destination ("destination") side into a TransferError."""
+_CREDENTIAL_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+def classify(exc: BaseException, side: str, where: str = "") -> TransferError:
+    """Turn an exception from the source ("source") or destination ("destination") side into a TransferError.
+
+    `where` (e.g. "s3://bucket/key at https://endpoint") is added to the reason so that a user reading a FAILED
+    job knows which side and which object refused; it never carries a credential.
+    """
     if isinstance(exc, TransferError):
         return exc
+    at = f" [{where}]" if where else ""
     if isinstance(exc, ClientError):
         code = error_code(exc)
         table = _SOURCE_PERMANENT if side == "source" else _DEST_PERMANENT
+        if side == "destination" and code in _CREDENTIAL_CODES:
+            return CredentialsError(f"{table[code]} ({code}){at}", code)
         if code in table:
-            return PermanentError(f"{table[code]} ({code})")
-        return RetryableError(f"{side} error {code or 'unknown'}: {exc}")
+            return PermanentError(f"{table[code]} ({code}){at}", code)
+        return RetryableError(f"{side} error {code or 'unknown'}{at}: {exc}", code)
     if isinstance(
         exc,
         (BotoConnectionError, ReadTimeoutError, IncompleteReadError, ResponseStreamingError, ProtocolError,

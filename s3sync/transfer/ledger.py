@@ -72,6 +72,7 @@ class Job:
     error: str | None = None
     dest_etag: str | None = None
     completion_attempts: int = 0
+    redrives: int = 0
 
     @property
     def multipart(self) -> bool:
@@ -185,6 +186,21 @@ class Ledger:
             names={"#e": "error"},
         )
 
+    def touch(self, job_id: str) -> Job | None:
+        """Rewrite a finished-copying job unchanged but for updated_at: a new stream record re-triggers completion."""
+        return self._transition(job_id, "SET updated_at = :now", "#s = :copying AND remaining = :zero",
+                                {":copying": Status.COPYING, ":zero": 0, ":now": now()})
+
+    def note_redrive(self, job: Job) -> Job | None:
+        """Count a re-drive, only if nobody touched the job since it was read (so one sweeper acts)."""
+        return self._transition(job.job_id, "SET updated_at = :now ADD redrives :one",
+                                "#s = :status AND updated_at = :seen",
+                                {":status": job.status, ":seen": job.updated_at, ":one": 1, ":now": now()})
+
+    def unfinished_jobs(self) -> list[Job]:
+        """Jobs not DONE or FAILED (a scan with a filter: fine for the thousands a sweep sees at once)."""
+        return [j for j in self.scan_jobs(only_unfinished=True) if j.status not in Status.FINAL]
+
     # --- parts ----------------------------------------------------------------------------------------------------
     def part_recorded(self, job_id: str, part: int) -> bool:
         resp = self.ddb.get_item(TableName=self.parts_table,
@@ -259,10 +275,13 @@ class Ledger:
         out.sort(key=lambda p: p.part)
         return out
 
-    def scan_jobs(self) -> list[Job]:
+    def scan_jobs(self, only_unfinished: bool = False) -> list[Job]:
         """Every job (the local runner and `status` use it; fine for thousands, not millions)."""
         out: list[Job] = []
         kwargs: dict[str, Any] = {"TableName": self.transfers, "ConsistentRead": True}
+        if only_unfinished:
+            kwargs.update(FilterExpression="NOT #s IN (:done, :failed)", ExpressionAttributeNames={"#s": "status"},
+                          ExpressionAttributeValues=_item({":done": Status.DONE, ":failed": Status.FAILED}))
         while True:
             resp = self.ddb.scan(**kwargs)
             out.extend(Job.from_item(from_image(i)) for i in resp.get("Items", []))

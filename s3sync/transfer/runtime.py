@@ -14,12 +14,16 @@ from typing import Any, Mapping
 import boto3
 from botocore.config import Config
 
-from s3sync.contract import Env
+import json
+
+from s3sync.contract import SECRET_ACCESS_KEY_ID_FIELD, SECRET_SECRET_ACCESS_KEY_FIELD, Env
 from s3sync.transfer.completion import Completer
+from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.endpoints import dest_endpoint, s3_client, source_endpoint
 from s3sync.transfer.ledger import Ledger
 from s3sync.transfer.settings import Settings
 from s3sync.transfer.splitter import Splitter
+from s3sync.transfer.sweeper import Sweeper
 from s3sync.transfer.worker import Worker
 
 _CONTROL = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30,
@@ -44,14 +48,27 @@ class Runtime:
         return s3_client(source_endpoint(self.env), max_pool_connections=max(16, self.settings.worker_threads * 2))
 
     @cached_property
-    def dest(self) -> Any:
-        secrets = self.client("secretsmanager") if self.env.get(Env.DEST_SECRET_ARN) else None
-        return s3_client(dest_endpoint(self.env, secrets),
-                         max_pool_connections=max(16, self.settings.worker_threads * 2))
+    def dest(self) -> DestClient:
+        arn = self.env.get(Env.DEST_SECRET_ARN)
+        secrets = self.client("secretsmanager") if arn else None
+        pool = max(16, self.settings.worker_threads * 2)
+
+        def read_secret() -> tuple[str, str]:
+            value = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])  # type: ignore[union-attr]
+            return value[SECRET_ACCESS_KEY_ID_FIELD], value[SECRET_SECRET_ACCESS_KEY_FIELD]
+
+        return DestClient(dest_endpoint(self.env, secrets), lambda ep: s3_client(ep, max_pool_connections=pool),
+                          read_secret if arn else None)
 
     def splitter(self) -> Splitter:
         return Splitter(source=self.source, dest=self.dest, sqs=self.client("sqs"), ledger=self.ledger,
                         settings=self.settings)
+
+    def sweeper(self) -> Sweeper:
+        """Re-drives stuck jobs; needs the queue and the ledger, not the destination."""
+        splitter = Splitter(source=self.source, dest=None, sqs=self.client("sqs"), ledger=self.ledger,
+                            settings=self.settings)
+        return Sweeper(ledger=self.ledger, splitter=splitter, stale_after=self.settings.stuck_after)
 
     def completer(self) -> Completer:
         topic = self.settings.completion_topic_arn

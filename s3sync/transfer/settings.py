@@ -9,6 +9,7 @@ from s3sync.contract import (
     DEFAULT_MAX_TASKS,
     DEFAULT_MIN_TASKS,
     DEFAULT_PART_SIZE_MIB,
+    DEFAULT_STUCK_AFTER_SECONDS,
     DEFAULT_WORKER_THREADS,
     Env,
 )
@@ -34,6 +35,7 @@ class Settings:
     max_tasks: int = DEFAULT_MAX_TASKS
     min_tasks: int = DEFAULT_MIN_TASKS
     completion_topic_arn: str = ""
+    stuck_after: int = DEFAULT_STUCK_AFTER_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -62,6 +64,7 @@ class Settings:
             max_tasks=num(Env.MAX_TASKS, DEFAULT_MAX_TASKS),
             min_tasks=num(Env.MIN_TASKS, DEFAULT_MIN_TASKS),
             completion_topic_arn=env.get(Env.COMPLETION_TOPIC_ARN, ""),
+            stuck_after=num(Env.STUCK_AFTER_SECONDS, DEFAULT_STUCK_AFTER_SECONDS, 1),
         )
 
     def require(self, *names: str) -> "Settings":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3sync.contract import Status
+from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import PermanentError, RetryableError, classify
 from s3sync.transfer.events import ObjectRef
 from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now
@@ -42,18 +43,20 @@ def kept_headers(head: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class SplitResult:
     job_id: str
-    outcome: str  # "planned", "resumed", "duplicate", "missing"
+    outcome: str  # "planned", "resumed", "duplicate", "missing", "failed"
     parts: int = 0
 
 
 class Splitter:
-    def __init__(self, *, source: Any, dest: Any, sqs: Any, ledger: Ledger, settings: Settings,
+    def __init__(self, *, source: Any, dest: DestClient | Any, sqs: Any, ledger: Ledger, settings: Settings,
                  send_threads: int = 8) -> None:
-        self.source, self.dest, self.sqs, self.ledger = source, dest, sqs, ledger
-        self.settings = settings.require("queue_url", "transfers_table", "parts_table", "dest_bucket")
+        self.source, self.sqs, self.ledger = source, sqs, ledger
+        self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
+        self.settings = settings.require("queue_url", "transfers_table", "parts_table")
         self.send_threads = send_threads
 
     def split(self, ref: ObjectRef) -> SplitResult:
+        self.settings.require("dest_bucket")
         kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
         if ref.version_id:
             kwargs["VersionId"] = ref.version_id
@@ -77,22 +80,28 @@ class Splitter:
         dest_key = self.settings.dest_prefix + ref.key
         headers = kept_headers(head)
         upload_id = NO_UPLOAD
+        failure = ""
         if the_plan.multipart:
+            where = f"s3://{self.settings.dest_bucket}/{dest_key} at {self.dest.endpoint.describe()}"
             try:
-                upload_id = self.dest.create_multipart_upload(Bucket=self.settings.dest_bucket, Key=dest_key,
-                                                              **headers)["UploadId"]
-            except Exception as exc:  # noqa: BLE001
-                raise classify(exc, "destination") from exc
+                upload_id = self.dest.call(lambda c: c.create_multipart_upload(
+                    Bucket=self.settings.dest_bucket, Key=dest_key, **headers)["UploadId"], where)
+            except PermanentError as exc:  # recorded as a FAILED job below, so that the user is told
+                failure = exc.reason
         ts = now()
         job = Job(job_id=job_id, status=Status.PLANNED, source_bucket=ref.bucket, source_key=ref.key,
                   source_etag=etag, source_version=version, dest_bucket=self.settings.dest_bucket,
                   dest_key=dest_key, size=size, part_size=the_plan.part_size, total=the_plan.parts,
                   remaining=the_plan.parts, upload_id=upload_id, created_at=ts, updated_at=ts)
         if not self.ledger.create_job(job):  # a concurrent splitter won: drop our upload, follow theirs
-            if the_plan.multipart:
+            if upload_id != NO_UPLOAD:
                 self._abort(dest_key, upload_id)
             existing = self.ledger.get_job(job_id)
             return self._resume(existing) if existing else SplitResult(job_id, "duplicate")
+        if failure:
+            log.error("destination refused the upload", extra={"job": job_id, "key": ref.key, "reason": failure})
+            self.ledger.mark_failed(job_id, failure)
+            return SplitResult(job_id, "failed", the_plan.parts)
         log.info("planned", extra={"job": job_id, "key": ref.key, "size": size, "parts": the_plan.parts,
                                    "part_size": the_plan.part_size})
         self._enqueue(job, headers)
@@ -102,13 +111,24 @@ class Splitter:
     def _resume(self, job: Job) -> SplitResult:
         if job.status != Status.PLANNED:
             return SplitResult(job.job_id, "duplicate", job.total)
-        headers: dict[str, Any] = {}
-        if not job.multipart:
-            head = self.source.head_object(Bucket=job.source_bucket, Key=job.source_key, IfMatch=job.source_etag)
-            headers = kept_headers(head)
-        self._enqueue(job, headers)
+        self.enqueue(job)
         self.ledger.mark_copying(job.job_id)
         return SplitResult(job.job_id, "resumed", job.total)
+
+    def enqueue(self, job: Job, only: set[int] | None = None) -> int:
+        """(Re-)send the messages of a job's parts (all, or the part numbers in `only`); returns how many."""
+        headers: dict[str, Any] = {}
+        if not job.multipart:
+            kwargs: dict[str, Any] = {"Bucket": job.source_bucket, "Key": job.source_key, "IfMatch": job.source_etag}
+            if job.source_version:
+                kwargs["VersionId"] = job.source_version
+            try:
+                headers = kept_headers(self.source.head_object(**kwargs))
+            except Exception as exc:  # noqa: BLE001
+                raise classify(exc, "source") from exc
+        msgs = [m for m in self.messages(job, headers) if only is None or m.part_number in only]
+        self._send(msgs)
+        return len(msgs)
 
     def messages(self, job: Job, headers: dict[str, Any]) -> list[PartMessage]:
         the_plan = plan(job.size, job.part_size) if job.multipart else None
@@ -125,7 +145,9 @@ class Splitter:
         return out
 
     def _enqueue(self, job: Job, headers: dict[str, Any]) -> None:
-        msgs = self.messages(job, headers)
+        self._send(self.messages(job, headers))
+
+    def _send(self, msgs: list[PartMessage]) -> None:
         batches = [msgs[i:i + SEND_BATCH] for i in range(0, len(msgs), SEND_BATCH)]
         if len(batches) == 1:
             self._send_batch(batches[0])
@@ -148,6 +170,7 @@ class Splitter:
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
-            self.dest.abort_multipart_upload(Bucket=self.settings.dest_bucket, Key=key, UploadId=upload_id)
+            self.dest.call(lambda c: c.abort_multipart_upload(Bucket=self.settings.dest_bucket, Key=key,
+                                                              UploadId=upload_id))
         except Exception:  # noqa: BLE001 - the lifecycle rule removes what we could not
             log.warning("could not abort a duplicate upload", extra={"key": key})

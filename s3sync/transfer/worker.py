@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from s3sync.transfer.copier import copy_message
-from s3sync.transfer.errors import MalformedMessage, PermanentError, classify
+from s3sync.transfer.copier import CopiedPart, copy_message
+from s3sync.transfer.credentials import DestClient
+from s3sync.transfer.errors import CredentialsError, MalformedMessage, PermanentError, classify
 from s3sync.transfer.ledger import NO_UPLOAD, Ledger, Outcome, PartRecord
 from s3sync.transfer.message import PartMessage, decode
 
@@ -57,7 +58,8 @@ class Worker:
     def __init__(self, *, sqs: Any, queue_url: str, ledger: Ledger, source: Any, dest: Any, threads: int = 4,
                  visibility_timeout: int = 300, wait_seconds: int = 20, stop_grace: float = 20.0) -> None:
         self.sqs, self.queue_url, self.ledger = sqs, queue_url, ledger
-        self.source, self.dest = source, dest
+        self.source = source
+        self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
         self.threads = threads
         self.visibility_timeout = visibility_timeout
         self.wait_seconds = wait_seconds
@@ -176,7 +178,7 @@ class Worker:
             return
         log.info("copying part", extra={**ids, "bytes": msg.size, "receives": receives})
         try:
-            copied = copy_message(self.source, self.dest, msg)
+            copied = self._copy_rotating(msg)
             outcome = self.ledger.record_part(msg.job_id, msg.upload_id or NO_UPLOAD,
                                               PartRecord(copied.part, copied.etag, copied.md5, copied.size))
         except PermanentError as exc:
@@ -203,7 +205,19 @@ class Worker:
             log.info("job no longer takes parts", extra=ids)
         self._delete(m)
 
+    def _copy_rotating(self, msg: PartMessage) -> CopiedPart:
+        """Copy; if the destination refuses the credentials, re-read the secret and copy once more."""
+        dest = self.dest.client
+        try:
+            return copy_message(self.source, dest, msg)
+        except CredentialsError:
+            if dest is self.dest.client and not self.dest.refresh():
+                raise
+        return copy_message(self.source, self.dest.client, msg)
+
     def _fail_job(self, msg: PartMessage, reason: str) -> None:
+        reason = (f"{reason}: s3://{msg.source_bucket}/{msg.source_key} -> s3://{msg.dest_bucket}/{msg.dest_key}"
+                  f" at {self.dest.endpoint.describe()}")
         self._inactive_jobs.add(msg.job_id)
         self.stats.add(failed_jobs=1)
         log.error("job failed", extra={"job": msg.job_id, "part": msg.part_number, "key": msg.source_key,

@@ -1,0 +1,55 @@
+"""`python -m bench` (`make bench`): B1 (one large object), B2 (many small files), B3 (the splitter's write path).
+
+    python -m bench                      # all three at the issue's sizes (several minutes)
+    python -m bench --quick              # all three, small sizes (under a minute)
+    python -m bench b1 --b1-size-mib 256 --b1-runs 5
+    python -m bench b2 --b2-count 500 --transfers 16
+
+Each benchmark starts its own servers and stops them, prints one line per run and a summary line, and writes its
+results as JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import b1_large, b2_small, b3_splitter
+from bench.common import say
+
+BENCHES = {"b1": b1_large, "b2": b2_small, "b3": b3_splitter}
+QUICK = {"b1_size_mib": 128, "b1_runs": 3, "b2_count": 100, "b2_runs": 3, "b3_parts": 1000, "b3_runs": 3}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", nargs="*", choices=[*BENCHES, []], metavar="BENCH",
+                   help="b1, b2 and/or b3 (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes: B1 128 MiB, B2 100 files, B3 1,000 parts (flags given explicitly win)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data and logs (path printed)")
+    for mod in BENCHES.values():
+        mod.add_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.quick:
+        given = set(a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]))
+        for k, v in QUICK.items():
+            if k not in given:
+                setattr(args, k, v)
+    failed = False
+    for name in args.which or list(BENCHES):
+        payload = BENCHES[name].run(args)
+        failed |= not payload["summary"].get("all_ok", True)
+    if failed:
+        say("some runs failed: see the lines above and the JSON results")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

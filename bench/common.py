@@ -1,0 +1,464 @@
+"""Shared pieces of the benchmarks: servers, test data, process probes, the local pipeline, results.
+
+Every benchmark starts its own servers and stops them (context managers): two `rclone serve s3` on loopback (the
+global and the China side) and, for the pipeline, the control plane of `s3sync local` (moto, in this process).
+Nothing here talks to AWS.
+
+Units: MB = 10^6 bytes, MiB = 2^20 bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from s3sync.local.servers import RcloneS3Server, find_rclone, free_port
+from s3sync.transfer.endpoints import Endpoint, s3_client
+
+MiB = 1024 * 1024
+MB = 1_000_000
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the machine ------------------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    rclone = ""
+    with contextlib.suppress(Exception):
+        rclone = subprocess.run([find_rclone(), "version"], capture_output=True, text=True,
+                                timeout=10).stdout.splitlines()[0]
+    import boto3  # noqa: PLC0415
+    import botocore  # noqa: PLC0415
+
+    return {"nproc": os.cpu_count(), "cpu": model, "memory": mem, "python": platform.python_version(),
+            "kernel": platform.release(), "rclone": rclone, "boto3": boto3.__version__,
+            "botocore": botocore.__version__, "loadavg_at_start": os.getloadavg()}
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    return (f"{m['nproc']} cores ({m['cpu']}), {m['memory']}, Python {m['python']}, {m['rclone']}, "
+            f"load average at start {m['loadavg_at_start'][0]:.2f}")
+
+
+# --- test data ---------------------------------------------------------------------------------------------------------
+def write_random_file(path: Path, size: int, seed: str, block: int = 8 * MiB) -> Path:
+    """Deterministic, incompressible bytes, written in blocks (never the whole object in memory)."""
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        left = size
+        while left > 0:
+            n = min(block, left)
+            out.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+def place(data: Path, root: Path, bucket: str, key: str) -> Path:
+    """Put a file into a server's root as bucket/key (a hard link: no copy; a copy across file systems)."""
+    target = root / bucket / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(data, target)
+    except OSError:
+        shutil.copyfile(data, target)
+    return target
+
+
+# --- servers -----------------------------------------------------------------------------------------------------------
+class Rclone(RcloneS3Server):
+    """`rclone serve s3` with its remote-control API on, so that files placed in its root behind its back can be
+    made visible at once (`refresh`) instead of after its directory cache expires (5 min)."""
+
+    def __init__(self, root: Path, **kw: Any) -> None:
+        self.rc_port = free_port()
+        extra = ["--rc", "--rc-addr", f"127.0.0.1:{self.rc_port}", "--rc-no-auth", *kw.pop("extra_args", ())]
+        super().__init__(root, extra_args=extra, **kw)
+
+    def rc(self, command: str, **params: Any) -> Any:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.rc_port}/{command}", data=json.dumps(params).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def refresh(self, bucket: str) -> None:
+        self.rc("vfs/refresh", dir=bucket)
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint("us-east-1", self.endpoint_url, self.access_key_id, self.secret_access_key)
+
+    def client(self, pool: int = 16) -> Any:
+        return s3_client(self.endpoint(), max_pool_connections=pool)
+
+    def rclone_env(self, name: str) -> dict[str, str]:
+        """An rclone remote `name` (type s3, provider Other) pointing at this server, as environment variables."""
+        p = f"RCLONE_CONFIG_{name.upper()}_"
+        return {p + "TYPE": "s3", p + "PROVIDER": "Other", p + "ENDPOINT": self.endpoint_url,
+                p + "ACCESS_KEY_ID": self.access_key_id, p + "SECRET_ACCESS_KEY": self.secret_access_key,
+                p + "REGION": "us-east-1", p + "FORCE_PATH_STYLE": "true"}
+
+
+@contextlib.contextmanager
+def workdir(keep: bool = False) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="s3sync-bench-"))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def two_servers(base: Path) -> Iterator[tuple[Rclone, Rclone]]:
+    """Source and destination `rclone serve s3`, each over its own root under `base`; both stopped on exit."""
+    with Rclone(base / "src-root") as src, Rclone(base / "dst-root") as dst:
+        yield src, dst
+
+
+# --- processes ---------------------------------------------------------------------------------------------------------
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 if gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu() -> float:
+    """CPU seconds of reaped child processes (the rclone client once it has exited)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def system_busy() -> float:
+    """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+class CpuMeter:
+    """CPU seconds used by each of our processes over an interval, and by everything else on the machine (the
+    other engineers' tests share these cores: a run with much `other` CPU is a noisy run)."""
+
+    def __init__(self, pids: dict[str, int], workers: Callable[[], dict[int, float]] | None = None) -> None:
+        self.pids, self.workers = pids, workers
+        self.t0 = self._snap()
+
+    def _snap(self) -> dict[str, float]:
+        snap = {name: proc_cpu(pid) for name, pid in self.pids.items()}
+        snap["this_process"] = self_cpu()
+        snap["reaped_children"] = children_cpu()
+        snap["workers"] = sum((self.workers() if self.workers else {}).values())
+        snap["_system"] = system_busy()
+        snap["_wall"] = time.monotonic()
+        return snap
+
+    def stop(self) -> dict[str, float]:
+        t1 = self._snap()
+        out = {k: round(t1[k] - self.t0[k], 2) for k in self.t0 if not k.startswith("_")}
+        ours = sum(out.values())
+        out["other_processes"] = round(max(0.0, t1["_system"] - self.t0["_system"] - ours), 2)
+        out["wall"] = round(t1["_wall"] - self.t0["_wall"], 2)
+        return out
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a live process, MiB (0 if gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def worker_pids(parent: int | None = None) -> list[int]:
+    """Live `python -m container.worker` processes started by this process."""
+    parent = parent or os.getpid()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            if b"container.worker" in (entry / "cmdline").read_bytes():
+                out.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+class WorkerProbe:
+    """Polls the worker processes of the local runner: peak RSS (VmHWM) and CPU, read before they exit."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.hwm: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-probe", daemon=True)
+
+    def start(self) -> "WorkerProbe":
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        for pid in worker_pids():
+            hwm, cpu = vm_hwm_mib(pid), proc_cpu(pid)
+            if hwm:
+                self.hwm[pid] = max(self.hwm.get(pid, 0.0), hwm)
+            if cpu:
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self.sample()
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def peak_rss_mib(self) -> float:
+        return max(self.hwm.values(), default=0.0)
+
+
+def cpu_line(cpu: dict[str, float]) -> str:
+    short = {"this_process": "bench", "rclone_source": "src", "rclone_dest": "dst", "reaped_children": "rclone-cli",
+             "workers": "workers", "other_processes": "OTHERS"}
+    return " ".join(f"{short[k]} {v:.1f}" for k, v in cpu.items() if k in short and (v or k == "other_processes"))
+
+
+# --- rclone as the peer ------------------------------------------------------------------------------------------------
+def run_rclone(args: list[str], env: dict[str, str]) -> float:
+    """Run an rclone client command (no config file: remotes come from the environment); returns seconds."""
+    cmd = [find_rclone(), *args, "--config", os.devnull]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed
+
+
+# --- the local pipeline ------------------------------------------------------------------------------------------------
+@dataclass
+class PipelineRun:
+    """One `s3sync local --until-idle` run driven in this process."""
+
+    seconds: float  # from objects present (visible, with their ETags) to the last job DONE
+    jobs_done: int
+    jobs: int
+    peak_rss_mib: float
+    workers: int
+    cpu: dict[str, float]
+    phases: dict[str, float] = field(default_factory=dict)
+    ok: bool = True
+    detail: str = ""
+
+
+def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with contextlib.suppress(OSError):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if line.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        yield json.loads(line)
+
+
+class LogTail:
+    """Reads the JSON lines appended to a log file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.partial = path, 0, b""
+
+    def new(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        data, self.partial = (self.partial + data).rsplit(b"\n", 1) if b"\n" in data else (b"", self.partial + data)
+        out = []
+        for line in data.splitlines():
+            line = line.strip()
+            if line.startswith(b"{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+
+def _ts(record: dict[str, Any]) -> float:
+    return datetime.strptime(record["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: str, make_present: Callable[[], int],
+                 name: str, part_size_mib: int, workers: int, threads: int, state_dir: Path,
+                 timeout: float = 900.0, extra_options: dict[str, Any] | None = None) -> PipelineRun:
+    """Start `s3sync local` (LocalRunner in a thread; moto in this process; `workers` worker processes), wait until
+    every worker serves the queue, call `make_present()` (which makes the objects visible in the source bucket and
+    returns how many there are), and time until each has its job DONE (from the completion's own "done" log lines),
+    then stop the runner. (`--until-idle` would stop it at once, before the objects appear: the bench stops it
+    itself when the last job is DONE, which is what `--until-idle` waits for, minus its idle grace.)
+    """
+    from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner  # noqa: PLC0415
+    from s3sync.transfer import logs  # noqa: PLC0415
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    runner_log = state_dir / "runner.log"
+    options = LocalOptions(
+        source=BucketSpec(source_bucket, src.endpoint_url, src.access_key_id, src.secret_access_key),
+        dest=BucketSpec(dest_bucket, dst.endpoint_url, dst.access_key_id, dst.secret_access_key, region="cn-north-1"),
+        part_size_mib=part_size_mib, worker_threads=threads, min_tasks=workers, max_tasks=workers,
+        until_idle=False, timeout=timeout, state_dir=state_dir, name=name, **(extra_options or {}),
+    )
+    runner = LocalRunner(options)
+    done_jobs: set[str] = set()
+    result: dict[str, Any] = {}
+    probe = WorkerProbe()
+
+    with open(runner_log, "a", encoding="utf-8") as log_fh:
+        # The handlers set up JSON logs on stderr (functions._common.runtime): keep them in the run's log file.
+        logs.setup("INFO", stream=log_fh)
+        with contextlib.redirect_stderr(log_fh):
+            thread = threading.Thread(target=lambda: result.setdefault("summary", runner.run()), name="runner",
+                                      daemon=True)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 120
+                while not _workers_ready(state_dir, workers):
+                    if not thread.is_alive() or time.monotonic() > deadline:
+                        raise RuntimeError(f"the local runner did not start {workers} worker(s); see {state_dir}")
+                    time.sleep(0.05)
+                probe.start()
+                count = make_present()
+                t0 = time.time()
+                probe.sample()
+                meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0},
+                                 workers=lambda: dict(probe.cpu))
+                deadline = time.monotonic() + timeout
+                tail = LogTail(runner_log)
+                while len(done_jobs) < count and time.monotonic() < deadline and thread.is_alive():
+                    time.sleep(0.1)
+                    for rec in tail.new():
+                        if rec.get("msg") == "done" and rec.get("job"):
+                            done_jobs.add(rec["job"])
+                probe.stop()
+                cpu = meter.stop()
+            finally:
+                runner.stop()
+                thread.join(timeout=120)
+                logging_reset()
+    records = list(_json_lines(runner_log))
+    done_ts = [_ts(r) for r in records if r.get("msg") == "done"]
+    planned_ts = [_ts(r) for r in records if r.get("msg") == "planned"]
+    t_end = max(done_ts) if len(done_ts) >= count else float("nan")
+    worker_records = [r for p in sorted((state_dir / "logs").glob("worker-*.log")) for r in _json_lines(p)]
+    copied_ts = [_ts(r) for r in worker_records if r.get("msg") == "part copied"]
+    copying_ts = [_ts(r) for r in worker_records if r.get("msg") == "copying part"]
+    phases = {
+        "object_present_to_first_split": (min(planned_ts) - t0) if planned_ts else float("nan"),
+        "object_present_to_last_split": (max(planned_ts) - t0) if planned_ts else float("nan"),
+        "object_present_to_first_part_started": (min(copying_ts) - t0) if copying_ts else float("nan"),
+        "first_part_started_to_last_part_recorded": (max(copied_ts) - min(copying_ts)) if copied_ts else float("nan"),
+        "last_part_recorded_to_done": (t_end - max(copied_ts)) if copied_ts else float("nan"),
+    }
+    summary = result.get("summary")
+    ok = len(done_ts) >= count and (summary is None or summary.dlq_messages == 0)
+    return PipelineRun(seconds=t_end - t0, jobs_done=len(set(done_jobs)), jobs=count,
+                       peak_rss_mib=probe.peak_rss_mib, workers=len(probe.hwm), cpu=cpu,
+                       phases={k: round(v, 3) for k, v in phases.items()}, ok=ok,
+                       detail="" if ok else f"{len(done_ts)}/{count} done; state in {state_dir}")
+
+
+def _workers_ready(state_dir: Path, workers: int) -> bool:
+    ready = 0
+    for path in (state_dir / "logs").glob("worker-*.log"):
+        if any(r.get("msg") == "worker started" for r in _json_lines(path)):
+            ready += 1
+    return ready >= workers
+
+
+def logging_reset() -> None:
+    import logging  # noqa: PLC0415
+
+    logging.getLogger("s3sync").handlers[:] = [logging.StreamHandler(sys.stderr)]
+    logging.getLogger("s3sync").setLevel(logging.WARNING)
+
+
+# --- statistics and results --------------------------------------------------------------------------------------------
+def median(values: list[float]) -> float:
+    values = [v for v in values if v == v]  # drop NaN
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def rotations(modes: list[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """Alternating order: round r runs the modes rotated by r (a b c, b c a, c a b, ...)."""
+    for r in range(rounds):
+        k = r % len(modes)
+        for mode in modes[k:] + modes[:k]:
+            yield r, mode
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def quiet_output() -> io.StringIO:
+    return io.StringIO()

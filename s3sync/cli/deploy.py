@@ -1,0 +1,142 @@
+"""Packaging and deployment commands: package, deploy, destroy (plain functions in s3sync.package / s3sync.deploy)."""
+
+from __future__ import annotations
+
+import click
+
+from s3sync.cli import CliError, _run, cli
+
+_STACK_OPTIONS = (
+    click.option("--ecs-stack-name", default="ecsStack", show_default=True, help="Name of the ECS stack."),
+    click.option("--lambda-stack-name", default="lamStackS", show_default=True, help="Name of the Lambda stack."),
+)
+_AWS_OPTIONS = (
+    click.option("--region", help="Commercial AWS region of the stacks (default: AWS_REGION or the profile's)."),
+    click.option("--endpoint-url", help="Endpoint for every AWS API call (e.g. a local moto server)."),
+    click.option("--profile", help="AWS profile to use."),
+)
+_PARAM_OPTION = click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE",
+    help="A stack parameter (repeatable); KEY goes to each stack that has it, or prefix ecs. / lambda.",
+)  # fmt: skip
+
+
+def _options(*options):
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _parse_params(params: tuple[str, ...]) -> dict[str, str]:
+    from s3sync.package import parse_key_values
+
+    return _run(parse_key_values, params)
+
+
+@cli.command("package")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the zip, the worker image context and the templates.")
+@click.option("--bucket", help="Also upload to this S3 bucket (in the stacks' region) and print links.")
+@click.option("--prefix", default="", help="Key prefix in the bucket, e.g. s3sync/v1/.")
+@click.option("--image-uri", default="", help="Worker image URI: the ImageUri default of ecs.yaml.")
+@_options(*_AWS_OPTIONS, *_STACK_OPTIONS, _PARAM_OPTION)
+def package_command(out_dir, bucket, prefix, image_uri, region, endpoint_url, profile, ecs_stack_name,
+                    lambda_stack_name, params) -> None:  # fmt: skip
+    """Build the Lambda zip, the worker image build context and both templates; --bucket uploads them."""
+    from s3sync.package import do_package
+
+    if not bucket and (prefix or params):
+        raise CliError("--prefix and --param need --bucket")
+    result = _run(
+        do_package, out_dir, bucket=bucket, prefix=prefix, region=region, image_uri=image_uri,
+        ecs_stack_name=ecs_stack_name, lambda_stack_name=lambda_stack_name, link_parameters=_parse_params(params),
+        endpoint_url=endpoint_url, profile=profile,
+    )  # fmt: skip
+    _print_package(result)
+
+
+def _print_package(result) -> None:
+    click.echo(f"lambda zip:    {result.zip_path} ({result.zip_size} bytes, sha256 {result.zip_sha256})")
+    dockerfile = result.image_dir / "container" / "Dockerfile"
+    click.echo(f"worker image:  {result.image_dir}/ ({len(result.image_files)} files, sha256 {result.image_sha256})")
+    click.echo(f"  build:       docker build -t s3sync-worker:{result.image_tag} -f {dockerfile} {result.image_dir}")
+    for name, path in result.templates.items():
+        click.echo(f"template:      {path} ({result.template_sizes[name]} bytes)")
+    if result.upload is None:
+        return
+    up = result.upload
+    click.echo(f"uploaded to    s3://{up.bucket}/{up.prefix} ({up.region}); CodeKey {result.code_key}")
+    for name, url in up.template_urls.items():
+        click.echo(f"template URL:  {url}")
+    for link in up.links:
+        click.echo(f"quick-create {link.template} (stack {link.stack_name}):")
+        click.echo(f"  {link.url}")
+
+
+@cli.command("deploy")
+@click.option("--bucket", required=True, help="S3 bucket (in the stacks' region) for the code and the templates.")
+@click.option("--prefix", default="", help="Key prefix in the bucket, e.g. s3sync/v1/.")
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory to package into.")
+@_options(*_AWS_OPTIONS, *_STACK_OPTIONS)
+@click.option("--image-uri", default="", help="Worker image URI (ImageUri).")
+@click.option("--source-bucket", help="Name of the source bucket the Lambda stack creates (SourceBucketName).")
+@click.option("--email", help="Address for 'transfer complete' and failure notices (Email).")
+@click.option("--dest-bucket", help="Existing destination bucket in China (DestBucket).")
+@click.option("--dest-region", type=click.Choice(["cn-north-1", "cn-northwest-1"]), help="DestRegion.")
+@click.option("--dest-prefix", help="Key prefix at the destination (DestPrefix).")
+@click.option("--dest-access-key-id", envvar="S3SYNC_DEST_ACCESS_KEY_ID", show_envvar=True,
+              help="China access key id (NoEcho; never printed). On an update, omit to keep the previous.")
+@click.option("--dest-secret-access-key", envvar="S3SYNC_DEST_SECRET_ACCESS_KEY", show_envvar=True,
+              help="China secret access key (NoEcho; never printed).")
+@click.option("--vpc-id", help="VPC of the workers (VpcId).")
+@click.option("--subnet-id", help="Public subnet of that VPC (SubnetId).")
+@click.option("--launch-type", type=click.Choice(["EC2", "FARGATE"]), help="LaunchType.")
+@_PARAM_OPTION
+@click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(0.01, 60),
+              help="How often to poll stack events.")
+@click.option("--timeout-minutes", default=60.0, show_default=True, type=click.FloatRange(0.1),
+              help="Give up waiting for a stack after this long.")
+def deploy_command(bucket, prefix, out_dir, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name,
+                   image_uri, source_bucket, email, dest_bucket, dest_region, dest_prefix, dest_access_key_id,
+                   dest_secret_access_key, vpc_id, subnet_id, launch_type, params, poll_seconds,
+                   timeout_minutes) -> None:  # fmt: skip
+    """Package, then create or update the ECS stack and then the Lambda stack, showing events and outputs."""
+    from s3sync.deploy import do_deploy
+
+    parameters = _parse_params(params)
+    named = {
+        "SourceBucketName": source_bucket, "Email": email, "DestBucket": dest_bucket, "DestRegion": dest_region,
+        "DestPrefix": dest_prefix, "VpcId": vpc_id, "SubnetId": subnet_id, "LaunchType": launch_type,
+    }  # fmt: skip
+    parameters.update({k: v for k, v in named.items() if v is not None})
+    _run(
+        do_deploy, out_dir, bucket=bucket, prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile,
+        ecs_stack_name=ecs_stack_name, lambda_stack_name=lambda_stack_name, parameters=parameters,
+        image_uri=image_uri, dest_access_key_id=dest_access_key_id or None,
+        dest_secret_access_key=dest_secret_access_key or None, echo=click.echo, poll_s=poll_seconds,
+        timeout_s=timeout_minutes * 60,
+    )  # fmt: skip
+
+
+@cli.command("destroy")
+@_options(*_AWS_OPTIONS, *_STACK_OPTIONS)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(0.01, 60),
+              help="How often to poll stack events.")
+@click.option("--timeout-minutes", default=60.0, show_default=True, type=click.FloatRange(0.1),
+              help="Give up waiting for a stack after this long.")
+def destroy_command(region, endpoint_url, profile, ecs_stack_name, lambda_stack_name, yes, poll_seconds,
+                    timeout_minutes) -> None:  # fmt: skip
+    """Delete the Lambda stack, then the ECS stack (the source bucket and its objects are kept)."""
+    from s3sync.deploy import do_destroy
+
+    if not yes:
+        click.confirm(f"Delete the stacks {lambda_stack_name} and {ecs_stack_name}?", abort=True)
+    _run(
+        do_destroy, region=region, endpoint_url=endpoint_url, profile=profile, ecs_stack_name=ecs_stack_name,
+        lambda_stack_name=lambda_stack_name, echo=click.echo, poll_s=poll_seconds, timeout_s=timeout_minutes * 60,
+    )  # fmt: skip

@@ -1,0 +1,517 @@
+"""`s3sync deploy` and `s3sync destroy`: the two stacks through the CloudFormation API.
+
+    do_deploy(bucket="my-code", parameters={"ImageUri": ..., "DestBucket": ..., "VpcId": ..., "SubnetId": ...,
+              "SourceBucketName": ..., "Email": ...}, dest_access_key_id=..., dest_secret_access_key=...)
+    do_destroy()
+
+Deploy packages (`s3sync.package.do_package`, with upload), then creates or updates the ECS stack and then the
+Lambda stack from the uploaded templates (TemplateURL), printing every stack event as it comes (describe_stack_events
+is polled) until the stack settles, then the outputs. Destroy deletes the Lambda stack, then the ECS stack (the
+Lambda stack imports the ECS stack's exports). Both wait for each stack like boto3's waiters do, but poll the events
+too.
+
+Parameters: `parameters` holds `Name=value` (or `ecs.Name` / `lambda.Name` for one stack); on an update every
+parameter not given keeps its previous value (UsePreviousValue), as `aws cloudformation deploy` does. The NoEcho
+ones (the China keys) come only from `dest_access_key_id` / `dest_secret_access_key` (the CLI reads them from options
+or S3SYNC_DEST_ACCESS_KEY_ID / S3SYNC_DEST_SECRET_ACCESS_KEY): they are never printed, and any text this module
+prints or raises has them masked.
+
+User mistakes (missing bucket or parameter, a stack in a state that cannot be updated, a failed stack operation)
+raise `UserError` with one line; the CLI prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s3sync.errors import UserError
+from s3sync.package import (
+    DEFAULT_OUT,
+    PackageResult,
+    aws_errors,
+    check_bucket_name,
+    client_factory,
+    do_package,
+    redact,
+    split_parameters,
+)
+from s3sync.render import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region, _STACK_NAME
+from s3sync.stacks import StackBuilder, StackConfig
+
+#: The NoEcho parameters of ecs.yaml and where the CLI takes them from.
+SECRET_PARAMETERS: Mapping[str, str] = {
+    "DestAccessKeyId": "--dest-access-key-id or S3SYNC_DEST_ACCESS_KEY_ID",
+    "DestSecretAccessKey": "--dest-secret-access-key or S3SYNC_DEST_SECRET_ACCESS_KEY",
+}
+#: CLI options that set a parameter (for the "missing parameter" message).
+PARAMETER_OPTIONS: Mapping[str, str] = {
+    "ImageUri": "--image-uri",
+    "DestBucket": "--dest-bucket",
+    "DestRegion": "--dest-region",
+    "DestPrefix": "--dest-prefix",
+    "VpcId": "--vpc-id",
+    "SubnetId": "--subnet-id",
+    "LaunchType": "--launch-type",
+    "SourceBucketName": "--source-bucket",
+    "Email": "--email",
+    **SECRET_PARAMETERS,
+}
+
+SUCCESS = {"create": "CREATE_COMPLETE", "update": "UPDATE_COMPLETE", "delete": "DELETE_COMPLETE"}
+#: Stack states an update may start from.
+UPDATABLE = frozenset(
+    {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"}
+)
+NO_UPDATES = "No updates are to be performed"
+DEFAULT_POLL_S = 5.0
+DEFAULT_TIMEOUT_S = 3600.0
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StackOutcome:
+    name: str
+    stack_id: str
+    action: str  # create | update | unchanged | delete | absent
+    status: str
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    package: PackageResult
+    stacks: tuple[StackOutcome, ...]
+
+
+# --- stacks ------------------------------------------------------------------------------------------------------------
+def _message(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Message", exc))
+
+
+def stack_state(cf: Any, name: str) -> dict[str, Any] | None:
+    """describe_stacks of `name` (or a stack id), None when there is no such (live) stack."""
+    from botocore.exceptions import ClientError
+
+    with aws_errors(f"reading stack {name}"):
+        try:
+            return cf.describe_stacks(StackName=name)["Stacks"][0]
+        except ClientError as exc:
+            if "does not exist" in _message(exc):
+                return None
+            raise
+
+
+def check_deployable(name: str, state: Mapping[str, Any] | None) -> str:
+    """"create" or "update"; a one-line error for a stack CloudFormation cannot update now."""
+    if state is None:
+        return "create"
+    status = state["StackStatus"]
+    if status in UPDATABLE:
+        return "update"
+    if status == "ROLLBACK_COMPLETE":
+        raise UserError(
+            f"stack {name} is ROLLBACK_COMPLETE: its creation failed and it cannot be updated; run `s3sync destroy` "
+            "(or delete it in the console), then deploy again"
+        )
+    if status.endswith("_IN_PROGRESS"):
+        raise UserError(f"stack {name} is busy ({status}): wait until it settles, then run this again")
+    raise UserError(
+        f"stack {name} is {status} and cannot be updated: repair it in the CloudFormation console (continue the "
+        "rollback, or delete it), then deploy again"
+    )
+
+
+class EventTail:
+    """Prints a stack's events once each, oldest first, as describe_stack_events returns them (newest first)."""
+
+    def __init__(self, cf: Any, stack: str | None, say: Echo) -> None:
+        self.cf = cf
+        self.stack = stack
+        self.say = say
+        self.seen: set[str] = set()
+        self.failures: list[str] = []
+        if stack is not None:  # events of earlier operations are history: never print them
+            self.seen.update(e["EventId"] for e in self._first_page())
+
+    def _first_page(self) -> list[dict[str, Any]]:
+        with aws_errors(f"reading the events of {self.stack}"):
+            return list(self.cf.describe_stack_events(StackName=self.stack).get("StackEvents", []))
+
+    def poll(self) -> None:
+        if self.stack is None:
+            return
+        new: list[dict[str, Any]] = []
+        token = None
+        with aws_errors(f"reading the events of {self.stack}"):
+            while True:
+                kwargs = {"StackName": self.stack, **({"NextToken": token} if token else {})}
+                page = self.cf.describe_stack_events(**kwargs)
+                events = page.get("StackEvents", [])
+                fresh = [e for e in events if e["EventId"] not in self.seen]
+                new.extend(fresh)
+                token = page.get("NextToken")
+                if not token or len(fresh) < len(events):  # reached what was printed before
+                    break
+        for event in reversed(new):  # oldest first
+            self.seen.add(event["EventId"])
+            self.say(format_event(event))
+            status = event.get("ResourceStatus", "")
+            reason = event.get("ResourceStatusReason") or ""
+            if status.endswith("_FAILED") and reason and "cancelled" not in reason.lower():
+                self.failures.append(f"{event.get('LogicalResourceId')}: {reason}")
+
+
+def format_event(event: Mapping[str, Any]) -> str:
+    ts = event.get("Timestamp")
+    when = ts.strftime("%H:%M:%S") if hasattr(ts, "strftime") else str(ts or "")
+    parts = [
+        when,
+        event.get("StackName", ""),
+        event.get("LogicalResourceId", ""),
+        event.get("ResourceType", ""),
+        event.get("ResourceStatus", ""),
+    ]
+    line = "  ".join(p for p in parts if p)
+    reason = event.get("ResourceStatusReason")
+    return f"{line}  {reason}" if reason else line
+
+
+def wait_for_stack(
+    cf: Any, name: str, stack_id: str, tail: EventTail, poll_s: float, timeout_s: float
+) -> dict[str, Any]:
+    """Poll events and status until the stack leaves every *_IN_PROGRESS state (a waiter that shows events)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tail.poll()
+        state = stack_state(cf, stack_id)
+        if state is None:  # pragma: no cover - a stack id stays describable after deletion
+            return {"StackId": stack_id, "StackStatus": "DELETE_COMPLETE"}
+        if not state["StackStatus"].endswith("_IN_PROGRESS"):
+            tail.poll()
+            return state
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"stack {name} is still {state['StackStatus']} after {timeout_s:.0f} s; follow it in the console"
+            )
+        time.sleep(poll_s)
+
+
+def _fail(name: str, action: str, status: str, tail: EventTail) -> UserError:
+    reason = f": {tail.failures[0]}" if tail.failures else ""
+    return UserError(f"stack {name}: {action} ended in {status}{reason}")
+
+
+def outputs_of(state: Mapping[str, Any]) -> dict[str, str]:
+    return {o["OutputKey"]: o.get("OutputValue", "") for o in state.get("Outputs", [])}
+
+
+def capabilities(document: Mapping[str, Any]) -> list[str]:
+    """The acknowledgements the template needs (IAM resources, named ones, macros)."""
+    resources = document.get("Resources", {}).values()
+    iam = [r for r in resources if str(r.get("Type", "")).startswith("AWS::IAM::")]
+    names = ("RoleName", "ManagedPolicyName", "InstanceProfileName", "UserName", "GroupName")
+    caps = ["CAPABILITY_IAM"] if iam else []
+    if any(any(n in r.get("Properties", {}) for n in names) for r in iam):
+        caps.append("CAPABILITY_NAMED_IAM")
+    if "Transform" in document:
+        caps.append("CAPABILITY_AUTO_EXPAND")
+    return caps
+
+
+def apply_stack(
+    cf: Any,
+    name: str,
+    state: Mapping[str, Any] | None,
+    template_url: str,
+    parameters: list[dict[str, Any]],
+    caps: list[str],
+    say: Echo,
+    secrets: tuple[str, ...],
+    poll_s: float,
+    timeout_s: float,
+) -> StackOutcome:
+    """Create or update one stack from `template_url` and wait for it; "no updates" is a success."""
+    from botocore.exceptions import ClientError
+
+    action = check_deployable(name, state)
+    common = {"TemplateURL": template_url, "Parameters": parameters, "Capabilities": caps}
+    tail = EventTail(cf, state["StackId"] if state else None, say)
+    say(f"{name}: {'creating' if action == 'create' else 'updating'} ({describe_parameters(parameters, secrets)})")
+    with aws_errors(f"{'creating' if action == 'create' else 'updating'} stack {name}", secrets):
+        if action == "create":
+            stack_id = cf.create_stack(StackName=name, **common)["StackId"]
+        else:
+            stack_id = state["StackId"]  # type: ignore[index]
+            try:
+                cf.update_stack(StackName=stack_id, **common)
+            except ClientError as exc:
+                if NO_UPDATES not in _message(exc):
+                    raise
+                say(f"{name}: no changes (stays {state['StackStatus']})")  # type: ignore[index]
+                return StackOutcome(name, stack_id, "unchanged", state["StackStatus"], outputs_of(state))  # type: ignore[index]
+    tail.stack = stack_id
+    final = wait_for_stack(cf, name, stack_id, tail, poll_s, timeout_s)
+    if final["StackStatus"] != SUCCESS[action]:
+        raise _fail(name, action, final["StackStatus"], tail)
+    say(f"{name}: {final['StackStatus']}")
+    return StackOutcome(name, stack_id, action, final["StackStatus"], outputs_of(final))
+
+
+def describe_parameters(parameters: Iterable[Mapping[str, Any]], secrets: tuple[str, ...]) -> str:
+    shown = []
+    for p in parameters:
+        key = p["ParameterKey"]
+        if p.get("UsePreviousValue"):
+            shown.append(f"{key}=(previous)")
+        elif key in SECRET_PARAMETERS:
+            shown.append(f"{key}=****")
+        else:
+            shown.append(f"{key}={p['ParameterValue']}")
+    return redact(", ".join(shown) or "no parameters", secrets)
+
+
+# --- parameters -------------------------------------------------------------------------------------------------------
+def check_value(stem: str, name: str, decl: Mapping[str, Any], value: str) -> None:
+    """What CloudFormation checks before it starts, checked here first (a clear message, no round trip)."""
+    secret = str(decl.get("NoEcho", "")).lower() == "true"
+    shown = "the value given" if secret else repr(value)
+    where = f"parameter {name} of {stem}.yaml"
+    constraint = decl.get("ConstraintDescription")
+    allowed = decl.get("AllowedValues")
+    if allowed is not None and value not in [str(a) for a in allowed]:
+        raise UserError(f"{where}: {shown} is not one of {', '.join(str(a) for a in allowed)}")
+    pattern = decl.get("AllowedPattern")
+    if pattern is not None:
+        try:
+            ok = re.fullmatch(pattern, value) is not None
+        except re.error:  # a Java-only construct: leave it to CloudFormation
+            ok = True
+        if not ok:
+            raise UserError(f"{where}: {shown} is not {constraint or f'matching {pattern}'}")
+    if "MinLength" in decl and len(value) < int(decl["MinLength"]):
+        raise UserError(f"{where}: needs at least {decl['MinLength']} character(s)")
+    if "MaxLength" in decl and len(value) > int(decl["MaxLength"]):
+        raise UserError(f"{where}: at most {decl['MaxLength']} characters")
+    if decl.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"{where}: {shown} is not a number") from None
+        if "MinValue" in decl and number < float(decl["MinValue"]):
+            raise UserError(f"{where}: {shown} is below the minimum {decl['MinValue']}")
+        if "MaxValue" in decl and number > float(decl["MaxValue"]):
+            raise UserError(f"{where}: {shown} is above the maximum {decl['MaxValue']}")
+
+
+def chosen_parameters(cf: Any, state: Mapping[str, Any] | None) -> set[str]:
+    """Parameters of the existing stack whose value was chosen rather than defaulted: those with no default in the
+    template the stack runs now, or a value other than that default (NoEcho ones, shown as ****, always count).
+
+    An update keeps these (UsePreviousValue); the others follow the new template's defaults, so that a new version's
+    better default reaches a stack that never chose otherwise.
+    """
+    if state is None:
+        return set()
+    previous = {p["ParameterKey"]: p.get("ParameterValue") for p in state.get("Parameters", [])}
+    defaults: dict[str, str] = {}
+    with aws_errors(f"reading the template of stack {state.get('StackName', '')}"):
+        body = cf.get_template(StackName=state["StackId"]).get("TemplateBody", {})
+    try:
+        import yaml
+
+        document = body if isinstance(body, Mapping) else yaml.safe_load(body)
+        for name, decl in (document.get("Parameters") or {}).items():
+            if "Default" in decl:
+                defaults[name] = str(decl["Default"])
+    except Exception:  # noqa: BLE001 - short-form tags or odd templates: keep every previous value
+        return set(previous)
+    return {name for name, value in previous.items() if name not in defaults or str(value) != defaults[name]}
+
+
+def resolve_parameters(
+    stem: str,
+    stack_name: str,
+    declared: Mapping[str, Mapping[str, Any]],
+    given: Mapping[str, str],
+    keep: set[str],
+) -> list[dict[str, Any]]:
+    """The Parameters of create/update_stack: the given values; on an update, the previous value of each parameter
+    in `keep` (see `chosen_parameters`); the template's defaults for the rest. A one-line error names every
+    parameter still missing."""
+    previous_keys = keep
+    out: list[dict[str, Any]] = []
+    missing = []
+    for name, decl in declared.items():
+        if name in given:
+            value = str(given[name])
+            check_value(stem, name, decl, value)
+            out.append({"ParameterKey": name, "ParameterValue": value})
+        elif name in previous_keys:
+            out.append({"ParameterKey": name, "UsePreviousValue": True})
+        elif "Default" not in decl:
+            missing.append(f"{name} ({PARAMETER_OPTIONS.get(name, f'--param {name}=...')})")
+    if missing:
+        raise UserError(f"stack {stack_name} ({stem}.yaml) needs: {', '.join(missing)}")
+    return out
+
+
+# --- deploy / destroy -------------------------------------------------------------------------------------------------
+def _check_stack_names(ecs_stack_name: str, lambda_stack_name: str) -> None:
+    for name in (ecs_stack_name, lambda_stack_name):
+        if not _STACK_NAME.fullmatch(name):
+            raise UserError(f"invalid stack name {name!r}: a letter, then up to 127 letters, digits or hyphens")
+    if ecs_stack_name == lambda_stack_name:
+        raise UserError("the ECS and Lambda stacks need different names")
+
+
+def do_deploy(
+    out_dir: Path | str = DEFAULT_OUT,
+    *,
+    bucket: str,
+    prefix: str = "",
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    ecs_stack_name: str = DEFAULT_ECS_STACK,
+    lambda_stack_name: str = DEFAULT_LAMBDA_STACK,
+    parameters: Mapping[str, str] | None = None,
+    image_uri: str = "",
+    dest_access_key_id: str | None = None,
+    dest_secret_access_key: str | None = None,
+    echo: Echo = print,
+    poll_s: float = DEFAULT_POLL_S,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    clients: Callable[[str], Any] | None = None,
+    config: StackConfig | None = None,
+    builders: Mapping[str, type[StackBuilder]] | None = None,
+) -> DeployResult:
+    """Package and upload, then create or update the ECS stack and then the Lambda stack; print events and outputs."""
+    secrets = tuple(s for s in (dest_access_key_id, dest_secret_access_key) if s)
+
+    def say(line: str) -> None:
+        echo(redact(line, secrets))
+
+    try:
+        return _deploy(
+            out_dir, bucket, prefix, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name,
+            dict(parameters or {}), image_uri, dest_access_key_id, dest_secret_access_key, say, secrets, poll_s,
+            timeout_s, clients, config, builders,
+        )  # fmt: skip
+    except UserError as exc:
+        raise UserError(redact(str(exc), secrets)) from None
+
+
+def _deploy(
+    out_dir, bucket, prefix, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name, given, image_uri,
+    key_id, secret_key, say, secrets, poll_s, timeout_s, clients, config, builders,
+) -> DeployResult:  # fmt: skip
+    _check_stack_names(ecs_stack_name, lambda_stack_name)
+    check_bucket_name(bucket)
+    if region is not None:
+        _check_region(region)
+    for key in given:
+        if key.rpartition(".")[2] in SECRET_PARAMETERS:
+            name = key.rpartition(".")[2]
+            raise UserError(f"{name} is a NoEcho parameter: pass it with {SECRET_PARAMETERS[name]}, not --param")
+    if bool(key_id) != bool(secret_key):
+        raise UserError("give both China keys (access key id and secret access key), or neither to keep the previous")
+    if clients is None:
+        clients = client_factory(region, endpoint_url, profile)
+    cf = clients("cloudformation")
+    region = region or cf.meta.region_name
+    _check_region(region)
+
+    # 1. the stacks' states first: nothing is uploaded for a stack that cannot be updated
+    states = {name: stack_state(cf, name) for name in (ecs_stack_name, lambda_stack_name)}
+    for name, state in states.items():
+        check_deployable(name, state)
+
+    # 2. package and upload
+    say(f"packaging into {out_dir} and uploading to s3://{bucket}/{prefix.lstrip('/')}")
+    package = do_package(
+        out_dir, bucket=bucket, prefix=prefix, region=region, image_uri=image_uri, ecs_stack_name=ecs_stack_name,
+        lambda_stack_name=lambda_stack_name, config=config, builders=builders, clients=clients,
+    )  # fmt: skip
+    assert package.upload is not None
+    say(f"lambda code: s3://{bucket}/{package.code_key} ({package.zip_size} bytes, sha256 {package.zip_sha256})")
+
+    # 3. parameters of both stacks, checked before any stack changes
+    ecs_given, lambda_given = split_parameters(given, package.documents)
+    if image_uri:
+        ecs_given["ImageUri"] = image_uri
+    if key_id and secret_key:
+        ecs_given["DestAccessKeyId"] = key_id
+        ecs_given["DestSecretAccessKey"] = secret_key
+    lambda_given.update(
+        {"EcsStackName": ecs_stack_name, "CodeBucket": bucket, "CodeKey": package.code_key}
+    )
+    plan = []
+    for stem, name, stack_given in (("ecs", ecs_stack_name, ecs_given), ("lambda", lambda_stack_name, lambda_given)):
+        document = package.documents[stem]
+        keep = chosen_parameters(cf, states[name])
+        params = resolve_parameters(stem, name, document.get("Parameters", {}), stack_given, keep)
+        plan.append((stem, name, params, capabilities(document)))
+
+    # 4. the ECS stack, then the Lambda stack (it imports the ECS stack's exports)
+    outcomes = []
+    for stem, name, params, caps in plan:
+        url = package.upload.template_urls[f"{stem}.yaml"]
+        outcome = apply_stack(cf, name, states[name], url, params, caps, say, secrets, poll_s, timeout_s)
+        outcomes.append(outcome)
+    for outcome in outcomes:
+        say(f"outputs of {outcome.name}:")
+        for key, value in sorted(outcome.outputs.items()):
+            say(f"  {key} = {value}")
+    return DeployResult(package, tuple(outcomes))
+
+
+def do_destroy(
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    ecs_stack_name: str = DEFAULT_ECS_STACK,
+    lambda_stack_name: str = DEFAULT_LAMBDA_STACK,
+    echo: Echo = print,
+    poll_s: float = DEFAULT_POLL_S,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    clients: Callable[[str], Any] | None = None,
+) -> tuple[StackOutcome, ...]:
+    """Delete the Lambda stack, then the ECS stack, each waited for with its events; absent stacks are skipped.
+
+    The source bucket is kept (DeletionPolicy Retain, with its objects); the code bucket is not touched.
+    """
+    _check_stack_names(ecs_stack_name, lambda_stack_name)
+    if region is not None:
+        _check_region(region)
+    if clients is None:
+        clients = client_factory(region, endpoint_url, profile)
+    cf = clients("cloudformation")
+    outcomes = []
+    for name in (lambda_stack_name, ecs_stack_name):
+        state = stack_state(cf, name)
+        if state is None:
+            echo(f"{name}: no such stack, nothing to delete")
+            outcomes.append(StackOutcome(name, "", "absent", "DELETE_COMPLETE"))
+            continue
+        status = state["StackStatus"]
+        if status.endswith("_IN_PROGRESS") and status != "DELETE_IN_PROGRESS":
+            raise UserError(f"stack {name} is busy ({status}): wait until it settles, then run this again")
+        stack_id = state["StackId"]
+        tail = EventTail(cf, stack_id, echo)
+        if status != "DELETE_IN_PROGRESS":
+            echo(f"{name}: deleting")
+            with aws_errors(f"deleting stack {name}"):
+                cf.delete_stack(StackName=stack_id)
+        final = wait_for_stack(cf, name, stack_id, tail, poll_s, timeout_s)
+        if final["StackStatus"] != "DELETE_COMPLETE":
+            raise _fail(name, "delete", final["StackStatus"], tail)
+        echo(f"{name}: DELETE_COMPLETE")
+        outcomes.append(StackOutcome(name, stack_id, "delete", "DELETE_COMPLETE"))
+    return tuple(outcomes)

@@ -1,0 +1,463 @@
+"""`s3sync deploy` / `s3sync destroy` against moto's CloudFormation (its real HTTP server), plus the paths moto cannot
+show (events arriving over time, failures, stacks in bad states, "no updates") against a small stand-in.
+
+moto (5.2) has no CloudFormation model for AWS::SecretsManager::Secret: it skips the resource, drops the ECS stack's
+output that refers to it, and the Lambda stack's import of that output then fails. The `moto_secrets` fixture
+checks for that and, only if moto lacks it, gives moto's engine a model backed by moto's own Secrets Manager, for
+the test's duration. The templates and the product code are used unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from click.testing import CliRunner, Result
+
+from s3sync import contract
+from s3sync.cli import cli
+from s3sync.contract import Env
+from s3sync.deploy import EventTail, apply_stack, do_deploy
+from s3sync.errors import UserError
+
+KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+KEYS_ENV = {"S3SYNC_DEST_ACCESS_KEY_ID": KEY_ID, "S3SYNC_DEST_SECRET_ACCESS_KEY": SECRET}
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/s3sync:1"
+# moto reports an SSM-typed parameter with its resolved value (AWS reports the path, and ResolvedValue apart), so an
+# update could not tell a defaulted AmiId from a chosen one: give it explicitly in moto.
+AMI_PARAM = "AmiId=/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips
+
+
+# --- moto's CloudFormation and the secret ------------------------------------------------------------------------------
+class _MotoSecret:
+    """AWS::SecretsManager::Secret for moto's CloudFormation engine, stored in moto's Secrets Manager (tests only)."""
+
+    def __init__(self, arn: str) -> None:
+        self.arn = arn
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SecretsManager::Secret"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "Name"
+
+    @staticmethod
+    def _backend(account_id: str, region: str) -> Any:
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        return secretsmanager_backends[account_id][region]
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **_):  # type: ignore[no-untyped-def]
+        props = cloudformation_json.get("Properties", {})
+        created = cls._backend(account_id, region_name).create_secret(
+            name=props.get("Name", resource_name), secret_string=props.get("SecretString"), secret_binary=None,
+            description=props.get("Description"), tags=[], kms_key_id=None, client_request_token=None,
+            replica_regions=[], force_overwrite=False,
+        )  # fmt: skip
+        created = json.loads(created) if isinstance(created, str) else created
+        return cls(created["ARN"])
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id,
+                                        region_name):  # type: ignore[no-untyped-def]  # fmt: skip
+        secret = cloudformation_json.get("Properties", {}).get("SecretString")
+        cls._backend(account_id, region_name).update_secret(secret_id=original_resource.arn, secret_string=secret)
+        return original_resource
+
+    @property
+    def physical_resource_id(self) -> str:  # what Ref returns: the ARN, as for a real secret
+        return self.arn
+
+    def is_created(self) -> bool:
+        return True
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Id"
+
+    def get_cfn_attribute(self, attr: str) -> str:
+        return self.arn
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        self._backend(account_id, region_name).delete_secret(
+            secret_id=self.arn, recovery_window_in_days=None, force_delete_without_recovery=True
+        )
+
+
+@pytest.fixture
+def moto_secrets(monkeypatch: pytest.MonkeyPatch) -> bool:
+    """True when moto needed the stand-in (it does not model AWS::SecretsManager::Secret itself)."""
+    from moto.cloudformation import parsing
+
+    native = parsing.get_model_map
+    if _MotoSecret.cloudformation_type() in native():
+        return False
+    monkeypatch.setattr(parsing, "get_model_map", lambda: {**native(), _MotoSecret.cloudformation_type(): _MotoSecret})
+    return True
+
+
+@pytest.fixture
+def aws(fresh_moto: Any, boto_client: Any, moto_secrets: bool, tmp_path: Path) -> SimpleNamespace:
+    """An empty moto with a VPC, a subnet and the code bucket; `args` deploys the whole system."""
+    ec2 = boto_client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    boto_client("s3").create_bucket(Bucket="code-bucket")
+    common = ["--endpoint-url", fresh_moto.endpoint_url, "--region", "us-east-1", "--poll-seconds", "0.01"]
+    deploy = ["deploy", "--bucket", "code-bucket", "--prefix", "s3sync/v1", "--out", str(tmp_path / "out"), *common]
+    create = ["--image-uri", IMAGE, "--dest-bucket", "dest-bucket", "--vpc-id", vpc, "--subnet-id", subnet,
+              "--source-bucket", "src-bucket", "--email", "ops@example.com", "--param", AMI_PARAM]  # fmt: skip
+    return SimpleNamespace(client=boto_client, out=tmp_path / "out", deploy=deploy, create=create,
+                           destroy=["destroy", *common])  # fmt: skip
+
+
+def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    return CliRunner(env=env).invoke(cli, list(args), input=input)
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    return result.output
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and "Traceback" not in result.output, result.output
+    return lines[-1]
+
+
+def outputs(cf: Any, name: str) -> dict[str, str]:
+    stack = cf.describe_stacks(StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def function(lam: Any, name: str) -> dict[str, Any]:
+    return lam.get_function(FunctionName=name)["Configuration"]
+
+
+# --- the whole cycle in moto ------------------------------------------------------------------------------------------
+def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    cf, client = aws.client("cloudformation"), aws.client
+
+    # 1. create: ECS stack first, then the Lambda stack, events and outputs shown
+    out = ok(run(*aws.deploy, *aws.create, env=KEYS_ENV))
+    lines = out.splitlines()
+    assert lines.index("ecsStack: CREATE_COMPLETE") < next(i for i, l in enumerate(lines) if l.startswith("lamStackS: creating"))
+    assert any(l.endswith("ecsStack  ecsStack  AWS::CloudFormation::Stack  CREATE_IN_PROGRESS  User Initiated") for l in lines)
+    assert "lamStackS: CREATE_COMPLETE" in lines and "outputs of ecsStack:" in lines and "outputs of lamStackS:" in lines
+    assert "DestAccessKeyId=****" in out
+    for name in ("ecsStack", "lamStackS"):
+        assert cf.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    ecs_out, lam_out = outputs(cf, "ecsStack"), outputs(cf, "lamStackS")
+    assert f"  TransferQueueUrl = {ecs_out['TransferQueueUrl']}" in lines
+
+    # the queue redrives to its dead-letter queue
+    sqs = client("sqs")
+    attrs = sqs.get_queue_attributes(QueueUrl=ecs_out["TransferQueueUrl"], AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == ecs_out["TransferDeadLetterQueueArn"]
+    assert int(redrive["maxReceiveCount"]) == contract.DEFAULT_MAX_RECEIVE_COUNT
+    assert int(attrs["VisibilityTimeout"]) == contract.DEFAULT_VISIBILITY_TIMEOUT
+    # the tables have the contract's keys, and the transfers table its stream
+    ddb = client("dynamodb")
+    transfers = ddb.describe_table(TableName=ecs_out["TransfersTableName"])["Table"]
+    parts = ddb.describe_table(TableName=ecs_out["PartsTableName"])["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in transfers["KeySchema"]] == [(contract.TRANSFERS_HASH_KEY, "HASH")]
+    assert [(k["AttributeName"], k["KeyType"]) for k in parts["KeySchema"]] == [
+        (contract.PARTS_HASH_KEY, "HASH"), (contract.PARTS_RANGE_KEY, "RANGE"),
+    ]  # fmt: skip
+    assert transfers["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": contract.TRANSFERS_STREAM_VIEW}
+    assert transfers["LatestStreamArn"] == ecs_out["TransfersTableStreamArn"]
+    # the functions run the packaged code, with the contract's handlers and their environment
+    manifest = json.loads((aws.out / "package.json").read_text())
+    zip_bytes = (aws.out / manifest["lambda"]["zip"]).read_bytes()
+    stored = client("s3").get_object(Bucket="code-bucket", Key=manifest["lambda"]["code_key"])["Body"].read()
+    assert stored == zip_bytes
+    lam = client("lambda")
+    import base64
+    import hashlib
+
+    code_sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+    for key, logical in (("splitter", "Splitter"), ("scale_out", "ScaleOut"), ("scale_in", "ScaleIn"),
+                         ("completion", "Completion")):  # fmt: skip
+        fn = function(lam, lam_out[f"{logical}Name"])
+        assert fn["Handler"] == contract.HANDLERS[key]
+        assert fn["CodeSha256"] == code_sha, key
+    splitter = function(lam, lam_out["SplitterName"])["Environment"]["Variables"]
+    assert splitter[Env.QUEUE_URL] == ecs_out["TransferQueueUrl"]
+    assert splitter[Env.TRANSFERS_TABLE] == ecs_out["TransfersTableName"]
+    assert splitter[Env.PARTS_TABLE] == ecs_out["PartsTableName"]
+    assert (splitter[Env.DEST_BUCKET], splitter[Env.DEST_REGION]) == ("dest-bucket", "cn-north-1")
+    assert splitter[Env.DEST_PREFIX] == splitter[Env.DEST_ENDPOINT_URL] == ""
+    assert splitter[Env.DEST_SECRET_ARN] == ecs_out["DestCredentialsArn"]
+    scale_out = function(lam, lam_out["ScaleOutName"])["Environment"]["Variables"]
+    assert (scale_out[Env.CLUSTER], str(scale_out[Env.MAX_TASKS])) == (ecs_out["ClusterName"], "10")
+    completion = function(lam, lam_out["CompletionName"])["Environment"]["Variables"]
+    assert completion[Env.COMPLETION_TOPIC_ARN] == lam_out["CompletionTopicArn"]
+    # the NoEcho parameters reached the secret, and nothing else
+    secret = client("secretsmanager").get_secret_value(SecretId=ecs_out["DestCredentialsArn"])["SecretString"]
+    assert json.loads(secret) == {contract.SECRET_ACCESS_KEY_ID_FIELD: KEY_ID,
+                                  contract.SECRET_SECRET_ACCESS_KEY_FIELD: SECRET}  # fmt: skip
+
+    # 2. update without the keys: they keep their previous values; new values for MaxTasks and MaxReceiveCount
+    out2 = ok(run(*aws.deploy, "--param", "MaxTasks=20", "--param", "MaxReceiveCount=7"))
+    assert "ecsStack: UPDATE_COMPLETE" in out2 and "lamStackS: UPDATE_COMPLETE" in out2
+    assert "DestAccessKeyId=(previous)" in out2 and "SourceBucketName=(previous)" in out2
+    assert "CREATE_IN_PROGRESS" not in out2  # the events of the first deploy are history
+    ecs_out2 = outputs(cf, "ecsStack")
+    scale_out = function(lam, outputs(cf, "lamStackS")["ScaleOutName"])["Environment"]["Variables"]
+    assert str(scale_out[Env.MAX_TASKS]) == "20"
+    attrs = sqs.get_queue_attributes(QueueUrl=ecs_out2["TransferQueueUrl"], AttributeNames=["RedrivePolicy"])
+    assert int(json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"]) == 7
+    secret = client("secretsmanager").get_secret_value(SecretId=ecs_out2["DestCredentialsArn"])["SecretString"]
+    assert json.loads(secret)[contract.SECRET_SECRET_ACCESS_KEY_FIELD] == SECRET
+
+    # 3. destroy asks first; then deletes the Lambda stack, then the ECS stack; a second run finds nothing
+    assert run(*aws.destroy, input="n\n").exit_code == 1
+    assert cf.describe_stacks(StackName="lamStackS")["Stacks"][0]["StackStatus"] == "UPDATE_COMPLETE"
+    out3 = ok(run(*aws.destroy, "--yes"))
+    assert out3.index("lamStackS: deleting") < out3.index("lamStackS: DELETE_COMPLETE") < out3.index("ecsStack: deleting")
+    statuses = {s["StackName"]: s["StackStatus"] for s in cf.list_stacks()["StackSummaries"]}
+    assert statuses == {"lamStackS": "DELETE_COMPLETE", "ecsStack": "DELETE_COMPLETE"}
+    assert "nothing to delete" in ok(run(*aws.destroy, "--yes"))
+
+    # The China keys never appear in what was printed or logged.
+    for text in (out, out2, out3, caplog.text):
+        assert KEY_ID not in text and SECRET not in text
+
+
+# --- user mistakes against moto ---------------------------------------------------------------------------------------
+def test_a_missing_code_bucket_is_a_one_line_error(aws: SimpleNamespace) -> None:
+    args = [a.replace("code-bucket", "no-such-bucket") for a in aws.deploy]
+    assert "bucket no-such-bucket does not exist" in one_line_error(run(*args, *aws.create, env=KEYS_ENV))
+
+
+def test_a_new_stack_names_every_missing_parameter(aws: SimpleNamespace) -> None:
+    message = one_line_error(run(*aws.deploy, "--image-uri", IMAGE))
+    assert message.startswith("Error: stack ecsStack (ecs.yaml) needs: ")
+    for name, option in (("DestBucket", "--dest-bucket"), ("VpcId", "--vpc-id"), ("SubnetId", "--subnet-id"),
+                         ("DestAccessKeyId", "S3SYNC_DEST_ACCESS_KEY_ID")):  # fmt: skip
+        assert name in message and option in message
+    assert "ImageUri" not in message
+    assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []  # nothing was created
+
+
+def test_a_bad_key_is_refused_without_being_repeated(aws: SimpleNamespace) -> None:
+    env = {**KEYS_ENV, "S3SYNC_DEST_ACCESS_KEY_ID": "akia-not-a-key-id-0000"}
+    result = run(*aws.deploy, *aws.create, env=env)
+    message = one_line_error(result)
+    assert "DestAccessKeyId" in message and "upper-case letters and digits" in message
+    assert "akia-not-a-key-id-0000" not in result.output and SECRET not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--param", f"DestSecretAccessKey={SECRET}"], {}, "NoEcho parameter"),
+        (["--param", "ecs.DestAccessKeyId=AKIAIOSFODNN7EXAMPLE"], {}, "NoEcho parameter"),
+        ([], {"S3SYNC_DEST_ACCESS_KEY_ID": KEY_ID}, "both China keys"),
+        (["--param", "NoSuchParameter=1"], KEYS_ENV, "unknown parameter 'NoSuchParameter'"),
+        (["--param", "MaxTasks"], KEYS_ENV, "expected KEY=VALUE"),
+        (["--param", "MaxTasks=many"], KEYS_ENV, "not a number"),
+        (["--lambda-stack-name", "ecsStack"], KEYS_ENV, "different names"),
+    ],
+)
+def test_deploy_option_mistakes_are_one_line_errors(
+    aws: SimpleNamespace, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = run(*aws.deploy, *aws.create, *args, env=env)
+    assert message in one_line_error(result)
+    assert SECRET not in result.output and KEY_ID not in result.output
+
+
+# --- what moto cannot show: a stand-in for the CloudFormation API -------------------------------------------------------
+class FakeCloudFormation:
+    """One stack (whatever name is asked for). Each describe_stacks by stack id, while the stack is in progress,
+    plays the next `steps` entry (logical id, status[, reason]) as an event."""
+
+    meta = SimpleNamespace(region_name="us-east-1")
+
+    def __init__(self, name: str = "ecsStack", status: str | None = None, steps: list[tuple] | None = None,
+                 no_updates: bool = False) -> None:  # fmt: skip
+        self.name, self.status, self.steps, self.no_updates = name, status, list(steps or []), no_updates
+        self.stack_id = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{name}/1"
+        self.events: list[dict[str, Any]] = []
+        self.calls: list[str] = []
+        self.clock = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        if status:
+            self._event(name, status)  # history of an earlier operation
+
+    def _event(self, logical: str, status: str, reason: str | None = None) -> None:
+        self.clock += timedelta(seconds=1)
+        event = {"EventId": f"e{len(self.events)}", "StackName": self.name, "LogicalResourceId": logical,
+                 "ResourceType": "AWS::CloudFormation::Stack" if logical == self.name else "AWS::SQS::Queue",
+                 "ResourceStatus": status, "Timestamp": self.clock}  # fmt: skip
+        if reason:
+            event["ResourceStatusReason"] = reason
+        self.events.insert(0, event)  # newest first, as the API returns them
+        if logical == self.name:
+            self.status = status
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:  # noqa: N803
+        self.calls.append("describe_stacks")
+        by_id = StackName == self.stack_id
+        if self.status is None or (self.status == "DELETE_COMPLETE" and not by_id):  # a deleted stack has only its id
+            raise ClientError({"Error": {"Code": "ValidationError", "Message": f"Stack with id {StackName} does not "
+                                         "exist"}}, "DescribeStacks")  # fmt: skip
+        if by_id and self.steps and self.status.endswith("_IN_PROGRESS"):  # waiting: the operation moves on
+            self._event(*self.steps.pop(0))
+        return {"Stacks": [{"StackName": self.name, "StackId": self.stack_id, "StackStatus": self.status,
+                            "Parameters": [], "Outputs": [{"OutputKey": "QueueUrl", "OutputValue": "https://q"}]}]}  # fmt: skip
+
+    def describe_stack_events(self, StackName: str, NextToken: str | None = None) -> dict[str, Any]:  # noqa: N803
+        return {"StackEvents": list(self.events)}
+
+    def get_template(self, StackName: str) -> dict[str, Any]:  # noqa: N803
+        return {"TemplateBody": "Parameters: {}\n"}
+
+    def create_stack(self, **kwargs: Any) -> dict[str, str]:
+        self.calls.append("create_stack")
+        self._event(self.name, "CREATE_IN_PROGRESS", "User Initiated")
+        return {"StackId": self.stack_id}
+
+    def update_stack(self, **kwargs: Any) -> dict[str, str]:
+        self.calls.append("update_stack")
+        if self.no_updates:
+            raise ClientError({"Error": {"Code": "ValidationError", "Message": "No updates are to be performed."}},
+                              "UpdateStack")  # fmt: skip
+        self._event(self.name, "UPDATE_IN_PROGRESS", "User Initiated")
+        return {"StackId": self.stack_id}
+
+    def delete_stack(self, **kwargs: Any) -> None:
+        self.calls.append("delete_stack")
+        self._event(self.name, "DELETE_IN_PROGRESS", "User Initiated")
+
+
+def _apply(cf: FakeCloudFormation, echo: Any) -> Any:
+    state = cf.describe_stacks(StackName=cf.name)["Stacks"][0] if cf.status else None
+    return apply_stack(cf, cf.name, state, "https://b.s3.us-east-1.amazonaws.com/ecs.yaml", [], ["CAPABILITY_IAM"],
+                       echo, (SECRET,), 0.0, 5.0)  # fmt: skip
+
+
+def test_events_are_printed_as_they_come_once_each_oldest_first() -> None:
+    cf = FakeCloudFormation(steps=[
+        ("TransferDeadLetterQueue", "CREATE_IN_PROGRESS"),
+        ("TransferDeadLetterQueue", "CREATE_COMPLETE"),
+        ("TransferQueue", "CREATE_IN_PROGRESS", "Resource creation Initiated"),
+        ("TransferQueue", "CREATE_COMPLETE"),
+        ("ecsStack", "CREATE_COMPLETE"),
+    ])  # fmt: skip
+    printed: list[tuple[str, str]] = []
+    outcome = _apply(cf, lambda line: printed.append((line, cf.status)))
+    events = [line for line, _ in printed if line[:2].isdigit()]
+    assert [e.split("  ", 2)[2] for e in events] == [
+        "ecsStack  AWS::CloudFormation::Stack  CREATE_IN_PROGRESS  User Initiated",
+        "TransferDeadLetterQueue  AWS::SQS::Queue  CREATE_IN_PROGRESS",
+        "TransferDeadLetterQueue  AWS::SQS::Queue  CREATE_COMPLETE",
+        "TransferQueue  AWS::SQS::Queue  CREATE_IN_PROGRESS  Resource creation Initiated",
+        "TransferQueue  AWS::SQS::Queue  CREATE_COMPLETE",
+        "ecsStack  AWS::CloudFormation::Stack  CREATE_COMPLETE",
+    ]
+    # The resource events were printed while the stack was still being created, not at the end.
+    assert [status for line, status in printed if "TransferDeadLetterQueue" in line] == ["CREATE_IN_PROGRESS"] * 2
+    assert events[0].startswith("00:00:01  ecsStack  ")
+    assert (outcome.action, outcome.status, dict(outcome.outputs)) == ("create", "CREATE_COMPLETE",
+                                                                       {"QueueUrl": "https://q"})  # fmt: skip
+
+
+def test_no_updates_is_a_success() -> None:
+    cf = FakeCloudFormation(status="UPDATE_COMPLETE", no_updates=True)
+    printed: list[str] = []
+    outcome = _apply(cf, printed.append)
+    assert (outcome.action, outcome.status) == ("unchanged", "UPDATE_COMPLETE")
+    assert printed[-1] == "ecsStack: no changes (stays UPDATE_COMPLETE)"
+    assert "UPDATE_COMPLETE" not in " ".join(printed[:-1])  # the earlier operation's events are not replayed
+
+
+def test_a_failed_operation_is_a_one_line_error_with_its_first_reason() -> None:
+    cf = FakeCloudFormation(steps=[
+        ("TransferQueue", "CREATE_FAILED", f"Resource handler returned message: denied for {SECRET}"),
+        ("TransfersTable", "CREATE_FAILED", "Resource creation cancelled"),
+        ("ecsStack", "ROLLBACK_IN_PROGRESS", "The following resource(s) failed to create: [TransferQueue]."),
+        ("ecsStack", "ROLLBACK_COMPLETE"),
+    ])  # fmt: skip
+    printed: list[str] = []
+    with pytest.raises(UserError) as info:
+        _apply(cf, printed.append)
+    assert str(info.value).startswith("stack ecsStack: create ended in ROLLBACK_COMPLETE: TransferQueue: Resource")
+    assert "\n" not in str(info.value)
+
+
+def test_deploy_masks_the_keys_in_everything_it_prints_or_raises(tmp_path: Path) -> None:
+    """Even a message from AWS that quotes a key comes out masked."""
+    cf = FakeCloudFormation(steps=[("DestCredentials", "CREATE_FAILED", f"bad key {KEY_ID}"),
+                                   ("ecsStack", "ROLLBACK_COMPLETE")])  # fmt: skip
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+                         put_object=lambda **kw: None)  # fmt: skip
+    printed: list[str] = []
+    params = {"DestBucket": "dest-bucket", "VpcId": "vpc-1", "SubnetId": "subnet-1", "SourceBucketName": "src-b",
+              "Email": "ops@example.com"}  # fmt: skip
+    with pytest.raises(UserError) as info:
+        do_deploy(tmp_path, bucket="code-bucket", parameters=params, image_uri=IMAGE, dest_access_key_id=KEY_ID,
+                  dest_secret_access_key=SECRET, echo=printed.append, poll_s=0.0,
+                  clients=lambda service: cf if service == "cloudformation" else s3)  # fmt: skip
+    assert "bad key ****" in str(info.value) and "bad key ****" in "\n".join(printed)
+    assert not any(KEY_ID in line or SECRET in line for line in [*printed, str(info.value)])
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ("ROLLBACK_COMPLETE", "its creation failed and it cannot be updated; run `s3sync destroy`"),
+        ("UPDATE_IN_PROGRESS", "is busy (UPDATE_IN_PROGRESS)"),
+        ("UPDATE_ROLLBACK_FAILED", "is UPDATE_ROLLBACK_FAILED and cannot be updated"),
+        ("DELETE_FAILED", "is DELETE_FAILED and cannot be updated"),
+    ],
+)
+def test_a_stack_in_a_bad_state_is_a_one_line_error_before_anything_is_uploaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: str, message: str
+) -> None:
+    cf = FakeCloudFormation(status=status)
+    s3 = SimpleNamespace(get_bucket_location=pytest.fail, put_object=pytest.fail)
+    monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
+    result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), env=KEYS_ENV)
+    assert f"Error: stack ecsStack {message}" in one_line_error(result)
+    assert "create_stack" not in cf.calls and "update_stack" not in cf.calls
+    assert not (tmp_path / "package.json").exists()
+
+
+def test_destroy_refuses_a_busy_stack_and_waits_for_one_being_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = FakeCloudFormation(name="lamStackS", status="UPDATE_IN_PROGRESS")
+    monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: busy)
+    assert "lamStackS is busy (UPDATE_IN_PROGRESS)" in one_line_error(run("destroy", "--yes"))
+    deleting = FakeCloudFormation(name="lamStackS", status="DELETE_IN_PROGRESS",
+                                  steps=[("lamStackS", "DELETE_COMPLETE")])  # fmt: skip
+    monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: deleting)
+    result = run("destroy", "--yes", "--ecs-stack-name", "otherStack", "--poll-seconds", "0.01")
+    out = ok(result)
+    assert "delete_stack" not in deleting.calls and "lamStackS: DELETE_COMPLETE" in out
+
+
+def test_tail_prints_nothing_of_the_history_of_an_existing_stack() -> None:
+    cf = FakeCloudFormation(status="UPDATE_COMPLETE")
+    printed: list[str] = []
+    tail = EventTail(cf, cf.stack_id, printed.append)
+    tail.poll()
+    assert printed == []
+    cf._event("TransferQueue", "UPDATE_COMPLETE")
+    tail.poll()
+    tail.poll()
+    assert len(printed) == 1 and "TransferQueue" in printed[0]

@@ -1,0 +1,109 @@
+"""The sweeper drives every stale unfinished job on, against moto's DynamoDB and SQS."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from s3sync.contract import Status
+from s3sync.transfer.ledger import Job, Ledger, PartRecord
+from s3sync.transfer.message import decode
+from s3sync.transfer.settings import Settings
+from s3sync.transfer.splitter import Splitter
+from s3sync.transfer.sweeper import Sweeper
+from tests.test_ledger import make_tables
+
+LATER = 10_000  # seconds: every job below looks stale to a sweeper whose clock runs this far ahead
+
+
+@pytest.fixture
+def env(boto_client):
+    ddb, sqs = boto_client("dynamodb"), boto_client("sqs")
+    ledger = Ledger(ddb, *make_tables(ddb))
+    queue_url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    settings = Settings(queue_url=queue_url, transfers_table=ledger.transfers, parts_table=ledger.parts_table)
+    splitter = Splitter(source=boto_client("s3"), dest=None, sqs=sqs, ledger=ledger, settings=settings)
+    sweeper = Sweeper(ledger=ledger, splitter=splitter, stale_after=60, max_redrives=2,
+                      clock=lambda: time.time() + LATER)
+    return ledger, sqs, queue_url, sweeper
+
+
+def job(ledger: Ledger, status: str, total: int = 4, recorded: tuple[int, ...] = ()) -> Job:
+    j = Job(job_id=uuid.uuid4().hex, status=Status.PLANNED, source_bucket="src", source_key="k.bin",
+            source_etag='"e"', dest_bucket="dst", dest_key="k.bin", size=total * 5 * 2**20, part_size=5 * 2**20,
+            total=total, remaining=total, upload_id="up-1", created_at=int(time.time()),
+            updated_at=int(time.time()))
+    assert ledger.create_job(j)
+    for n in recorded:
+        ledger.record_part(j.job_id, "up-1", PartRecord(n, "e", "e", 5 * 2**20))
+    if status in (Status.COPYING, Status.COMPLETING):
+        ledger.mark_copying(j.job_id)
+    if status == Status.COMPLETING:
+        assert ledger.elect_completion(j.job_id)
+    return ledger.get_job(j.job_id)
+
+
+def drain(sqs, url) -> list[int]:
+    parts = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            return sorted(parts)
+        for m in msgs:
+            parts.append(decode(m["Body"]).part_number)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_missing_parts_are_re_sent_then_the_job_fails_with_their_numbers(env):
+    ledger, sqs, url, sweeper = env
+    j = job(ledger, Status.COPYING, total=4, recorded=(1, 3))
+    first = sweeper.sweep()
+    assert first.redriven == {j.job_id: 2}
+    assert drain(sqs, url) == [2, 4]
+    assert ledger.get_job(j.job_id).redrives == 1
+    sweeper.sweep()
+    assert drain(sqs, url) == [2, 4]
+    last = sweeper.sweep()  # max_redrives reached
+    assert last.failed == [j.job_id] and drain(sqs, url) == []
+    failed = ledger.get_job(j.job_id)
+    assert failed.status == Status.FAILED and "parts never copied: [2, 4]" in failed.error
+
+
+def test_a_planned_job_is_resumed_with_every_part(env):
+    ledger, sqs, url, sweeper = env
+    j = job(ledger, Status.PLANNED, total=3)
+    assert sweeper.sweep().resumed == [j.job_id]
+    assert drain(sqs, url) == [1, 2, 3]
+    assert ledger.get_job(j.job_id).status == Status.COPYING
+
+
+def test_a_counted_job_whose_completion_never_ran_is_retriggered(env):
+    ledger, sqs, url, sweeper = env
+    j = job(ledger, Status.COPYING, total=2, recorded=(1, 2))
+    before = ledger.get_job(j.job_id).updated_at
+    time.sleep(1.1)
+    assert sweeper.sweep().retriggered == [j.job_id]
+    after = ledger.get_job(j.job_id)
+    assert after.status == Status.COPYING and after.remaining == 0 and after.updated_at > before
+    assert drain(sqs, url) == []
+
+
+def test_a_stalled_completion_is_handed_back(env):
+    ledger, _sqs, _url, sweeper = env
+    j = job(ledger, Status.COMPLETING, total=1, recorded=(1,))
+    assert sweeper.sweep().retriggered == [j.job_id]
+    assert ledger.get_job(j.job_id).status == Status.COPYING
+
+
+def test_fresh_and_finished_jobs_are_left_alone(env):
+    ledger, sqs, url, sweeper = env
+    fresh_sweeper = Sweeper(ledger=ledger, splitter=sweeper.splitter, stale_after=60)
+    j = job(ledger, Status.COPYING, total=2)
+    done = job(ledger, Status.COPYING, total=1, recorded=(1,))
+    ledger.elect_completion(done.job_id)
+    ledger.mark_done(done.job_id, "etag")
+    result = fresh_sweeper.sweep()
+    assert (result.redriven, result.resumed, result.retriggered, result.failed) == ({}, [], [], [])
+    assert drain(sqs, url) == [] and ledger.get_job(j.job_id).redrives == 0

@@ -1,0 +1,109 @@
+"""The worker against real servers: moto (queue, ledger, secret, source) and rclone (destination)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from s3sync.contract import Status
+from s3sync.local.servers import RcloneS3Server
+from s3sync.transfer.credentials import DestClient
+from s3sync.transfer.endpoints import Endpoint, s3_client
+from s3sync.transfer.ledger import Job, Ledger
+from s3sync.transfer.message import PartMessage
+from s3sync.transfer.worker import Worker
+from tests.test_ledger import make_tables
+
+MiB = 2**20
+
+
+@pytest.fixture
+def world(boto_client):
+    ddb, sqs, s3 = boto_client("dynamodb"), boto_client("sqs"), boto_client("s3")
+    ledger = Ledger(ddb, *make_tables(ddb))
+    queue_url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    bucket = f"src-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    data = os.urandom(6 * MiB)
+    etag = s3.put_object(Bucket=bucket, Key="obj.bin", Body=data)["ETag"]
+    return dict(ledger=ledger, sqs=sqs, queue_url=queue_url, s3=s3, bucket=bucket, data=data, etag=etag,
+                secrets=boto_client("secretsmanager"))
+
+
+
+def whole_copy(w, dest_bucket: str) -> tuple[Job, PartMessage]:
+    """The splitter's output for the 6 MiB object copied whole (GET + PUT), written by hand."""
+    job = Job(job_id=uuid.uuid4().hex, status=Status.COPYING, source_bucket=w["bucket"], source_key="obj.bin",
+              source_etag=w["etag"], dest_bucket=dest_bucket, dest_key="copy.bin", size=len(w["data"]),
+              part_size=len(w["data"]), total=1, remaining=1, upload_id="-", created_at=1, updated_at=1)
+    return job, PartMessage(job_id=job.job_id, source_bucket=job.source_bucket, source_key="obj.bin",
+                            source_etag=job.source_etag, dest_bucket=dest_bucket, dest_key="copy.bin",
+                            part_number=1, total_parts=1, start=0, end=len(w["data"]) - 1)
+
+
+def run_until(worker: Worker, done, timeout: float = 30.0) -> None:
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.stop()
+    t.join(timeout=10)
+
+
+def make_dest(server: RcloneS3Server, key_id: str, secret: str, w, secret_value: tuple[str, str]) -> DestClient:
+    arn = w["secrets"].create_secret(Name=f"dest-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(
+        {"accessKeyId": secret_value[0], "secretAccessKey": secret_value[1]}))["ARN"]
+
+    def read():
+        v = json.loads(w["secrets"].get_secret_value(SecretId=arn)["SecretString"])
+        return v["accessKeyId"], v["secretAccessKey"]
+
+    return DestClient(Endpoint("cn-north-1", server.endpoint_url, key_id, secret), s3_client, read)
+
+
+def test_rotated_destination_credentials_are_picked_up_without_a_restart(world, tmp_path):
+    with RcloneS3Server(access_key_id="rotated-key-2", secret_access_key="rotated-secret-2") as server:
+        server.create_bucket("dst")
+        dest = make_dest(server, "old-key-1", "old-secret-1", world, ("rotated-key-2", "rotated-secret-2"))
+        job, msg = whole_copy(world, "dst")
+        assert world["ledger"].create_job(job)
+        world["sqs"].send_message(QueueUrl=world["queue_url"], MessageBody=msg.encode())
+        worker = Worker(sqs=world["sqs"], queue_url=world["queue_url"], ledger=world["ledger"],
+                        source=world["s3"], dest=dest, threads=1, visibility_timeout=30, wait_seconds=1,
+                        stop_grace=1)
+        run_until(worker, lambda: worker.stats.copied == 1)
+        assert worker.stats.copied == 1 and worker.stats.failed_jobs == 0
+        assert dest.rotations == 1
+        got = dest.client.get_object(Bucket="dst", Key="copy.bin")["Body"].read()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(world["data"]).digest()
+        assert world["ledger"].get_job(job.job_id).remaining == 0
+
+
+def test_refused_credentials_that_did_not_rotate_fail_the_job_at_once_naming_the_destination(world):
+    with RcloneS3Server(access_key_id="right-key", secret_access_key="right-secret") as server:
+        server.create_bucket("dst")
+        dest = make_dest(server, "wrong-key", "wrong-secret-value", world, ("wrong-key", "wrong-secret-value"))
+        job, msg = whole_copy(world, "dst")
+        assert world["ledger"].create_job(job)
+        world["sqs"].send_message(QueueUrl=world["queue_url"], MessageBody=msg.encode())
+        worker = Worker(sqs=world["sqs"], queue_url=world["queue_url"], ledger=world["ledger"],
+                        source=world["s3"], dest=dest, threads=1, visibility_timeout=30, wait_seconds=1,
+                        stop_grace=1)
+        started = time.monotonic()
+        run_until(worker, lambda: worker.stats.failed_jobs == 1)
+        assert time.monotonic() - started < 15
+        failed = world["ledger"].get_job(job.job_id)
+        assert failed.status == Status.FAILED
+        assert "destination refused the access key id (InvalidAccessKeyId)" in failed.error
+        assert server.endpoint_url in failed.error and "s3://dst/copy.bin" in failed.error
+        assert "wrong-secret-value" not in failed.error
+        assert worker.stats.retries == 0
+        attrs = world["sqs"].get_queue_attributes(QueueUrl=world["queue_url"], AttributeNames=["All"])["Attributes"]
+        assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
