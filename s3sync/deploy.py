@@ -309,15 +309,16 @@ def check_value(stem: str, name: str, decl: Mapping[str, Any], value: str) -> No
             raise UserError(f"{where}: {shown} is above the maximum {decl['MaxValue']}")
 
 
-def chosen_parameters(cf: Any, state: Mapping[str, Any] | None) -> set[str]:
-    """Parameters of the existing stack whose value was chosen rather than defaulted: those with no default in the
-    template the stack runs now, or a value other than that default (NoEcho ones, shown as ****, always count).
+def previous_parameters(cf: Any, state: Mapping[str, Any] | None) -> tuple[set[str], set[str]]:
+    """(all, chosen): the existing stack's parameters, and those whose value was chosen rather than defaulted: with
+    no default in the template the stack runs now, or a value other than that default (NoEcho ones, shown as ****,
+    always count as chosen).
 
-    An update keeps these (UsePreviousValue); the others follow the new template's defaults, so that a new version's
-    better default reaches a stack that never chose otherwise.
+    An update keeps the chosen ones (UsePreviousValue); the others follow the new template's defaults, so that a new
+    version's better default reaches a stack that never chose otherwise.
     """
     if state is None:
-        return set()
+        return set(), set()
     previous = {p["ParameterKey"]: p.get("ParameterValue") for p in state.get("Parameters", [])}
     defaults: dict[str, str] = {}
     with aws_errors(f"reading the template of stack {state.get('StackName', '')}"):
@@ -330,8 +331,9 @@ def chosen_parameters(cf: Any, state: Mapping[str, Any] | None) -> set[str]:
             if "Default" in decl:
                 defaults[name] = str(decl["Default"])
     except Exception:  # noqa: BLE001 - short-form tags or odd templates: keep every previous value
-        return set(previous)
-    return {name for name, value in previous.items() if name not in defaults or str(value) != defaults[name]}
+        return set(previous), set(previous)
+    chosen = {name for name, value in previous.items() if name not in defaults or str(value) != defaults[name]}
+    return set(previous), chosen
 
 
 def resolve_parameters(
@@ -339,12 +341,12 @@ def resolve_parameters(
     stack_name: str,
     declared: Mapping[str, Mapping[str, Any]],
     given: Mapping[str, str],
-    keep: set[str],
+    previous: set[str] = frozenset(),  # type: ignore[assignment]
+    chosen: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[dict[str, Any]]:
-    """The Parameters of create/update_stack: the given values; on an update, the previous value of each parameter
-    in `keep` (see `chosen_parameters`); the template's defaults for the rest. A one-line error names every
-    parameter still missing."""
-    previous_keys = keep
+    """The Parameters of create/update_stack. A given value wins; on an update a parameter keeps its previous value
+    when it was chosen (see `previous_parameters`) or the new template has no default for it; otherwise the new
+    template's default applies. A one-line error names every parameter still missing."""
     out: list[dict[str, Any]] = []
     missing = []
     for name, decl in declared.items():
@@ -352,7 +354,7 @@ def resolve_parameters(
             value = str(given[name])
             check_value(stem, name, decl, value)
             out.append({"ParameterKey": name, "ParameterValue": value})
-        elif name in previous_keys:
+        elif name in chosen or (name in previous and "Default" not in decl):
             out.append({"ParameterKey": name, "UsePreviousValue": True})
         elif "Default" not in decl:
             missing.append(f"{name} ({PARAMETER_OPTIONS.get(name, f'--param {name}=...')})")
@@ -454,8 +456,8 @@ def _deploy(
     plan = []
     for stem, name, stack_given in (("ecs", ecs_stack_name, ecs_given), ("lambda", lambda_stack_name, lambda_given)):
         document = package.documents[stem]
-        keep = chosen_parameters(cf, states[name])
-        params = resolve_parameters(stem, name, document.get("Parameters", {}), stack_given, keep)
+        previous, chosen = previous_parameters(cf, states[name])
+        params = resolve_parameters(stem, name, document.get("Parameters", {}), stack_given, previous, chosen)
         plan.append((stem, name, params, capabilities(document)))
 
     # 4. the ECS stack, then the Lambda stack (it imports the ECS stack's exports)

@@ -212,16 +212,17 @@ def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, c
     assert json.loads(secret) == {contract.SECRET_ACCESS_KEY_ID_FIELD: KEY_ID,
                                   contract.SECRET_SECRET_ACCESS_KEY_FIELD: SECRET}  # fmt: skip
 
-    # 2. update without the keys: they keep their previous values; new values for MaxTasks and MaxReceiveCount
-    out2 = ok(run(*aws.deploy, "--param", "MaxTasks=20", "--param", "MaxReceiveCount=7"))
+    # 2. update without the keys: they keep their previous values; new values for MaxTasks and VisibilityTimeout
+    # (moto's queue update applies VisibilityTimeout, not a new redrive policy)
+    out2 = ok(run(*aws.deploy, "--param", "MaxTasks=20", "--param", "VisibilityTimeout=600"))
     assert "ecsStack: UPDATE_COMPLETE" in out2 and "lamStackS: UPDATE_COMPLETE" in out2
     assert "DestAccessKeyId=(previous)" in out2 and "SourceBucketName=(previous)" in out2
     assert "CREATE_IN_PROGRESS" not in out2  # the events of the first deploy are history
     ecs_out2 = outputs(cf, "ecsStack")
     scale_out = function(lam, outputs(cf, "lamStackS")["ScaleOutName"])["Environment"]["Variables"]
     assert str(scale_out[Env.MAX_TASKS]) == "20"
-    attrs = sqs.get_queue_attributes(QueueUrl=ecs_out2["TransferQueueUrl"], AttributeNames=["RedrivePolicy"])
-    assert int(json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"]) == 7
+    attrs = sqs.get_queue_attributes(QueueUrl=ecs_out2["TransferQueueUrl"], AttributeNames=["VisibilityTimeout"])
+    assert int(attrs["Attributes"]["VisibilityTimeout"]) == 600
     secret = client("secretsmanager").get_secret_value(SecretId=ecs_out2["DestCredentialsArn"])["SecretString"]
     assert json.loads(secret)[contract.SECRET_SECRET_ACCESS_KEY_FIELD] == SECRET
 

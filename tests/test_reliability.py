@@ -235,8 +235,13 @@ def test_every_message_delivered_three_times(moto_server, rclone, tmp_path, repo
 
 # --- 3. 20% of S3 requests on both sides fail -------------------------------------------------------------------------
 def test_twenty_percent_s3_faults_on_both_sides(moto_server, rclone, tmp_path, report):
+    """Source on rclone, destination on moto's S3: a retried CompleteMultipartUpload whose first answer was lost
+    gets NoSuchUpload, and completion then checks the object's ETag, which moto (like S3) gives as "<md5>-N" while
+    rclone gives the whole-file MD5 (see test_lost_complete_answer_is_recognised)."""
     name = "rel-flaky"
-    src, dst = rclone(f"{name}-src"), rclone(f"{name}-dst")
+    src = rclone(f"{name}-src")
+    dst = moto_server
+    direct(dst).create_bucket(Bucket=f"{name}-dst")
     objects = {f"flaky/multi-{i}.bin": os.urandom(size) for i, size in enumerate(
         (11 * MiB + 1, 11 * MiB + 2, 6 * MiB + 3, 16 * MiB + 4))}
     objects.update({f"flaky/small-{i}.bin": os.urandom(size) for i, size in enumerate(
@@ -247,7 +252,7 @@ def test_twenty_percent_s3_faults_on_both_sides(moto_server, rclone, tmp_path, r
             FaultProxy(dst.endpoint_url, fault_rate=0.2, seed=seed + 1) as p_dst:
         runner = LocalRunner(options(moto_server, name, state_dir=tmp_path, timeout=120,
                                      source=spec(src, f"{name}-src", p_src.endpoint_url),
-                                     dest=spec(dst, f"{name}-dst", p_dst.endpoint_url, "cn-north-1")))
+                                     dest=BucketSpec(f"{name}-dst", p_dst.endpoint_url, "testing", "testing")))
         summary = runner.run()
         p_src.fault_rate = p_dst.fault_rate = 0.0
         f_src, f_dst = p_src.figures(), p_dst.figures()
@@ -264,6 +269,29 @@ def test_twenty_percent_s3_faults_on_both_sides(moto_server, rclone, tmp_path, r
                    f"{len(engine_retries)} parts re-queued by the engine",
            orphan_uploads=len(orphans), time_s=round(summary.elapsed, 1))
     assert f_src["faults"] > 0 and f_dst["faults"] > 0
+
+
+def _complete_multipart(method: str, path: str) -> bool:
+    return method == "POST" and "uploadId=" in path
+
+
+@pytest.mark.parametrize("kind", ["reset_mid_body", "slowdown"])
+def test_lost_complete_answer_is_recognised(moto_server, tmp_path, report, kind):
+    """CompleteMultipartUpload done at the destination but its answer lost (reset) or refused once (503): the
+    retry finds the upload gone (NoSuchUpload) or completes it; either way the job ends DONE with the right ETag."""
+    name = f"rel-lostcomplete-{kind.replace('_', '')}"
+    direct(moto_server).create_bucket(Bucket=f"{name}-dst")
+    data = os.urandom(11 * MiB + 5)
+    with FaultProxy(moto_server.endpoint_url, fault_rate=1.0, kinds=[kind], only=_complete_multipart,
+                    max_faults=1) as proxy:
+        runner = LocalRunner(options(moto_server, name, state_dir=tmp_path, timeout=60,
+                                     dest=BucketSpec(f"{name}-dst", proxy.endpoint_url, "testing", "testing")))
+        summary = runner.run(on_tick=once(lambda r: put_all(r.source_s3, r.o.source.name, {"k.bin": data})))
+        figures = proxy.figures()
+    assert figures["faults"] == 1
+    check_identical(runner, direct(moto_server), summary, {"k.bin": data})
+    report(objects=1, bytes=len(data), faults=f"CompleteMultipartUpload: {figures['by_kind']}",
+           retries=figures["retries_seen"], time_s=round(summary.elapsed, 1))
 
 
 # --- 4. the source is overwritten during its transfer -----------------------------------------------------------------

@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 __all__ = ["FAULT_KINDS", "FaultProxy"]
@@ -317,8 +317,9 @@ class FaultProxy:
     """A threaded HTTP proxy on 127.0.0.1 in front of one loopback `upstream` (e.g. an S3 server's endpoint URL).
 
     `fault_rate` is the probability that a request gets a fault, `kinds` the faults to choose from (uniformly), and
-    `seed` makes the sequence of decisions repeatable (the n-th request gets the n-th draw). Change `fault_rate`
-    while it runs (e.g. 0 to read results back undisturbed). Counters: `requests`, `forwarded`, `faults` (a Counter
+    `seed` makes the sequence of decisions repeatable (the n-th request gets the n-th draw). `only(method, path)`,
+    if given, limits faults to the requests it accepts (path includes the query, e.g. "/b/k?uploadId=..."); at most
+    `max_faults` are injected. Change `fault_rate` while it runs (e.g. 0 to read results back undisturbed). Counters: `requests`, `forwarded`, `faults` (a Counter
     by kind), `retries_seen` (requests identical in method and target to one that got a fault before), and `by_method`.
     """
 
@@ -336,6 +337,7 @@ class FaultProxy:
         max_body: int = 256 * 1024 * 1024,
         timeout: float = 60.0,
         max_faults: int | None = None,
+        only: Callable[[str, str], bool] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
@@ -362,6 +364,7 @@ class FaultProxy:
         self.max_body = max_body
         self.timeout = timeout
         self.max_faults = max_faults
+        self.only = only
         self.endpoint_url = ""
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -396,7 +399,8 @@ class FaultProxy:
             roll = self._rng.random()
             choice = self._rng.choice(self.kinds)
             capped = self.max_faults is not None and sum(self.faults.values()) >= self.max_faults
-        kind = choice if roll < self.fault_rate and not capped else None
+        eligible = self.only is None or self.only(method, target.split(" ", 1)[0])
+        kind = choice if roll < self.fault_rate and eligible and not capped else None
         self._count(method, target, kind)
         if kind == "reset_mid_body":
             with self._lock:

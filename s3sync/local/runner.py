@@ -367,11 +367,11 @@ class LocalRunner:
         for k in (Env.DEST_ACCESS_KEY_ID, Env.DEST_SECRET_ACCESS_KEY):
             os.environ.pop(k, None)  # functions read the secret, as in Lambda
         os.environ.update(env)
+        # ECS injects the secret's two keys into the task's environment; the ARN lets a worker re-read the secret
+        # when the destination refuses the keys (rotated credentials)
         self.worker_env = {**os.environ, Env.QUEUE_URL: r.queue_url,
-                           # ECS injects the secret's two keys into the task's environment
                            Env.DEST_ACCESS_KEY_ID: o.dest.access_key_id or DUMMY_KEY,
                            Env.DEST_SECRET_ACCESS_KEY: o.dest.secret_access_key or DUMMY_KEY}
-        self.worker_env.pop(Env.DEST_SECRET_ARN, None)
 
     def _cold_start(self) -> None:
         """Fresh handler modules, as a new Lambda execution environment would load them."""
