@@ -37,6 +37,8 @@ from s3sync.package import (
     check_bucket_name,
     client_factory,
     do_package,
+    load_template,
+    normalize_prefix,
     redact,
     split_parameters,
 )
@@ -118,6 +120,11 @@ def check_deployable(name: str, state: Mapping[str, Any] | None) -> str:
         raise UserError(
             f"stack {name} is ROLLBACK_COMPLETE: its creation failed and it cannot be updated; run `s3sync destroy` "
             "(or delete it in the console), then deploy again"
+        )
+    if status == "REVIEW_IN_PROGRESS":
+        raise UserError(
+            f"stack {name} is REVIEW_IN_PROGRESS (made by a change set never executed): execute the change set, or "
+            "run `s3sync destroy`, then deploy again"
         )
     if status.endswith("_IN_PROGRESS"):
         raise UserError(f"stack {name} is busy ({status}): wait until it settles, then run this again")
@@ -324,9 +331,7 @@ def previous_parameters(cf: Any, state: Mapping[str, Any] | None) -> tuple[set[s
     with aws_errors(f"reading the template of stack {state.get('StackName', '')}"):
         body = cf.get_template(StackName=state["StackId"]).get("TemplateBody", {})
     try:
-        import yaml
-
-        document = body if isinstance(body, Mapping) else yaml.safe_load(body)
+        document = body if isinstance(body, Mapping) else load_template(body)
         for name, decl in (document.get("Parameters") or {}).items():
             if "Default" in decl:
                 defaults[name] = str(decl["Default"])
@@ -435,7 +440,7 @@ def _deploy(
         check_deployable(name, state)
 
     # 2. package and upload
-    say(f"packaging into {out_dir} and uploading to s3://{bucket}/{prefix.lstrip('/')}")
+    say(f"packaging into {out_dir} and uploading to s3://{bucket}/{normalize_prefix(prefix)}")
     package = do_package(
         out_dir, bucket=bucket, prefix=prefix, region=region, image_uri=image_uri, ecs_stack_name=ecs_stack_name,
         lambda_stack_name=lambda_stack_name, config=config, builders=builders, clients=clients,
@@ -450,9 +455,12 @@ def _deploy(
     if key_id and secret_key:
         ecs_given["DestAccessKeyId"] = key_id
         ecs_given["DestSecretAccessKey"] = secret_key
-    lambda_given.update(
-        {"EcsStackName": ecs_stack_name, "CodeBucket": bucket, "CodeKey": package.code_key}
-    )
+    fixed = {"EcsStackName": ecs_stack_name, "CodeBucket": bucket, "CodeKey": package.code_key}
+    for key, value in fixed.items():
+        if lambda_given.get(key, value) != value:
+            source = "--ecs-stack-name" if key == "EcsStackName" else "the package (--bucket, --prefix)"
+            raise UserError(f"{key} comes from {source}; do not set it with --param")
+    lambda_given.update(fixed)
     plan = []
     for stem, name, stack_given in (("ecs", ecs_stack_name, ecs_given), ("lambda", lambda_stack_name, lambda_given)):
         document = package.documents[stem]
@@ -503,7 +511,7 @@ def do_destroy(
             outcomes.append(StackOutcome(name, "", "absent", "DELETE_COMPLETE"))
             continue
         status = state["StackStatus"]
-        if status.endswith("_IN_PROGRESS") and status != "DELETE_IN_PROGRESS":
+        if status.endswith("_IN_PROGRESS") and status not in ("DELETE_IN_PROGRESS", "REVIEW_IN_PROGRESS"):
             raise UserError(f"stack {name} is busy ({status}): wait until it settles, then run this again")
         stack_id = state["StackId"]
         tail = EventTail(cf, stack_id, echo)

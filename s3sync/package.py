@@ -311,6 +311,8 @@ def do_package(
     prefix = normalize_prefix(prefix)
     if bucket is not None:
         check_bucket_name(bucket)
+    elif link_parameters or prefix:
+        raise UserError("a prefix and link parameters need a bucket: the links point at the uploaded templates")
     if region is not None:
         _check_region(region)
     _prepare_out(out)
@@ -358,7 +360,7 @@ def do_package(
         path.write_text(text, encoding="utf-8")
         templates[name] = path
         sizes[name] = size
-        documents[name.split(".")[0]] = yaml.safe_load(text)
+        documents[name.split(".")[0]] = load_template(text)
 
     result = PackageResult(
         out_dir=out,
@@ -375,14 +377,14 @@ def do_package(
     )
     _write_manifest(result)
     if bucket is None:
-        if link_parameters:
-            raise UserError("link parameters need --bucket: the links point at the uploaded templates")
         return result
 
-    # 4. upload, template URLs and quick-create links
+    # 4. the bucket's region is the stacks' region (the lookup works from any region)
     if clients is None:
-        clients = client_factory(region, endpoint_url, profile)
-    found = bucket_region(clients("s3"), bucket)
+        found = bucket_region(client_factory(region, endpoint_url, profile, fallback_region="us-east-1")("s3"), bucket)
+        clients = client_factory(region or found, endpoint_url, profile)
+    else:
+        found = bucket_region(clients("s3"), bucket)
     if region is None:
         region = found
         _check_region(region)
@@ -391,10 +393,7 @@ def do_package(
             f"bucket {bucket} is in {found}, but the stacks deploy in {region}: Lambda reads its code from a bucket "
             f"in its own region; use a bucket in {region}"
         )
-    s3 = clients("s3")
-    upload_file(s3, bucket, code_key, zip_path, "application/zip")
-    for name, path in templates.items():
-        upload_file(s3, bucket, f"{prefix}{name}", path, "application/x-yaml")
+    # 5. links (checked before anything is uploaded), then the upload
     ecs_params, lambda_params = split_parameters(link_parameters or {}, documents)
     links = do_links(
         s3_url(bucket, region, prefix),
@@ -405,6 +404,10 @@ def do_package(
         lambda_parameters=lambda_params,
         documents=documents,
     )
+    s3 = clients("s3")
+    upload_file(s3, bucket, code_key, zip_path, "application/zip")
+    for name, path in templates.items():
+        upload_file(s3, bucket, f"{prefix}{name}", path, "application/x-yaml")
     upload = Upload(
         bucket=bucket,
         prefix=prefix,
@@ -415,9 +418,21 @@ def do_package(
     return dataclasses.replace(result, upload=upload)
 
 
+def load_template(text: str) -> dict[str, Any]:
+    """A rendered template (long-form intrinsics, plain YAML or JSON) as a dict; libyaml's parser when present."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+
+
 # --- AWS (boto3 is imported here only, when something is uploaded or deployed) ---------------------------------------
-def client_factory(region: str | None, endpoint_url: str | None = None, profile: str | None = None) -> Callable[[str], Any]:
-    """`service -> client` for one region (and optional endpoint, e.g. a local moto server, and profile)."""
+def client_factory(
+    region: str | None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    *,
+    fallback_region: str | None = None,
+) -> Callable[[str], Any]:
+    """`service -> client` for one region (default: the profile's or AWS_REGION, then `fallback_region`), with an
+    optional endpoint (e.g. a local moto server) and profile."""
     try:
         import boto3
         from botocore.config import Config
@@ -433,7 +448,7 @@ def client_factory(region: str | None, endpoint_url: str | None = None, profile:
 
     def client(service: str) -> Any:
         if service not in cache:
-            chosen = region or session.region_name
+            chosen = region or session.region_name or fallback_region
             if not chosen:
                 raise UserError("no AWS region: pass --region or set AWS_REGION")
             cache[service] = session.client(service, region_name=chosen, endpoint_url=endpoint_url, config=config)

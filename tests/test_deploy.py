@@ -256,12 +256,29 @@ def test_a_new_stack_names_every_missing_parameter(aws: SimpleNamespace) -> None
     assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []  # nothing was created
 
 
-def test_a_bad_key_is_refused_without_being_repeated(aws: SimpleNamespace) -> None:
+# --- user mistakes, against the stand-in below (they never reach a stack) ---------------------------------------------
+@pytest.fixture
+def fake_aws(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """Clients that answer like an account with the code bucket and no stacks; records what was uploaded."""
+    cf = FakeCloudFormation()
+    uploads: list[str] = []
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+                         put_object=lambda **kw: uploads.append(kw["Key"]))  # fmt: skip
+    monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
+    return SimpleNamespace(cf=cf, uploads=uploads)
+
+
+CREATE = ["--image-uri", IMAGE, "--dest-bucket", "dest-bucket", "--vpc-id", "vpc-1", "--subnet-id", "subnet-1",
+          "--source-bucket", "src-bucket", "--email", "ops@example.com"]  # fmt: skip
+
+
+def test_a_bad_key_is_refused_without_being_repeated(fake_aws: SimpleNamespace, tmp_path: Path) -> None:
     env = {**KEYS_ENV, "S3SYNC_DEST_ACCESS_KEY_ID": "akia-not-a-key-id-0000"}
-    result = run(*aws.deploy, *aws.create, env=env)
+    result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, env=env)
     message = one_line_error(result)
     assert "DestAccessKeyId" in message and "upper-case letters and digits" in message
     assert "akia-not-a-key-id-0000" not in result.output and SECRET not in result.output
+    assert "create_stack" not in fake_aws.cf.calls
 
 
 @pytest.mark.parametrize(
@@ -271,17 +288,24 @@ def test_a_bad_key_is_refused_without_being_repeated(aws: SimpleNamespace) -> No
         (["--param", "ecs.DestAccessKeyId=AKIAIOSFODNN7EXAMPLE"], {}, "NoEcho parameter"),
         ([], {"S3SYNC_DEST_ACCESS_KEY_ID": KEY_ID}, "both China keys"),
         (["--param", "NoSuchParameter=1"], KEYS_ENV, "unknown parameter 'NoSuchParameter'"),
+        (["--param", "web.MaxTasks=1"], KEYS_ENV, "the stack prefix is one of ecs, lambda"),
         (["--param", "MaxTasks"], KEYS_ENV, "expected KEY=VALUE"),
         (["--param", "MaxTasks=many"], KEYS_ENV, "not a number"),
+        (["--param", "MinTasks=-1"], KEYS_ENV, "below the minimum 0"),
+        (["--email", "nobody"], KEYS_ENV, "is not an email address"),
         (["--lambda-stack-name", "ecsStack"], KEYS_ENV, "different names"),
+        (["--region", "cn-north-1"], KEYS_ENV, "China region"),
+        (["--param", "CodeKey=other.zip"], KEYS_ENV, "CodeKey comes from the package"),
+        (["--param", "EcsStackName=other"], KEYS_ENV, "EcsStackName comes from --ecs-stack-name"),
     ],
 )
 def test_deploy_option_mistakes_are_one_line_errors(
-    aws: SimpleNamespace, args: list[str], env: dict[str, str], message: str
+    fake_aws: SimpleNamespace, tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    result = run(*aws.deploy, *aws.create, *args, env=env)
+    result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, *args, env=env)
     assert message in one_line_error(result)
     assert SECRET not in result.output and KEY_ID not in result.output
+    assert "create_stack" not in fake_aws.cf.calls
 
 
 # --- what moto cannot show: a stand-in for the CloudFormation API -------------------------------------------------------
@@ -422,7 +446,7 @@ def test_deploy_masks_the_keys_in_everything_it_prints_or_raises(tmp_path: Path)
 @pytest.mark.parametrize(
     ("status", "message"),
     [
-        ("ROLLBACK_COMPLETE", "its creation failed and it cannot be updated; run `s3sync destroy`"),
+        ("ROLLBACK_COMPLETE", "is ROLLBACK_COMPLETE: its creation failed and it cannot be updated; run `s3sync destroy`"),
         ("UPDATE_IN_PROGRESS", "is busy (UPDATE_IN_PROGRESS)"),
         ("UPDATE_ROLLBACK_FAILED", "is UPDATE_ROLLBACK_FAILED and cannot be updated"),
         ("DELETE_FAILED", "is DELETE_FAILED and cannot be updated"),

@@ -31,7 +31,7 @@ from s3sync.package import (
     normalize_prefix,
     source_root,
 )
-from s3sync.stacks import LambdaStack, StackConfig, render_all
+from s3sync.stacks import StackConfig, render_all
 
 ROOT = source_root()
 RUNTIME = {"s3sync/__init__.py", "s3sync/contract.py", "s3sync/errors.py"}
@@ -199,15 +199,10 @@ def test_templates_stay_under_cloudformation_size_limits(fmt: str) -> None:
             assert size < S3_TEMPLATE_LIMIT
 
 
-def test_a_template_over_the_s3_limit_is_refused(tmp_path: Path) -> None:
-    class Huge(LambdaStack):
-        def build(self):  # type: ignore[no-untyped-def]
-            template = super().build()
-            template.metadata["Padding"] = "x" * S3_TEMPLATE_LIMIT
-            return template
-
-    with pytest.raises(UserError, match="at most 1000000"):
-        do_package(tmp_path, builders={"lambda": Huge})
+def test_a_template_over_the_s3_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("s3sync.package.S3_TEMPLATE_LIMIT", 24_000)  # instead of a 1 MB template: the same check
+    with pytest.raises(UserError, match=r"ecs.yaml is \d+ bytes: CloudFormation reads at most 24000 from S3"):
+        do_package(tmp_path)
 
 
 # --- upload -----------------------------------------------------------------------------------------------------------
@@ -280,3 +275,17 @@ def test_package_cli_without_a_bucket_builds_everything(tmp_path: Path) -> None:
          ["lambda"]["zip"]]
     )  # fmt: skip
     assert "docker build -t s3sync-worker:" in result.output and "quickcreate" not in result.output
+
+
+def test_without_a_region_the_bucket_s_region_is_the_stacks_region(
+    fresh_moto: Any, boto_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto_client("s3", region_name="ap-southeast-2").create_bucket(
+        Bucket="code-syd", CreateBucketConfiguration={"LocationConstraint": "ap-southeast-2"}
+    )
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    result = do_package(tmp_path, bucket="code-syd", endpoint_url=fresh_moto.endpoint_url)
+    assert result.upload is not None and result.upload.region == "ap-southeast-2"
+    assert result.upload.template_urls["ecs.yaml"] == "https://code-syd.s3.ap-southeast-2.amazonaws.com/ecs.yaml"
+    assert all(link.url.startswith("https://ap-southeast-2.console.aws.amazon.com/") for link in result.upload.links)

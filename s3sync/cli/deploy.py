@@ -49,7 +49,7 @@ def package_command(out_dir, bucket, prefix, image_uri, region, endpoint_url, pr
     from s3sync.package import do_package
 
     if not bucket and (prefix or params):
-        raise CliError("--prefix and --param need --bucket")
+        raise CliError("--prefix and --param need --bucket (the links point at the uploaded templates)")
     result = _run(
         do_package, out_dir, bucket=bucket, prefix=prefix, region=region, image_uri=image_uri,
         ecs_stack_name=ecs_stack_name, lambda_stack_name=lambda_stack_name, link_parameters=_parse_params(params),

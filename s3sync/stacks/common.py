@@ -125,7 +125,7 @@ CHECKOV_SKIPS: dict[str, str] = {
     "CKV_AWS_119": "encrypted at rest with the AWS managed key (SSESpecification.SSEEnabled); the items hold object "
     "names, sizes and ETags, no object data",
     "CKV_AWS_149": "encrypted at rest with the AWS managed key (aws/secretsmanager); access is by IAM, scoped to "
-    "this one secret (ECS execution role, splitter, completion)",
+    "this one secret",
     "CKV_AWS_158": "CloudWatch Logs encrypts every log group at rest with service keys; the logs carry no secrets "
     "(tested: tests/test_security.py)",
     "CKV_AWS_173": "Lambda encrypts environment variables at rest with its service key; they hold names and ARNs "
