@@ -91,6 +91,7 @@ class StackConfig:
     functions: Mapping[str, FunctionSettings] = field(default_factory=_default_functions)
     alarm_period_s: int = 60  # SQS publishes its metrics once a minute
     scale_in_periods: int = 5  # alarm B fires after this many periods with nothing visible and nothing in flight
+    stuck_after_s: int = contract.DEFAULT_STUCK_AFTER_SECONDS  # the sweeper (run by scale_in) re-drives idle jobs
     stream_batch_size: int = 10
     stream_max_retries: int = 5  # then the batch is bisected down to the failing record and skipped
     stream_max_record_age_s: int = 86400  # a stream keeps records for 24 h

@@ -275,6 +275,8 @@ class EcsStack(StackBuilder):
             [
                 iam.consume_messages(GetAtt(Ids.QUEUE, "Arn")),
                 iam.table_items(item_actions, GetAtt(Ids.TRANSFERS_TABLE, "Arn"), GetAtt(Ids.PARTS_TABLE, "Arn")),
+                # re-read after the destination refuses the injected keys: rotation without a redeploy
+                iam.read_secret(Ref(Ids.SECRET)),
             ],
         )
         self.resource_output(Ids.TASK_ROLE, "Name", "Worker task role (lambda.yaml adds source bucket read)",
@@ -305,6 +307,7 @@ class EcsStack(StackBuilder):
             Env.DEST_REGION: Ref("DestRegion"),
             Env.DEST_ENDPOINT_URL: Ref("DestEndpointUrl"),
             Env.WORKER_THREADS: Ref("WorkerThreads"),
+            Env.DEST_SECRET_ARN: Ref(Ids.SECRET),  # the ARN, never the value: read again after a refusal
         }
 
     def add_task_definition(self) -> None:

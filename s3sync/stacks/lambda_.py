@@ -205,7 +205,22 @@ class LambdaStack(StackBuilder):
             Env.MAX_TASKS: Ref("MaxTasks"),
             Env.MIN_TASKS: Ref("MinTasks"),
         }
-        self.function(key, env, [iam.manage_service(import_value(Exports.SERVICE_ARN))])
+        statements = [iam.manage_service(import_value(Exports.SERVICE_ARN))]
+        if key == "scale_in":  # the queue has drained: sweep jobs left without progress (s3sync.transfer.sweeper)
+            env.update({
+                Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
+                Env.TRANSFERS_TABLE: import_value(Exports.TRANSFERS_TABLE_NAME),
+                Env.PARTS_TABLE: import_value(Exports.PARTS_TABLE_NAME),
+                Env.PART_SIZE_MIB: Ref("PartSizeMiB"),
+                Env.STUCK_AFTER_SECONDS: str(self.cfg.stuck_after_s),
+            })
+            statements += [
+                iam.table_items([ddb.Scan, ddb.GetItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
+                iam.table_items([ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
+                iam.send_messages(import_value(Exports.QUEUE_ARN)),
+                iam.read_objects(Ref("SourceBucketName")),  # HEAD, to re-send a small object's headers
+            ]
+        self.function(key, env, statements)
         logical_id = FUNCTIONS[key]
         self.add(
             awslambda.Permission(
