@@ -1,18 +1,27 @@
 """Alarm B (nothing queued or in flight) through SNS -> sweep stuck jobs, then set the worker service's desired
-count to MinTasks (at least 1 when the sweep re-sent parts, so that someone copies them)."""
+count to MinTasks (at least 1 when the sweep re-sent parts, so that someone copies them).
+
+A scheduled EventBridge event (every few minutes) only sweeps: alarm actions fire on state changes alone, so a
+job that got stuck while the queue stayed empty would otherwise wait for the next burst of work.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from functions._common import runtime
-from s3sync.transfer.events import alarm_changes
-from s3sync.transfer.scaling import on_alarms
+from s3sync.transfer.events import alarm_changes, is_scheduled
+from s3sync.transfer.scaling import ensure_at_least, on_alarms
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     rt = runtime()
     s = rt.settings.require("cluster", "service")
+    if is_scheduled(event):
+        swept = rt.sweeper().sweep()
+        if swept.enqueued or swept.resumed:
+            ensure_at_least(rt.client("ecs"), s.cluster, s.service, 1)
+        return {"sweep": swept.as_dict()}
     changes = list(alarm_changes(event))
     count, swept = s.min_tasks, None
     if any(c.new_state == "ALARM" for c in changes) and s.transfers_table and s.queue_url:
@@ -22,6 +31,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     result = on_alarms(rt.client("ecs"), s.cluster, s.service, count, changes)
     out: dict[str, Any] = {"desired": result.desired, "changed": result.changed, "reason": result.reason}
     if swept is not None:
-        out["sweep"] = {"resumed": swept.resumed, "redriven": swept.redriven, "retriggered": swept.retriggered,
-                        "failed": swept.failed}
+        out["sweep"] = swept.as_dict()
     return out

@@ -1,14 +1,90 @@
-"""S3 ObjectCreated notification -> plan the object, write its job, enqueue its parts."""
+"""S3 notification -> plan the object, write its job, enqueue its parts (ObjectCreated); delete its copy
+(ObjectRemoved / EventBridge "Object Deleted", which arrive only when delete propagation is switched on); the
+scheduled finder's event -> functions.finder."""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import Any
+from urllib.parse import unquote_plus
 
+from botocore.exceptions import ClientError
+
+from functions import finder
 from functions._common import runtime
+from s3sync.contract import Metric, Status
+from s3sync.transfer.deletes import DeletePropagator, deletion_refs
 from s3sync.transfer.events import s3_object_refs
+from s3sync.transfer.metrics import MetricsLogger
+from s3sync.transfer.reattempt import Reattempter
+
+log = logging.getLogger("s3sync.splitter")
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    splitter = runtime().splitter()
-    results = [splitter.split(ref) for ref in s3_object_refs(event)]
-    return {"jobs": [{"job": r.job_id, "outcome": r.outcome, "parts": r.parts} for r in results]}
+    if finder.is_find_event(event):
+        return finder.handler(event, context)
+    out: dict[str, Any] = {"jobs": []}
+    refs = list(s3_object_refs(event))
+    if refs:
+        rt = runtime()
+        splitter = rt.splitter()
+        created = _created_at(event)
+        for ref in refs:
+            r = splitter.split(ref)
+            outcome = r.outcome
+            if outcome == "duplicate" and _recreated(rt, r.job_id, created.get((ref.bucket, ref.key))):
+                outcome = _recopy(rt, splitter, r.job_id)
+            out["jobs"].append({"job": r.job_id, "outcome": outcome, "parts": r.parts})
+    deletions = list(deletion_refs(event))
+    if deletions:
+        rt = runtime()
+        propagator = DeletePropagator(source=rt.source, dest=rt.dest, settings=rt.settings)
+        results = [propagator.propagate(d) for d in deletions]
+        out["deletes"] = [{"key": d.key, "dest_key": d.dest_key, "outcome": d.outcome} for d in results]
+        deleted = sum(d.outcome == "deleted" for d in results)
+        if deleted and rt.settings.queue_url:
+            MetricsLogger.for_queue(rt.settings.queue_url).count(Metric.OBJECTS_DELETED, deleted)
+    return out
+
+
+def _created_at(event: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """(bucket, decoded key) -> the latest eventTime of its ObjectCreated records, in epoch seconds."""
+    out: dict[tuple[str, str], float] = {}
+    for record in event.get("Records") or []:
+        if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
+            continue
+        s3 = record.get("s3") or {}
+        bucket, key = (s3.get("bucket") or {}).get("name"), (s3.get("object") or {}).get("key")
+        try:
+            when = dt.datetime.fromisoformat(str(record.get("eventTime", "")).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        if bucket and key:
+            ident = (bucket, unquote_plus(key))
+            out[ident] = max(when, out.get(ident, 0.0))
+    return out
+
+
+def _recreated(rt: Any, job_id: str, event_time: float | None) -> bool:
+    """An identical object written again after its job finished (e.g. after a propagated delete): same job id, yet
+    not a repeated delivery of the first event, which is older than the job."""
+    if event_time is None:
+        return False
+    job = rt.ledger.get_job(job_id)
+    return job is not None and job.status == Status.DONE and event_time > job.updated_at + 1
+
+
+def _recopy(rt: Any, splitter: Any, job_id: str) -> str:
+    job = rt.ledger.get_job(job_id)
+    reattempter = Reattempter(ledger=rt.ledger, splitter=splitter, source=rt.source, dest=rt.dest)
+    try:
+        result = reattempter.reattempt(job, (Status.DONE,))
+    except ClientError as exc:  # the role lacks the parts-table rights (stacks rendered without operations)
+        if exc.response["Error"]["Code"] not in ("AccessDenied", "AccessDeniedException"):
+            raise
+        log.warning("object written again after its copy finished; no right to re-copy it here (run s3sync "
+                    "backfill)", extra={"job": job_id, "reason": str(exc)})
+        return "duplicate"
+    return "re-copied" if result.outcome == "requeued" else result.outcome

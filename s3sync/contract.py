@@ -99,3 +99,23 @@ DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a lo
 DEFAULT_MAX_RECEIVE_COUNT: Final = 5  # receives before a message goes to the dead-letter queue
 DEFAULT_SCALE_OUT_THRESHOLD: Final = 100  # visible messages that fire alarm A
 DEFAULT_STUCK_AFTER_SECONDS: Final = 900  # a job without progress this long is re-driven by the sweeper
+
+# --- Operations (issue #7): metrics, the scheduled finder, delete propagation ---------------------------------------
+# The worker writes CloudWatch embedded-metric-format lines in its JSON logs (s3sync.transfer.metrics); the dashboard
+# in lambda.yaml graphs them by these names, with the part queue's name as the one dimension.
+METRICS_NAMESPACE: Final = "s3sync"
+METRICS_DIMENSION: Final = "Queue"
+
+
+class Metric:
+    """Names of the metrics s3sync emits (namespace METRICS_NAMESPACE)."""
+
+    BYTES_COPIED = "BytesCopied"  # Bytes: bytes of parts counted in the ledger
+    PARTS_COPIED = "PartsCopied"  # Count: parts counted in the ledger
+    JOBS_FAILED = "JobsFailed"  # Count: jobs a worker marked FAILED
+    OBJECTS_FOUND = "ObjectsFound"  # Count: objects the finder/backfill handed to the splitter
+    OBJECTS_DELETED = "ObjectsDeleted"  # Count: destination objects deleted by delete propagation
+
+
+# Input of the scheduled finder's EventBridge rule; the splitter function routes an event equal to it to the finder.
+FIND_EVENT: Final[dict[str, str]] = {"s3sync": "find"}

@@ -210,3 +210,24 @@ def test_source_deleted_before_copy_fails_the_job_and_aborts_the_upload(moto_ser
     assert uploads == []
     failed = [n for n in summary.notifications if n.get("status") == Status.FAILED]
     assert len(failed) == 1 and "source object missing" in failed[0]["reason"]
+
+
+def test_lost_part_messages_are_re_driven_by_the_scheduled_sweep(moto_server):
+    data = os.urandom(11 * MiB + 5)
+
+    def upload_then_lose_every_message(runner: LocalRunner):
+        runner.source_s3.put_object(Bucket=runner.o.source.name, Key="lost.bin", Body=data,
+                                    ContentType="application/x-test", Metadata={"origin": "e2e", "k": "lost.bin"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(j.status == Status.COPYING for j in runner.jobs()):
+            time.sleep(0.05)
+        runner.client("sqs").purge_queue(QueueUrl=runner.r.queue_url)  # every part message is gone
+
+    # no worker and a threshold the backlog never reaches: only the sweep can bring this job home
+    runner = LocalRunner(options(moto_server, "e2e-sweep", min_tasks=0, max_tasks=1, scale_out_threshold=1000,
+                                 stuck_after=3))
+    summary = runner.run(on_tick=once(upload_then_lose_every_message))
+    check_identical(runner, summary, {"lost.bin": data})
+    [job] = summary.jobs
+    assert job.redrives >= 1
+    assert 1 in summary.desired_counts  # the sweep asked for a worker when it re-sent the parts

@@ -237,7 +237,7 @@ def test_destination_credentials_rotate_without_a_redeploy(moto_server, tmp_path
                     runner.source_s3.put_object(Bucket=runner.o.source.name, Key=key, Body=data)
 
         runner = LocalRunner(LocalOptions(
-            endpoint_url=moto_server.endpoint_url, name=name, until_idle=True, timeout=120, part_size_mib=5,
+            endpoint_url=moto_server.endpoint_url, name=name, until_idle=True, timeout=60, part_size_mib=5,
             worker_threads=2, min_tasks=1, max_tasks=1, visibility_timeout=5, alarm_period=0.5,
             source=BucketSpec(f"{name}-src"), state_dir=tmp_path / "state",
             dest=BucketSpec(f"{name}-dst", dst.endpoint_url, DEST_KEY_ID, DEST_SECRET, "cn-north-1")))

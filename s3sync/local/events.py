@@ -418,3 +418,20 @@ def dynamodb_stream(
         item["eventSourceARN"] = stream_arn
         out.append(item)
     return {"Records": out}
+
+
+def scheduled_event(rule_arn: str, *, region: str, account: str = ACCOUNT,
+                    when: dt.datetime | None = None) -> dict[str, Any]:
+    """The event an EventBridge schedule rule delivers to a Lambda target."""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }

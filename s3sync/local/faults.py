@@ -319,8 +319,9 @@ class FaultProxy:
     `fault_rate` is the probability that a request gets a fault, `kinds` the faults to choose from (uniformly), and
     `seed` makes the sequence of decisions repeatable (the n-th request gets the n-th draw). `only(method, path)`,
     if given, limits faults to the requests it accepts (path includes the query, e.g. "/b/k?uploadId=..."); at most
-    `max_faults` are injected. Change `fault_rate` while it runs (e.g. 0 to read results back undisturbed). Counters: `requests`, `forwarded`, `faults` (a Counter
-    by kind), `retries_seen` (requests identical in method and target to one that got a fault before), and `by_method`.
+    `max_faults` are injected. Change `fault_rate` while it runs (e.g. 0 to read results back undisturbed).
+    Counters: `requests`, `forwarded`, `faults` (a Counter by kind), `retries_seen` (requests identical in method,
+    target and byte range to one that got a fault before), and `by_method`.
     """
 
     def __init__(

@@ -91,6 +91,7 @@ class LocalOptions:
     stuck_after: int = 30  # seconds without progress before the sweeper (run on alarm B) re-drives a job
     state_dir: Path | None = None  # worker logs and pids; a temp dir by default
     name: str = "s3sync"  # resource name prefix
+    propagate_deletes: bool = False  # deleting a source object deletes its copy (PropagateDeletes in the stacks)
 
 
 @dataclass
@@ -169,8 +170,8 @@ class LocalRunner:
             except (BotoCoreError, ClientError) as exc:
                 raise UserError(f"setting up the local system failed: {exc}") from None
             self._stack.callback(self._stop_workers)
-            for target in (self._event_loop, self._stream_loop, self._alarm_loop, self._relay_loop,
-                           self._notify_loop):
+            for target in (self._event_loop, self._stream_loop, self._alarm_loop, self._sweep_loop,
+                           self._relay_loop, self._notify_loop):
                 t = threading.Thread(target=self._guard(target), name=target.__name__, daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -225,6 +226,7 @@ class LocalRunner:
         self.ledger = Ledger(self.client("dynamodb"), self.r.transfers_table, self.r.parts_table)
         self._export_environment()
         self._cold_start()
+        log.info("control plane ready", extra={"endpoint_url": self.endpoint_url, "prefix": self.o.name})
 
     def _create_resources(self) -> None:
         n, r = self.o.name, self.r
@@ -282,7 +284,8 @@ class LocalRunner:
             self.source_s3.put_bucket_notification_configuration(
                 Bucket=self.o.source.name,
                 NotificationConfiguration={"QueueConfigurations": [
-                    {"QueueArn": events_arn, "Events": ["s3:ObjectCreated:*"]}]},
+                    {"QueueArn": events_arn, "Events": ["s3:ObjectCreated:*"]
+                     + (["s3:ObjectRemoved:*"] if self.o.propagate_deletes else [])}]},
             )
 
     def _create_service(self, n: str) -> None:
@@ -424,6 +427,11 @@ class LocalRunner:
                                                      obj["ETag"].strip('"'), region=REGION)
                     self.invoke("splitter", event)
                     self._seen_objects.add(ident)
+                if self.o.propagate_deletes:  # no notifications here: a key no longer listed was deleted
+                    listed = {o["Key"] for o in self._list_source()}
+                    for ident in [i for i in self._seen_objects if i[0] not in listed]:
+                        self.invoke("splitter", _removed_event(self.o.source.name, ident[0]))
+                        self._seen_objects.discard(ident)
                 self._stop.wait(1.0)
 
     def _list_source(self) -> list[dict[str, Any]]:
@@ -482,6 +490,13 @@ class LocalRunner:
                 log.info("alarm", extra={"alarm": alarm.name, "state": change.new_state, "value": value})
                 event = alarms.to_sns_event(change, topic_arn=topic, region=REGION, account=ACCOUNT, **trigger)
                 self.invoke(handler, event)
+
+    def _sweep_loop(self) -> None:
+        """The stack's schedule: every few minutes in AWS (here a third of stuck_after), scale_in only sweeps."""
+        every = max(1.0, self.o.stuck_after / 3)
+        while not self._stop.wait(every):
+            rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{self.o.name}-sweep"
+            self.invoke("scale_in", events.scheduled_event(rule, region=REGION, account=ACCOUNT))
 
     def _relay_loop(self) -> None:
         """Fault injection (`duplicate_messages` > 1): every message the splitter sends is delivered N times."""
@@ -564,6 +579,17 @@ class LocalRunner:
             if url and sum(self._queue_depth(url)) > 0:
                 return False
         return True
+
+
+def _removed_event(bucket: str, key: str) -> dict[str, Any]:
+    """The `ObjectRemoved:Delete` notification S3 sends (key URL-encoded, as in an ObjectCreated record)."""
+    from urllib.parse import quote_plus  # noqa: PLC0415
+
+    return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION,
+                         "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                         "eventName": "ObjectRemoved:Delete",
+                         "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                                "object": {"key": quote_plus(key, safe="/")}}}]}
 
 
 def _project_root() -> Path:

@@ -157,9 +157,17 @@ class StreamReader:
                 shard.last_sequence = seq
                 out.append(rec)
             if not records:
-                # nothing new right now; an open shard keeps its (new) iterator, a closed one ends here
+                # nothing new right now; a closed shard ends here. An open one is re-opened after the last record
+                # seen: moto replaces a table (and its stream shard) with a copy when a transaction is cancelled,
+                # and an iterator into the old copy would stay empty forever.
                 if shard.iterator is None:
                     shard.closed = True
+                else:
+                    shard.iterator = (
+                        self._iterator(shard.shard_id, "AFTER_SEQUENCE_NUMBER", shard.last_sequence)
+                        if shard.last_sequence is not None
+                        else self._iterator(shard.shard_id, "TRIM_HORIZON")
+                    )
                 break
         return out
 

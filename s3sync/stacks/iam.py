@@ -13,6 +13,7 @@ from typing import Any
 import awacs.dynamodb as ddb
 import awacs.ecr as ecr
 import awacs.ecs as ecs
+import awacs.kms as kms
 import awacs.logs as logs
 import awacs.s3 as s3
 import awacs.secretsmanager as secretsmanager
@@ -114,6 +115,16 @@ def write_logs(log_group_arn: Any) -> Statement:
 def read_objects(bucket_name: Any) -> Statement:
     """Read any object (and version) of one bucket: ranged GETs and HEAD."""
     return allow([s3.GetObject, s3.GetObjectVersion], [objects_arn(bucket_name)])
+
+
+def list_objects(bucket_name: Any) -> Statement:
+    """List one bucket (ListObjectsV2); with it, HEAD on a missing key answers 404 instead of 403."""
+    return allow([s3.ListBucket], [bucket_arn(bucket_name)])
+
+
+def decrypt(key_arn: Any) -> Statement:
+    """Decrypt with one KMS key (reading SSE-KMS objects)."""
+    return allow([kms.Decrypt], [key_arn])
 
 
 def read_secret(secret_arn: Any) -> Statement:

@@ -15,6 +15,8 @@ from troposphere import GetAtt, NoValue, Ref, Sub, Template
 from troposphere import awslambda, cloudwatch, s3, sns, sqs
 from troposphere.iam import PolicyType
 
+from s3sync.stacks.operations import OperationsSteps
+
 from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam
@@ -32,7 +34,7 @@ def _default(value: str) -> dict[str, str]:
     return {"Default": value} if value else {}
 
 
-class LambdaStack(StackBuilder):
+class LambdaStack(OperationsSteps, StackBuilder):
     """Builds lambda.yaml; each `add_*` step adds one resource (or a tight group) and its outputs."""
 
     description = (
@@ -52,6 +54,7 @@ class LambdaStack(StackBuilder):
         "add_scale_out_alarm",
         "add_scale_in_alarm",
         "add_stream_mapping",
+        "add_operations",  # only with StackConfig(operations=True): dashboard, deletes, finder, source KMS key
     )
 
     # --- parameters (deploy-time choices only) ---------------------------------------------------------------------

@@ -41,12 +41,17 @@ class DestClient:
     def endpoint(self) -> Endpoint:
         return self._endpoint
 
-    def refresh(self) -> bool:
-        """Re-read the secret; True (and a new client) when it holds other credentials than those in use."""
+    def refresh(self, refused: Any = None) -> bool:
+        """After `refused` (a client) was refused: True when a client with other credentials is now in place,
+        because another thread already swapped it in or because the secret holds new keys (rotated)."""
+        if refused is not None and refused is not self.client:
+            return True
         if self._read_secret is None:
             return False
         key_id, secret = self._read_secret()
         with self._lock:
+            if refused is not None and refused is not self.client:
+                return True  # swapped in while we read the secret
             if (key_id, secret) == (self._endpoint.access_key_id, self._endpoint.secret_access_key):
                 return False
             self._endpoint = self._endpoint.with_credentials(key_id, secret)
@@ -64,7 +69,7 @@ class DestClient:
             err = classify(exc, "destination", where)
             if not isinstance(err, CredentialsError):
                 raise err from exc
-            if client is self.client and not self.refresh():  # another thread may have refreshed already
+            if not self.refresh(client):
                 raise err from exc
         try:
             return fn(self.client)

@@ -87,3 +87,8 @@ def alarm_changes(event: dict[str, Any]) -> Iterator[AlarmChange]:
             reason=str(body.get("NewStateReason", "")),
             region=parts[3] if len(parts) > 3 else "",
         )
+
+
+def is_scheduled(event: dict[str, Any]) -> bool:
+    """An EventBridge schedule's event ("detail-type": "Scheduled Event", "source": "aws.events")."""
+    return event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"

@@ -36,6 +36,15 @@ def set_desired_count(ecs: Any, cluster: str, service: str, count: int) -> Scale
     return ScaleResult(count, True, f"{current} -> {count}")
 
 
+def ensure_at_least(ecs: Any, cluster: str, service: str, count: int) -> ScaleResult:
+    """Raise the desired count to `count` if it is lower (work was re-sent while the service sat at zero)."""
+    desc = ecs.describe_services(cluster=cluster, services=[service])
+    current = int((desc.get("services") or [{"desiredCount": 0}])[0]["desiredCount"])
+    if current >= count:
+        return ScaleResult(current, False, "already enough tasks")
+    return set_desired_count(ecs, cluster, service, count)
+
+
 def on_alarms(ecs: Any, cluster: str, service: str, count: int, changes: Iterable[AlarmChange]) -> ScaleResult:
     """Set the desired count once if any of the delivered alarm changes entered ALARM."""
     entered = [c for c in changes if c.new_state == "ALARM"]

@@ -41,6 +41,10 @@ class SweepResult:
     def enqueued(self) -> int:
         return sum(self.redriven.values())
 
+    def as_dict(self) -> dict[str, object]:
+        return {"resumed": self.resumed, "redriven": self.redriven, "retriggered": self.retriggered,
+                "failed": self.failed}
+
 
 class Sweeper:
     def __init__(self, *, ledger: Ledger, splitter: Splitter, stale_after: float = DEFAULT_STALE_AFTER,

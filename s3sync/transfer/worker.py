@@ -211,13 +211,13 @@ class Worker:
         try:
             return copy_message(self.source, dest, msg)
         except CredentialsError:
-            if dest is self.dest.client and not self.dest.refresh():
+            if not self.dest.refresh(dest):
                 raise
         return copy_message(self.source, self.dest.client, msg)
 
     def _fail_job(self, msg: PartMessage, reason: str) -> None:
-        reason = (f"{reason}: s3://{msg.source_bucket}/{msg.source_key} -> s3://{msg.dest_bucket}/{msg.dest_key}"
-                  f" at {self.dest.endpoint.describe()}")
+        reason = (f"{reason} [s3://{msg.source_bucket}/{msg.source_key} -> "
+                  f"s3://{msg.dest_bucket}/{msg.dest_key} at {self.dest.endpoint.describe()}]")
         self._inactive_jobs.add(msg.job_id)
         self.stats.add(failed_jobs=1)
         log.error("job failed", extra={"job": msg.job_id, "part": msg.part_number, "key": msg.source_key,

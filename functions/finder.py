@@ -1,0 +1,51 @@
+"""The scheduled finder (optional: lambda.yaml's `FinderSchedule`): list the source and destination buckets and hand
+every object whose copy is missing or differs to the splitter (s3sync.transfer.finder has the rule).
+
+In the stacks it runs inside the splitter function (its role, secret and code), which routes an event carrying
+`contract.FIND_EVENT` here; the rule's input names the bucket: {"s3sync": "find", "bucket": "...", "prefix": "..."}.
+A run stops listing `MARGIN_S` seconds before the function's timeout and says where it stopped; the next scheduled
+run starts from the beginning again (objects already copied cost one listed key each).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from functions._common import runtime
+from s3sync.contract import FIND_EVENT, Metric
+from s3sync.transfer.finder import Finder
+from s3sync.transfer.metrics import MetricsLogger
+from s3sync.transfer.reattempt import Reattempter
+
+log = logging.getLogger("s3sync.finder")
+
+MARGIN_S = 30.0
+
+
+def is_find_event(event: Any) -> bool:
+    return isinstance(event, dict) and all(event.get(k) == v for k, v in FIND_EVENT.items())
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    rt = runtime()
+    s = rt.settings.require("queue_url", "transfers_table", "parts_table", "dest_bucket")
+    bucket = str(event.get("bucket") or "")
+    if not bucket:
+        raise ValueError("finder event without a bucket: expected {\"s3sync\": \"find\", \"bucket\": \"...\"}")
+    deadline = None
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        deadline = time.monotonic() + max(1.0, context.get_remaining_time_in_millis() / 1000 - MARGIN_S)
+    splitter = rt.splitter()
+    finder = Finder(source=rt.source, dest=rt.dest, ledger=rt.ledger, splitter=splitter,
+                    reattempter=Reattempter(ledger=rt.ledger, splitter=splitter, source=rt.source, dest=rt.dest),
+                    source_bucket=bucket, dest_bucket=s.dest_bucket, dest_prefix=s.dest_prefix,
+                    threads=int(event.get("threads") or 8))
+    result = finder.run(str(event.get("prefix") or ""), start_after=str(event.get("start_after") or ""),
+                        deadline=deadline)
+    handed = sum(n for outcome, n in result.outcomes.items() if outcome in ("enqueued", "re-copied"))
+    MetricsLogger.for_queue(s.queue_url).count(Metric.OBJECTS_FOUND, handed, bucket=bucket)
+    if not result.complete:
+        log.warning("finder stopped before the end of the listing", extra={"stopped_at": result.stopped_at})
+    return result.as_dict()

@@ -1,0 +1,250 @@
+"""`s3sync status`: the transfers table as progress per object (parts, bytes, rate, ETA) and totals.
+
+The table is scanned page by page (a filter expression for --failed / --stuck does the selecting server-side); totals
+count every selected job, rows keep only the `limit` most relevant (unfinished first, then failed, then the most
+recently finished), so memory stays bounded however many jobs the table holds.
+
+"Stuck" is the sweeper's notion (s3sync.transfer.sweeper): an unfinished job whose `updated_at` is at least
+`stuck_after` seconds old, i.e. no part counted, no state change for that long.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from s3sync.contract import Status
+from s3sync.errors import UserError
+from s3sync.ops.context import Target
+from s3sync.package import aws_errors
+from s3sync.transfer.ledger import Job, from_image
+
+_PRIORITY = {Status.PLANNED: 2, Status.COPYING: 2, Status.COMPLETING: 2, Status.FAILED: 1, Status.DONE: 0}
+
+
+def is_stuck(job: Job, now: float, stuck_after: float) -> bool:
+    """The sweeper's test: unfinished and idle for `stuck_after` seconds."""
+    return job.status not in Status.FINAL and now - job.updated_at >= stuck_after
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: Job
+    rate: float | None  # bytes per second
+    eta: float | None  # seconds
+    idle: float  # seconds since the last change
+    stuck: bool
+
+    @classmethod
+    def of(cls, job: Job, now: float, stuck_after: float) -> "JobView":
+        if job.status == Status.DONE:
+            rate = job.size / max(1.0, job.updated_at - job.created_at)
+            eta: float | None = 0.0
+        elif job.status == Status.FAILED:
+            rate, eta = None, None
+        else:
+            rate = job.done_bytes / max(1.0, now - job.created_at) if job.done_bytes else None
+            eta = (job.size - job.done_bytes) / rate if rate else None
+        return cls(job, rate, eta, max(0.0, now - job.updated_at), is_stuck(job, now, stuck_after))
+
+    def as_dict(self) -> dict[str, Any]:
+        j = self.job
+        return {
+            "job_id": j.job_id, "status": j.status, "source": f"s3://{j.source_bucket}/{j.source_key}",
+            "destination": f"s3://{j.dest_bucket}/{j.dest_key}", "size": j.size, "bytes_done": j.done_bytes,
+            "parts_done": j.done, "parts_total": j.total, "percent": round(100.0 * _fraction(j), 1),
+            "rate_bytes_per_s": round(self.rate, 1) if self.rate is not None else None,
+            "eta_s": round(self.eta, 1) if self.eta is not None else None, "idle_s": round(self.idle, 1),
+            "stuck": self.stuck, "error": j.error, "dest_etag": j.dest_etag, "redrives": j.redrives,
+            "created_at": j.created_at, "updated_at": j.updated_at,
+        }
+
+
+def _fraction(job: Job) -> float:
+    if job.status == Status.DONE:
+        return 1.0
+    if job.size:
+        return min(1.0, job.done_bytes / job.size)
+    return job.done / job.total if job.total else 0.0
+
+
+@dataclass
+class Totals:
+    jobs: int = 0
+    by_status: dict[str, int] = field(default_factory=lambda: {s: 0 for s in Status.ALL})
+    size: int = 0
+    bytes_done: int = 0
+    parts: int = 0
+    parts_done: int = 0
+    stuck: int = 0
+    rate: float = 0.0  # sum over unfinished jobs
+    left: int = 0  # bytes unfinished jobs still have to copy
+
+    def add(self, view: JobView) -> None:
+        j = view.job
+        self.jobs += 1
+        self.by_status[j.status] = self.by_status.get(j.status, 0) + 1
+        self.size += j.size
+        self.bytes_done += j.size if j.status == Status.DONE else j.done_bytes
+        self.parts += j.total
+        self.parts_done += j.total if j.status == Status.DONE else j.done
+        self.stuck += view.stuck
+        if j.status not in Status.FINAL:
+            self.left += max(0, j.size - j.done_bytes)
+            self.rate += view.rate or 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if not self.left:
+            return 0.0
+        return self.left / self.rate if self.rate else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"jobs": self.jobs, "by_status": self.by_status, "size": self.size, "bytes_done": self.bytes_done,
+                "parts": self.parts, "parts_done": self.parts_done, "stuck": self.stuck,
+                "rate_bytes_per_s": round(self.rate, 1), "eta_s": None if self.eta is None else round(self.eta, 1)}
+
+
+@dataclass
+class StatusReport:
+    where: str
+    rows: list[JobView]
+    totals: Totals
+    shown: int
+    queue: dict[str, int] = field(default_factory=dict)
+    now: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "jobs": [r.as_dict() for r in self.rows], "totals": self.totals.as_dict(),
+                "queue": self.queue, "shown": self.shown, "now": int(self.now)}
+
+
+def iter_jobs(target: Target, *, failed: bool = False, stuck: bool = False, now: float | None = None) -> Iterator[Job]:
+    """Every selected job, one scan page at a time."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    ser = TypeSerializer()
+    ddb = target.client("dynamodb")
+    now = time.time() if now is None else now
+    kwargs: dict[str, Any] = {"TableName": target.transfers_table}
+    filters, values = [], {}
+    if failed:
+        filters.append("#s = :failed")
+        values[":failed"] = Status.FAILED
+    if stuck:
+        filters.append("NOT #s IN (:done, :failed) AND updated_at <= :idle_since")
+        values.update({":done": Status.DONE, ":failed": Status.FAILED, ":idle_since": int(now - target.stuck_after)})
+    if filters:
+        kwargs.update(FilterExpression=" AND ".join(f"({f})" for f in filters),
+                      ExpressionAttributeNames={"#s": "status"},
+                      ExpressionAttributeValues={k: ser.serialize(v) for k, v in values.items()})
+    while True:
+        with aws_errors(f"reading the transfers table {target.transfers_table} ({target.where})"):
+            try:
+                resp = ddb.scan(**kwargs)
+            except ddb.exceptions.ResourceNotFoundException:
+                raise UserError(f"transfers table {target.transfers_table} does not exist ({target.where}): is the "
+                                "system running there? (see --stack, --table, --endpoint-url)") from None
+        for raw in resp.get("Items", []):
+            yield Job.from_item(from_image(raw))
+        if "LastEvaluatedKey" not in resp:
+            return
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def queue_depths(target: Target) -> dict[str, int]:
+    """Visible and in-flight part messages, and the dead-letter queue's depth (when the queues are known)."""
+    out: dict[str, int] = {}
+    if not (target.queue_url or target.dlq_url):
+        return out
+    sqs = target.client("sqs")
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    with aws_errors(f"reading the queues ({target.where})"):
+        if target.queue_url:
+            a = sqs.get_queue_attributes(QueueUrl=target.queue_url, AttributeNames=names)["Attributes"]
+            out["visible"], out["in_flight"] = int(a[names[0]]), int(a[names[1]])
+        if target.dlq_url:
+            a = sqs.get_queue_attributes(QueueUrl=target.dlq_url, AttributeNames=names[:1])["Attributes"]
+            out["dead_letter"] = int(a[names[0]])
+    return out
+
+
+def collect(target: Target, *, failed: bool = False, stuck: bool = False, limit: int = 50,
+            now: float | None = None) -> StatusReport:
+    now = time.time() if now is None else now
+    totals = Totals()
+    seq = iter(range(1 << 62))
+
+    def views() -> Iterator[tuple[tuple[int, int, int], JobView]]:
+        for job in iter_jobs(target, failed=failed, stuck=stuck, now=now):
+            view = JobView.of(job, now, target.stuck_after)
+            totals.add(view)
+            yield (_PRIORITY.get(job.status, 0), job.updated_at, next(seq)), view
+
+    if limit > 0:
+        kept = heapq.nlargest(limit, views(), key=lambda kv: kv[0])
+    else:
+        kept = sorted(views(), key=lambda kv: kv[0], reverse=True)
+    rows = [v for _k, v in kept]
+    return StatusReport(target.where, rows, totals, len(rows), queue_depths(target), now)
+
+
+# --- text -------------------------------------------------------------------------------------------------------------
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def render(report: StatusReport, console: Any) -> None:
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    table = Table(title=f"s3sync transfers ({report.where})", title_justify="left")
+    right = {"justify": "right", "no_wrap": True}
+    for name, kw in (("object", {"overflow": "fold", "min_width": 24, "max_width": 48}), ("status", {"no_wrap": True}),
+                     ("progress", {"min_width": 22, "no_wrap": True}), ("parts", right), ("bytes", right),
+                     ("rate", right), ("ETA", right), ("idle", right), ("job", {"no_wrap": True}),
+                     ("detail", {"overflow": "fold", "min_width": 20, "max_width": 40})):
+        table.add_column(name, **kw)
+    styles = {Status.DONE: "green", Status.FAILED: "red", Status.COPYING: "cyan", Status.PLANNED: "yellow",
+              Status.COMPLETING: "blue"}
+    for v in report.rows:
+        j = v.job
+        status = f"[{styles.get(j.status, '')}]{j.status}[/]" + (" [bold red]stuck[/]" if v.stuck else "")
+        bar = ProgressBar(total=100.0, completed=100.0 * _fraction(j), width=20,
+                          complete_style="red" if j.status == Status.FAILED else "green")
+        parts = f"{j.total if j.status == Status.DONE else j.done}/{j.total}"
+        done_bytes = j.size if j.status == Status.DONE else j.done_bytes
+        table.add_row(j.source_key, status, bar, parts, f"{human_bytes(done_bytes)}/{human_bytes(j.size)}",
+                      f"{human_bytes(v.rate)}/s" if v.rate else "-",
+                      human_seconds(v.eta) if j.status not in Status.FINAL else "-",
+                      human_seconds(v.idle) if j.status not in Status.FINAL else "-", j.job_id[:12],
+                      j.error or "")
+    console.print(table)
+    t = report.totals
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in t.by_status.items() if n)
+    hidden = f" (showing {report.shown}; --limit 0 for all)" if report.shown < t.jobs else ""
+    console.print(f"{t.jobs} job(s){hidden}: {counts or 'none'}"
+                  + (f"; [bold red]{t.stuck} stuck[/]" if t.stuck else ""))
+    console.print(f"parts {t.parts_done}/{t.parts}, bytes {human_bytes(t.bytes_done)}/{human_bytes(t.size)}"
+                  + (f", {human_bytes(t.rate)}/s, ETA {human_seconds(t.eta)}" if t.rate else ""))
+    if report.queue:
+        q = report.queue
+        console.print(f"queue: {q.get('visible', 0)} visible, {q.get('in_flight', 0)} in flight; "
+                      f"dead-letter queue: {q.get('dead_letter', 0)}")

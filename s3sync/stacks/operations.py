@@ -1,0 +1,160 @@
+"""Operations additions to lambda.yaml (issue #7), rendered with `StackConfig(operations=True)`.
+
+- `PropagateDeletes` (false): the source bucket also sends its events to EventBridge, and a rule sends "Object
+  Deleted" to the splitter, which deletes the copy (s3sync.transfer.deletes). The S3 notification keeps only
+  ObjectCreated, so switching this on or off never touches it;
+- `FinderSchedule` (empty: off): an EventBridge schedule invokes the splitter function with contract.FIND_EVENT; it
+  lists both buckets and hands every object whose copy is missing or differs to the splitter (s3sync.transfer.
+  finder). The splitter then also may list the source bucket and clear a re-copied job's old parts;
+- `SourceKmsKeyArn` (empty: none): the workers may decrypt SSE-KMS source objects with this key;
+- a CloudWatch dashboard: part queue depth and oldest message age, dead-letter queue depth, running vs desired tasks
+  (Container Insights metrics), bytes and parts copied (the worker's embedded-metric-format lines), objects done and
+  error lines (Logs Insights), Lambda errors and failed jobs.
+Each switch adds its resources under a Condition; the extra rights are managed policies attached to the existing
+roles, so the roles' own policies stay as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import awacs.dynamodb as ddb
+from troposphere import Equals, GetAtt, If, Not, NoValue, Or, Ref, Select, Split, Sub
+from troposphere import awslambda, cloudwatch, events, s3
+from troposphere.iam import ManagedPolicy
+
+from s3sync import contract
+from s3sync.stacks import iam
+from s3sync.stacks.common import FUNCTIONS, Exports, Ids, import_value
+
+G_OPS = "Operations"
+DELETES_ON = "PropagateDeletesOn"
+FINDER_ON = "FinderOn"
+SPLITTER_OPS = "SplitterOpsOn"
+HAS_SOURCE_KEY = "HasSourceKmsKey"
+
+
+class OpsIds:
+    DELETE_RULE = "DeleteRule"
+    DELETE_PERMISSION = "DeleteRulePermission"
+    FINDER_RULE = "FinderRule"
+    FINDER_PERMISSION = "FinderRulePermission"
+    SPLITTER_OPS_POLICY = "SplitterOpsPolicy"
+    SOURCE_KEY_POLICY = "SourceKeyPolicy"
+    DASHBOARD = "Dashboard"
+
+
+class OperationsSteps:
+    """Mixed into LambdaStack; `add_operations` runs last and does nothing unless `cfg.operations`."""
+
+    def add_operations(self) -> None:
+        if not self.cfg.operations:  # type: ignore[attr-defined]
+            return
+        self.add_operations_parameters()
+        self.add_delete_propagation()
+        self.add_finder_schedule()
+        self.add_splitter_ops_policy()
+        self.add_source_key_policy()
+        self.add_dashboard()
+
+    def add_operations_parameters(self) -> None:
+        self.param("PropagateDeletes", G_OPS, "Propagate deletions",  # type: ignore[attr-defined]
+                   "true: deleting a source object deletes its copy in China.",
+                   Default="false", AllowedValues=["false", "true"])
+        self.param("FinderSchedule", G_OPS, "Finder schedule",  # type: ignore[attr-defined]
+                   "e.g. rate(1 day): list both buckets and copy what is missing or differs; empty: off.",
+                   Default="", AllowedPattern=r"^((rate|cron)\(.+\))?$",
+                   ConstraintDescription="empty, or an EventBridge rate(...) or cron(...) expression")
+        self.param("SourceKmsKeyArn", G_OPS, "Source KMS key ARN",  # type: ignore[attr-defined]
+                   "Key of SSE-KMS source objects (the workers may decrypt with it); empty: none.",
+                   Default="", AllowedPattern=r"^(arn:[a-z-]+:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+)?$",
+                   ConstraintDescription="empty, or a KMS key ARN")
+        t = self.t  # type: ignore[attr-defined]
+        t.add_condition(DELETES_ON, Equals(Ref("PropagateDeletes"), "true"))
+        t.add_condition(FINDER_ON, Not(Equals(Ref("FinderSchedule"), "")))
+        t.add_condition(SPLITTER_OPS, Or(Equals(Ref("PropagateDeletes"), "true"),
+                                         Not(Equals(Ref("FinderSchedule"), ""))))
+        t.add_condition(HAS_SOURCE_KEY, Not(Equals(Ref("SourceKmsKeyArn"), "")))
+
+    def _invoke_splitter(self, rule_id: str, permission_id: str, condition: str, **rule: Any) -> None:
+        splitter = GetAtt(FUNCTIONS["splitter"], "Arn")
+        self.add(events.Rule(rule_id, Condition=condition, Targets=[  # type: ignore[attr-defined]
+            events.Target(Id="splitter", Arn=splitter, **rule.pop("target", {}))], **rule))
+        self.add(awslambda.Permission(  # type: ignore[attr-defined]
+            permission_id, Condition=condition, Action="lambda:InvokeFunction", FunctionName=splitter,
+            Principal="events.amazonaws.com", SourceArn=GetAtt(rule_id, "Arn")))
+
+    def add_delete_propagation(self) -> None:
+        bucket = self.t.resources[Ids.BUCKET]  # type: ignore[attr-defined]
+        bucket.NotificationConfiguration.EventBridgeConfiguration = If(
+            DELETES_ON, s3.EventBridgeConfiguration(EventBridgeEnabled=True), NoValue)
+        self._invoke_splitter(OpsIds.DELETE_RULE, OpsIds.DELETE_PERMISSION, DELETES_ON, EventPattern={
+            "source": ["aws.s3"], "detail-type": ["Object Deleted"],
+            "detail": {"bucket": {"name": [Ref("SourceBucketName")]}}})
+
+    def add_finder_schedule(self) -> None:
+        find = json.dumps({**contract.FIND_EVENT, "bucket": "${SourceBucketName}"}, sort_keys=True)
+        self._invoke_splitter(OpsIds.FINDER_RULE, OpsIds.FINDER_PERMISSION, FINDER_ON,
+                              ScheduleExpression=Ref("FinderSchedule"), target={"Input": Sub(find)})
+
+    def add_splitter_ops_policy(self) -> None:
+        """List the source bucket (finder; HEAD then tells a missing key by 404), and clear a re-copied job's old
+        parts (a DONE job whose copy is gone: s3sync.transfer.reattempt)."""
+        self.add(ManagedPolicy(OpsIds.SPLITTER_OPS_POLICY, Condition=SPLITTER_OPS,  # type: ignore[attr-defined]
+                               Roles=[Ref(f"{FUNCTIONS['splitter']}Role")], PolicyDocument=iam.document([
+                                   iam.list_objects(Ref("SourceBucketName")),
+                                   iam.table_items([ddb.Query, ddb.BatchWriteItem],
+                                                   import_value(Exports.PARTS_TABLE_ARN)),
+                               ])))
+
+    def add_source_key_policy(self) -> None:
+        self.add(ManagedPolicy(OpsIds.SOURCE_KEY_POLICY, Condition=HAS_SOURCE_KEY,  # type: ignore[attr-defined]
+                               Roles=[import_value(Exports.TASK_ROLE_NAME)],
+                               PolicyDocument=iam.document([iam.decrypt(Ref("SourceKmsKeyArn"))])))
+
+    def add_dashboard(self) -> None:
+        names = {"Queue": import_value(Exports.QUEUE_NAME),
+                 "Dlq": Select(5, Split(":", import_value(f"{Ids.DLQ}Arn"))),
+                 "Cluster": import_value(Exports.CLUSTER_NAME), "Service": import_value(Exports.SERVICE_NAME),
+                 **{fn: Ref(fn) for fn in FUNCTIONS.values()}}
+        self.add(cloudwatch.Dashboard(OpsIds.DASHBOARD, DashboardName=Sub("${AWS::StackName}-s3sync"),  # type: ignore[attr-defined]
+                                      DashboardBody=Sub(dashboard_body(), **names)))
+        self.output(f"{OpsIds.DASHBOARD}Name", Ref(OpsIds.DASHBOARD), "CloudWatch dashboard")  # type: ignore[attr-defined]
+
+
+def dashboard_body() -> str:
+    """The dashboard's JSON, with ${Queue}, ${Dlq}, ${Cluster}, ${Service}, ${<Function>}, ${AWS::StackName},
+    ${EcsStackName} and ${AWS::Region} for Fn::Sub."""
+    ns, dim = contract.METRICS_NAMESPACE, contract.METRICS_DIMENSION
+    sqs = "AWS/SQS"
+
+    def metric(x: int, y: int, title: str, metrics: list[list[Any]], stat: str = "Maximum") -> dict[str, Any]:
+        return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": {
+            "title": title, "region": "${AWS::Region}", "stat": stat, "period": 60, "metrics": metrics}}
+
+    def logs(x: int, y: int, title: str, groups: list[str], query: str) -> dict[str, Any]:
+        sources = " | ".join(f"SOURCE '/s3sync/{g}'" for g in groups)
+        return {"type": "log", "x": x, "y": y, "width": 12, "height": 6, "properties": {
+            "title": title, "region": "${AWS::Region}", "view": "timeSeries", "query": f"{sources} | {query}"}}
+
+    lam = "${AWS::StackName}"
+    widgets = [
+        metric(0, 0, "Part queue", [
+            [sqs, "ApproximateNumberOfMessagesVisible", "QueueName", "${Queue}"],
+            [".", "ApproximateNumberOfMessagesNotVisible", ".", "."],
+            [".", "ApproximateAgeOfOldestMessage", ".", ".", {"yAxis": "right"}]]),
+        metric(12, 0, "Dead-letter queue", [[sqs, "ApproximateNumberOfMessagesVisible", "QueueName", "${Dlq}"]]),
+        metric(0, 6, "Worker tasks: running vs desired (Container Insights)", [
+            ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", "${Cluster}", "ServiceName", "${Service}"],
+            [".", "DesiredTaskCount", ".", ".", ".", "."]]),
+        metric(12, 6, "Copied", [[ns, contract.Metric.BYTES_COPIED, dim, "${Queue}"],
+                                 [".", contract.Metric.PARTS_COPIED, ".", ".", {"yAxis": "right"}]], "Sum"),
+        logs(0, 12, "Objects done", [f"{lam}/completion"], "filter msg = 'done' | stats count(*) as objects by bin(5m)"),
+        logs(12, 12, "Error lines", [f"{lam}/splitter", f"{lam}/completion", f"{lam}/scale_in",
+                                     "${EcsStackName}/worker"],
+             "filter level = 'ERROR' | stats count(*) as errors by bin(5m)"),
+        metric(0, 18, "Failures", [["AWS/Lambda", "Errors", "FunctionName", f"${{{fn}}}"] for fn in FUNCTIONS.values()]
+               + [[ns, contract.Metric.JOBS_FAILED, dim, "${Queue}"]], "Sum"),
+    ]
+    return json.dumps({"widgets": widgets}, separators=(",", ":"), sort_keys=True)

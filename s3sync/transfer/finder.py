@@ -1,0 +1,231 @@
+"""The finder: objects of the source bucket whose copy is missing or differs, handed to the splitter.
+
+Used by `s3sync backfill` (objects that existed before the stacks) and by the optional scheduled finder (the
+splitter function on an EventBridge schedule: events that were lost). Streaming: both buckets are listed page by page
+(ListObjectsV2 returns keys in ascending UTF-8 binary order) and merge-joined, so millions of keys pass through a
+constant amount of memory: one page of each listing and a bounded window of splits in flight.
+
+When is a copy "the same"? ETags differ across partitions for multipart objects whose part sizes differ (and are not
+MD5s at all under SSE-KMS), so the rule is:
+1. no object at the destination key                                     -> copy ("missing")
+2. sizes differ                                                           -> copy ("size")
+3. ETags equal                                                            -> same
+4. both ETags plain MD5s (and different)                                  -> copy ("etag")
+5. otherwise (multipart or KMS ETag on either side): the transfers table has a DONE job for this source object and
+   ETag (the copy was verified part by part when it was made)            -> same; else copy ("unverified"), or
+   same with `size_only` (for copies made by another tool).
+"Copy" is `Splitter.split`: idempotent by job id. A DONE job whose copy is gone or differs gets a new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from s3sync.contract import Status
+from s3sync.errors import UserError
+from s3sync.transfer.checksums import is_md5_etag, strip_etag
+from s3sync.transfer.credentials import DestClient
+from s3sync.transfer.errors import TransferError, classify
+from s3sync.transfer.events import ObjectRef
+from s3sync.transfer.ledger import Ledger
+from s3sync.transfer.reattempt import Reattempter
+from s3sync.transfer.splitter import Splitter, job_id_for
+
+log = logging.getLogger("s3sync.finder")
+
+MAX_ERRORS_KEPT = 20
+
+
+class ListingOrderError(UserError):
+    """A server listed keys out of S3's order: a merge-join over it would be wrong."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    size: int
+    etag: str
+
+
+def listing(call: Callable[[Callable[[Any], Any]], Any], bucket: str, prefix: str = "", *, strip: str = "",
+            start_after: str = "", what: str = "") -> Iterator[Listed]:
+    """Every object under `prefix`, one page at a time; `call(fn)` runs `fn(client)` (a DestClient's `call`, or a
+    plain client via `lambda fn: fn(client)`). Keys come back with `strip` removed from their front."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": strip + prefix}
+    if start_after:
+        kwargs["StartAfter"] = strip + start_after
+    previous = ""
+    while True:
+        page = call(lambda c: c.list_objects_v2(**kwargs))
+        for obj in page.get("Contents") or []:
+            key = obj["Key"]
+            if previous and key <= previous:
+                raise ListingOrderError(f"{what or bucket} listed {key!r} after {previous!r}: not in S3's ascending "
+                                        "UTF-8 order, so it cannot be compared by merge-join")
+            previous = key
+            yield Listed(key[len(strip):], int(obj.get("Size", 0)), str(obj.get("ETag", "")))
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+        kwargs["ContinuationToken"] = token
+        kwargs.pop("StartAfter", None)
+
+
+def merge_join(source: Iterator[Listed], dest: Iterator[Listed],
+               on_dest_only: Callable[[Listed], None] | None = None) -> Iterator[tuple[Listed, Listed | None]]:
+    """Each source object with the destination object of the same key (None when there is none)."""
+    d = next(dest, None)
+    for s in source:
+        while d is not None and d.key < s.key:
+            if on_dest_only:
+                on_dest_only(d)
+            d = next(dest, None)
+        if d is not None and d.key == s.key:
+            yield s, d
+            d = next(dest, None)
+        else:
+            yield s, None
+    while d is not None:
+        if on_dest_only:
+            on_dest_only(d)
+        d = next(dest, None)
+
+
+@dataclass
+class FindResult:
+    listed: int = 0
+    in_sync: int = 0
+    dest_only: int = 0
+    reasons: Counter = field(default_factory=Counter)  # why objects were (to be) copied
+    outcomes: Counter = field(default_factory=Counter)  # what the splitter did with them
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    error_count: int = 0
+    stopped_at: str = ""  # set when a deadline ended the run early: resume after this key
+    elapsed: float = 0.0
+    dry_run: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def different(self) -> int:
+        return sum(self.reasons.values())
+
+    @property
+    def complete(self) -> bool:
+        return not self.stopped_at
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"listed": self.listed, "in_sync": self.in_sync, "different": self.different,
+                "dest_only": self.dest_only, "reasons": dict(self.reasons), "outcomes": dict(self.outcomes),
+                "errors": self.error_count, "first_errors": [{"key": k, "reason": r} for k, r in self.errors],
+                "complete": self.complete, "stopped_at": self.stopped_at or None, "dry_run": self.dry_run,
+                "elapsed_s": round(self.elapsed, 3)}
+
+
+class Finder:
+    def __init__(self, *, source: Any, dest: DestClient | Any, ledger: Ledger, splitter: Splitter,
+                 reattempter: Reattempter | None, source_bucket: str, dest_bucket: str, dest_prefix: str = "",
+                 threads: int = 8, size_only: bool = False) -> None:
+        self.source = source
+        self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
+        self.ledger, self.splitter, self.reattempter = ledger, splitter, reattempter
+        self.source_bucket, self.dest_bucket, self.dest_prefix = source_bucket, dest_bucket, dest_prefix
+        self.threads, self.size_only = max(1, threads), size_only
+
+    # --- the comparison rule --------------------------------------------------------------------------------------
+    def difference(self, src: Listed, dst: Listed | None) -> str | None:
+        """Why `src` needs a copy ("missing", "size", "etag", "unverified"), or None when its copy is the same."""
+        if dst is None:
+            return "missing"
+        if src.size != dst.size:
+            return "size"
+        a, b = strip_etag(src.etag), strip_etag(dst.etag)
+        if a == b:
+            return None
+        if is_md5_etag(a) and is_md5_etag(b):
+            return "etag"
+        job = self.ledger.get_job(job_id_for(self.source_bucket, src.key, None, src.etag))
+        if job is not None and job.status == Status.DONE and job.size == src.size:
+            return None
+        return None if self.size_only else "unverified"
+
+    # --- the run --------------------------------------------------------------------------------------------------
+    def run(self, prefix: str = "", *, dry_run: bool = False, start_after: str = "", deadline: float | None = None,
+            on_object: Callable[[str, str, str], None] | None = None) -> FindResult:
+        """Compare and (unless `dry_run`) hand every different object to the splitter. `deadline` (time.monotonic)
+        stops listing early; `stopped_at` then says where to resume. `on_object(key, reason, outcome)` is called
+        for every object that needed a copy."""
+        result = FindResult(dry_run=dry_run)
+        started = time.monotonic()
+        src_iter = listing(lambda fn: fn(self.source), self.source_bucket, prefix, start_after=start_after,
+                           what=f"source s3://{self.source_bucket}")
+        dst_iter = listing(self.dest.call, self.dest_bucket, prefix, strip=self.dest_prefix, start_after=start_after,
+                           what=f"destination s3://{self.dest_bucket}")
+
+        def dest_only(_d: Listed) -> None:
+            result.dest_only += 1
+
+        window = threading.BoundedSemaphore(self.threads * 2)  # splits in flight: memory stays bounded
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="finder") as pool:
+            for src, dst in merge_join(src_iter, dst_iter, dest_only):
+                result.listed += 1
+                reason = self.difference(src, dst)
+                if reason is None:
+                    result.in_sync += 1
+                else:
+                    with result.lock:
+                        result.reasons[reason] += 1
+                    if dry_run:
+                        if on_object:
+                            on_object(src.key, reason, "would copy")
+                    else:
+                        window.acquire()
+                        fut = pool.submit(self._copy, src, reason, result, on_object)
+                        fut.add_done_callback(lambda _f: window.release())
+                if deadline is not None and time.monotonic() >= deadline:
+                    result.stopped_at = src.key
+                    break
+        result.elapsed = time.monotonic() - started
+        log.info("finder run", extra={"prefix": prefix, **{k: v for k, v in result.as_dict().items()
+                                                            if k != "first_errors"}})
+        return result
+
+    def _copy(self, src: Listed, reason: str, result: FindResult, on_object: Callable[..., None] | None) -> None:
+        try:
+            outcome = self._split(src)
+        except Exception as exc:  # noqa: BLE001 - one object's trouble never stops the run
+            err = exc if isinstance(exc, TransferError) else classify(exc, "source")
+            outcome = "error"
+            with result.lock:
+                result.error_count += 1
+                if len(result.errors) < MAX_ERRORS_KEPT:
+                    result.errors.append((src.key, err.reason))
+            log.warning("finder could not hand an object over", extra={"key": src.key, "reason": err.reason})
+        with result.lock:
+            result.outcomes[outcome] += 1
+        if on_object:
+            on_object(src.key, reason, outcome)
+
+    def _split(self, src: Listed) -> str:
+        split = self.splitter.split(ObjectRef(self.source_bucket, src.key, None, src.etag, src.size))
+        if split.outcome in ("planned", "resumed"):
+            return "enqueued"
+        if split.outcome == "missing":
+            return "source-gone"
+        if split.outcome == "failed":
+            return "failed"
+        job = self.ledger.get_job(split.job_id)  # "duplicate": the job of this very object and ETag exists
+        if job is None or job.status not in Status.FINAL:
+            return "in-progress"
+        if job.status == Status.FAILED:
+            return "failed-before"  # `s3sync retry` gives it a new attempt
+        if self.reattempter is None:
+            return "done-but-different"
+        outcome = self.reattempter.reattempt(job, (Status.DONE,)).outcome
+        return {"requeued": "re-copied", "superseded": "enqueued", "source-missing": "source-gone"}.get(
+            outcome, "in-progress")

@@ -1,0 +1,137 @@
+"""`s3sync backfill` and the finder: a streaming merge-join of both listings, the comparison rule (size, MD5 ETags,
+the ledger's DONE record), and hand-over to the splitter that is idempotent across runs; a DONE job whose copy is gone
+gets a new attempt."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from s3sync.cli import cli
+from s3sync.contract import Status
+from s3sync.ops.backfill import do_backfill
+from s3sync.transfer.events import ObjectRef
+from s3sync.transfer.finder import Listed, ListingOrderError, listing, merge_join
+from s3sync.transfer.ledger import PartRecord
+from tests.ops_support import make_system
+
+MiB = 2**20
+
+
+def listed(*keys: str) -> list[Listed]:
+    return [Listed(k, 1, "e") for k in keys]
+
+
+def test_merge_join_pairs_keys_and_counts_destination_only_ones():
+    dest_only: list[str] = []
+    pairs = list(merge_join(iter(listed("a", "b/1", "b/2", "d")), iter(listed("0", "b/1", "c", "d", "e")),
+                            lambda d: dest_only.append(d.key)))
+    assert [(s.key, d.key if d else None) for s, d in pairs] == [("a", None), ("b/1", "b/1"), ("b/2", None),
+                                                                  ("d", "d")]
+    assert dest_only == ["0", "c", "e"]
+
+
+def test_a_listing_out_of_s3_order_is_refused():
+    pages = [{"Contents": [{"Key": "b", "Size": 1, "ETag": "x"}, {"Key": "a", "Size": 1, "ETag": "y"}]}]
+
+    class Server:  # a server that sorts differently from S3 (a boto3 stand-in, not s3sync code)
+        def list_objects_v2(self, **_kw):
+            return pages[0]
+
+    with pytest.raises(ListingOrderError, match="listed 'a' after 'b'"):
+        list(listing(lambda fn: fn(Server()), "bucket"))
+
+
+def upload_multipart(s3, bucket: str, key: str, data: bytes, part: int = 5 * MiB) -> str:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    parts = [{"PartNumber": i + 1, "ETag": s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=i + 1,
+                                                          Body=data[o:o + part])["ETag"]}
+             for i, o in enumerate(range(0, len(data), part))]
+    return s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                        MultipartUpload={"Parts": parts})["ETag"]
+
+
+@pytest.fixture
+def system(moto_server):
+    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
+    s3, src, dst = sys_.s3, sys_.src, sys_.dst
+    for key, body in {"same.txt": b"same", "missing.txt": b"only here", "size.txt": b"longer", "etag.txt": b"aaaa",
+                      "ü/unicode.txt": b"u"}.items():
+        s3.put_object(Bucket=src, Key=key, Body=body)
+    for key, body in {"same.txt": b"same", "size.txt": b"short", "etag.txt": b"bbbb", "zz-dest-only.txt": b"x",
+                      "ü/unicode.txt": b"u"}.items():
+        s3.put_object(Bucket=dst, Key="copy/" + key, Body=body)
+    big = bytes(range(256)) * (20 * 1024 + 1)  # 5 MiB + 256 B: two parts
+    etag = upload_multipart(s3, src, "multi.bin", big)
+    assert etag.strip('"').endswith("-2")
+    s3.put_object(Bucket=dst, Key="copy/multi.bin", Body=big)  # same bytes, plain MD5 ETag: not comparable
+    s3.put_object(Bucket=sys_.dst, Key="elsewhere.txt", Body=b"outside the prefix")
+    return sys_
+
+
+def test_dry_run_reports_each_difference_by_the_rule(system):
+    seen: list[tuple[str, str, str]] = []
+    result = do_backfill(system.target, dry_run=True, on_object=lambda *a: seen.append(a))
+    assert (result.listed, result.in_sync, result.dest_only) == (6, 2, 1)
+    assert {k: r for k, r, _ in seen} == {"missing.txt": "missing", "size.txt": "size", "etag.txt": "etag",
+                                          "multi.bin": "unverified"}
+    assert system.messages() == [] and system.ledger.scan_jobs() == []
+    trusting = do_backfill(system.target, dry_run=True, size_only=True)
+    assert trusting.reasons == {"missing": 1, "size": 1, "etag": 1}
+    only = do_backfill(system.target, dry_run=True, prefix="m")
+    assert (only.listed, dict(only.reasons)) == (2, {"missing": 1, "unverified": 1})
+
+
+def test_backfill_hands_differences_to_the_splitter_once(system):
+    first = do_backfill(system.target)
+    assert first.outcomes == {"enqueued": 4} and first.complete
+    jobs = {j.source_key: j for j in system.ledger.scan_jobs()}
+    assert set(jobs) == {"missing.txt", "size.txt", "etag.txt", "multi.bin"}
+    assert all(j.status == Status.COPYING and j.dest_key == "copy/" + k for k, j in jobs.items())
+    assert len(system.messages()) == 1 + 1 + 1 + 2
+    again = do_backfill(system.target)  # the jobs exist (by object and ETag): nothing new
+    assert again.outcomes == {"in-progress": 4} and system.messages() == []
+
+
+def test_a_done_copy_is_trusted_and_a_vanished_one_copied_again(system):
+    rt = system.target.runtime()
+    split = rt.splitter().split(ObjectRef(system.src, "multi.bin"))
+    job = system.ledger.get_job(split.job_id)
+    for n, size in ((1, 5 * MiB), (2, 256)):  # as the workers and completion would leave it
+        system.ledger.record_part(job.job_id, job.upload_id, PartRecord(n, "e", "e", size))
+    system.ledger.elect_completion(job.job_id)
+    system.ledger.mark_done(job.job_id, "f" * 32 + "-2")
+    system.messages()
+    assert "multi.bin" not in {k for k, *_ in _differences(system)}  # the ledger vouches for it
+    system.s3.delete_object(Bucket=system.dst, Key="copy/multi.bin")
+    result = do_backfill(system.target, prefix="multi")
+    assert result.outcomes == {"re-copied": 1}
+    again = system.ledger.get_job(job.job_id)
+    assert again.status == Status.COPYING and again.upload_id != job.upload_id and system.ledger.parts(job.job_id) == []
+    assert sorted(m["part"]["n"] for m in system.messages()) == [1, 2]
+
+
+def _differences(system):
+    seen: list[tuple[str, str, str]] = []
+    do_backfill(system.target, dry_run=True, on_object=lambda *a: seen.append(a))
+    return seen
+
+
+def test_cli_json_and_mistakes(system, moto_server):
+    t = system.target
+    args = ["backfill", "--endpoint-url", t.endpoint_url, "--table", t.transfers_table, "--parts-table",
+            t.parts_table, "--queue-url", t.queue_url, "--source-bucket", t.source_bucket, "--source-endpoint-url",
+            t.endpoint_url, "--dest-bucket", t.dest_bucket, "--dest-endpoint-url", t.endpoint_url,
+            "--dest-prefix", "copy/"]
+    result = CliRunner().invoke(cli, [*args, "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert (doc["listed"], doc["in_sync"], doc["different"], doc["dry_run"]) == (6, 2, 4, True)
+    wrong = CliRunner().invoke(cli, ["backfill", "--endpoint-url", moto_server.endpoint_url, "--table", "t"])
+    assert wrong.exit_code == 1 and "backfill needs --source-bucket, --dest-bucket" in wrong.output
+    gone = CliRunner().invoke(cli, [*args[:-6], "--dest-bucket", "no-such-bucket-here", "--dest-endpoint-url",
+                                    t.endpoint_url, "--dry-run"])
+    assert gone.exit_code == 1 and "destination bucket missing (NoSuchBucket)" in gone.output
+    assert len(gone.output.strip().splitlines()) == 1

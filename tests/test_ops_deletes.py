@@ -1,0 +1,147 @@
+"""Delete propagation and the splitter function's routing: ObjectRemoved notifications and EventBridge "Object Deleted"
+events delete the copy (unless the key was written again), ObjectCreated still plans, the scheduled finder's event
+runs the finder; end to end through `s3sync local --propagate-deletes`, with objects placed by `s3sync backfill`: a
+deleted object's copy goes, and the same bytes written again are copied again."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from s3sync.cli import cli
+from s3sync.contract import Metric, Status
+from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner
+from s3sync.transfer import logs
+from s3sync.transfer.deletes import Deletion, deletion_refs
+from tests.ops_support import make_system
+
+MiB = 2**20
+
+
+def removed(bucket: str, key: str, name: str = "ObjectRemoved:Delete") -> dict:
+    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": name, "eventTime": "2024-05-01T12:00:00.000Z",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "sequencer": "0A1"}}}
+
+
+def created(bucket: str, key: str) -> dict:
+    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "eventTime": "2024-05-01T12:00:00.000Z", "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+
+
+def eventbridge_deleted(bucket: str, key: str, kind: str = "Permanently Deleted") -> dict:
+    """The documented EventBridge shape (S3 user guide, "EventBridge event message structure")."""
+    return {"version": "0", "id": "2ee9cc15-d022-99ea-1fb8-1b1bac4850f9", "detail-type": "Object Deleted",
+            "source": "aws.s3", "account": "123456789012", "time": "2021-11-12T00:00:00Z", "region": "us-east-1",
+            "resources": [f"arn:aws:s3:::{bucket}"],
+            "detail": {"version": "0", "bucket": {"name": bucket},
+                       "object": {"key": key, "sequencer": "617f0837b476e463"}, "request-id": "0BH729840619AG5K",
+                       "requester": "123456789012", "source-ip-address": "1.2.3.4", "reason": "DeleteObject",
+                       "deletion-type": kind}}
+
+
+def test_deletions_are_read_from_both_shapes():
+    event = {"Records": [removed("b", "dir/a+b%25.txt"), created("b", "new.txt"),
+                         removed("b", "marker", "ObjectRemoved:DeleteMarkerCreated")]}
+    assert list(deletion_refs(event)) == [Deletion("b", "dir/a b%.txt", None, "Delete", "0A1"),
+                                          Deletion("b", "marker", None, "DeleteMarkerCreated", "0A1")]
+    assert list(deletion_refs(eventbridge_deleted("b", "x/y+z", "Delete Marker Created"))) == [
+        Deletion("b", "x/y z", None, "DeleteMarkerCreated", "617f0837b476e463")]
+    assert list(deletion_refs({"Event": "s3:TestEvent"})) == [] and list(deletion_refs({"Records": [
+        created("b", "k")]})) == []
+
+
+@pytest.fixture
+def handler_env(moto_server, monkeypatch):
+    """The splitter function as Lambda runs it: environment from the target, a fresh `runtime()`."""
+    from functions import _common
+
+    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
+    for k, v in sys_.target.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    _common.runtime.cache_clear()
+    yield sys_
+    _common.runtime.cache_clear()
+    logs.setup("INFO")  # runtime() bound the JSON logs to this test's captured stderr
+
+
+def test_splitter_function_routes_deletions_creations_and_the_finder(handler_env, capsys):
+    from functions.splitter import handler
+
+    sys_ = handler_env
+    s3, src, dst = sys_.s3, sys_.src, sys_.dst
+    for key in ("gone file.txt", "written again.txt", "by eventbridge.txt"):
+        s3.put_object(Bucket=dst, Key="copy/" + key, Body=b"copy")
+    s3.put_object(Bucket=src, Key="written again.txt", Body=b"newer")  # the delete arrives after a new write
+    s3.put_object(Bucket=src, Key="new.txt", Body=b"created")
+    out = handler({"Records": [removed(src, "gone+file.txt"), removed(src, "written+again.txt"),
+                               created(src, "new.txt")]})
+    assert out["deletes"] == [{"key": "gone file.txt", "dest_key": "copy/gone file.txt", "outcome": "deleted"},
+                              {"key": "written again.txt", "dest_key": "copy/written again.txt", "outcome": "kept"}]
+    [job] = out["jobs"]
+    assert job["outcome"] == "planned" and sys_.ledger.get_job(job["job"]).status == Status.COPYING
+    assert handler(eventbridge_deleted(src, "by+eventbridge.txt"))["deletes"][0]["outcome"] == "deleted"
+    left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dst).get("Contents", []))
+    assert left == ["copy/written again.txt"]
+
+    found = handler({"s3sync": "find", "bucket": src})  # the scheduled finder's input
+    assert (found["listed"], found["complete"]) == (2, True)
+    assert found["outcomes"] == {"in-progress": 1, "enqueued": 1}  # new.txt has its job; the other is new
+    emf = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"_aws"' in line]
+    assert {Metric.OBJECTS_DELETED, Metric.OBJECTS_FOUND} <= {k for line in emf for k in line}
+    assert [line[Metric.OBJECTS_FOUND] for line in emf if Metric.OBJECTS_FOUND in line] == [1]
+
+
+def test_local_backfill_then_deletes_and_rewrites_propagate(moto_server):
+    name = "ops-deletes-e2e"
+    before = {"old/a.txt": b"existed before the stacks", "old/b.bin": bytes(range(256)) * (20 * 1024 + 7),
+              "other/c.txt": b"c"}
+    src = BucketSpec(f"{name}-src")
+    runner = LocalRunner(LocalOptions(endpoint_url=moto_server.endpoint_url, name=name, until_idle=True,
+                                      part_size_mib=5, worker_threads=2, min_tasks=1, max_tasks=1,
+                                      visibility_timeout=20, alarm_period=0.5, timeout=90, idle_grace=0.5,
+                                      propagate_deletes=True, source=src, dest=BucketSpec(f"{name}-dst")))
+    runner.endpoint_url = moto_server.endpoint_url
+    seed = runner.s3(src)  # objects older than the system: no event will ever name them
+    seed.create_bucket(Bucket=src.name)
+    for key, data in before.items():
+        seed.put_object(Bucket=src.name, Key=key, Body=data)
+    state: dict[str, object] = {}
+    ops = ["--endpoint-url", moto_server.endpoint_url, "--name-prefix", name, "--part-size-mib", "5",
+           "--source-bucket", f"{name}-src", "--dest-bucket", f"{name}-dst"]
+
+    def tick(r: LocalRunner) -> None:
+        dst = r.o.dest.name
+        if "backfill" not in state:
+            only_old = CliRunner().invoke(cli, ["backfill", *ops, "--prefix", "old/", "--json"])
+            everything = CliRunner().invoke(cli, ["backfill", *ops])
+            state["backfill"] = (json.loads(only_old.stdout), everything.output)
+            return
+        jobs = {j.source_key: j for j in r.jobs()}
+        keys = {o["Key"] for o in r.dest_s3.list_objects_v2(Bucket=dst).get("Contents", [])}
+        if "deleted" not in state and len(jobs) == 3 and all(j.status == Status.DONE for j in jobs.values()):
+            r.source_s3.delete_object(Bucket=r.o.source.name, Key="old/a.txt")
+            state["deleted"] = jobs["old/a.txt"]
+        elif "deleted" in state and "rewritten" not in state and "old/a.txt" not in keys:
+            state["gone_from_dest"] = sorted(keys)
+            done_at = state["deleted"].updated_at  # type: ignore[attr-defined]
+            time.sleep(max(0.0, done_at + 2.2 - time.time()))  # a rewrite, not a late copy of the first event
+            r.source_s3.put_object(Bucket=r.o.source.name, Key="old/a.txt", Body=before["old/a.txt"])
+            state["rewritten"] = True
+
+    summary = runner.run(on_tick=tick)
+    only_old, everything = state["backfill"]  # type: ignore[misc]
+    assert (only_old["listed"], only_old["outcomes"]) == (2, {"enqueued": 2})
+    assert "listed 3 source object(s): 2 already copied" not in everything and "1 enqueued" in everything
+    assert state.get("gone_from_dest") == ["old/b.bin", "other/c.txt"]
+    assert summary.ok and {j.source_key for j in summary.jobs} == set(before)
+    [a] = [j for j in summary.jobs if j.source_key == "old/a.txt"]
+    assert a.status == Status.DONE and a.updated_at > state["deleted"].updated_at  # type: ignore[attr-defined]
+    for key, data in before.items():
+        assert runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=key)["Body"].read() == data, key
+    final = CliRunner().invoke(cli, ["backfill", *ops, "--dry-run", "--json"])
+    doc = json.loads(final.stdout)
+    assert (doc["listed"], doc["in_sync"], doc["different"]) == (3, 3, 0)
