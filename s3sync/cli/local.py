@@ -40,6 +40,7 @@ def _spec(name, endpoint_url, key_id, secret, region):
 @click.option("--duplicate-messages", default=1, show_default=True, type=click.IntRange(1, 10),
               help="Fault injection: deliver every part message this many times.")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Keep worker logs here.")
+@click.option("--propagate-deletes", is_flag=True, help="Deleting a source object deletes its copy.")
 def local_command(**kw) -> None:
     """Run the whole system on this machine: splitter, queue, ledger, workers, completion, scaling."""
     from pathlib import Path
@@ -57,7 +58,7 @@ def local_command(**kw) -> None:
         worker_threads=kw["worker_threads"], min_tasks=kw["min_tasks"], max_tasks=kw["max_tasks"],
         visibility_timeout=kw["visibility_timeout"], max_receive_count=kw["max_receive_count"],
         scale_out_threshold=kw["scale_out_threshold"], until_idle=kw["until_idle"], timeout=kw["timeout"],
-        duplicate_messages=kw["duplicate_messages"],
+        duplicate_messages=kw["duplicate_messages"], propagate_deletes=kw["propagate_deletes"],
         state_dir=Path(kw["state_dir"]) if kw["state_dir"] else None,
     )
     if _run(do_local, options) != 0:

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ log = logging.getLogger("s3sync.local")
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 DUMMY_KEY = "testing"  # moto accepts any credentials; never a real key
+SPLITTER_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -412,27 +414,36 @@ class LocalRunner:
     def _event_loop(self) -> None:
         """S3 -> splitter: moto's notifications from the events queue, or a listing of other servers."""
         sqs = self.client("sqs")
+        # Lambda runs concurrent invocations, one per event: so does the runner, up to SPLITTER_CONCURRENCY
+        pool = self._stack.enter_context(ThreadPoolExecutor(SPLITTER_CONCURRENCY, thread_name_prefix="splitter"))
         while not self._stop.is_set():
             if self.r.events_url:
                 resp = sqs.receive_message(QueueUrl=self.r.events_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-                for m in resp.get("Messages", []):
-                    self.invoke("splitter", json.loads(m["Body"]))
-                    sqs.delete_message(QueueUrl=self.r.events_url, ReceiptHandle=m["ReceiptHandle"])
+                messages = resp.get("Messages", [])
+                done = pool.map(lambda m: self._try_invoke("splitter", json.loads(m["Body"])), messages)
+                for m, ok in zip(messages, list(done)):
+                    if ok:  # a failed event comes back after the queue's visibility timeout, as a Lambda retry would
+                        sqs.delete_message(QueueUrl=self.r.events_url, ReceiptHandle=m["ReceiptHandle"])
             else:
-                for obj in self._list_source():
-                    ident = (obj["Key"], obj["ETag"])
-                    if ident in self._seen_objects:
-                        continue
-                    event = events.s3_object_created(self.o.source.name, obj["Key"], int(obj["Size"]),
-                                                     obj["ETag"].strip('"'), region=REGION)
-                    self.invoke("splitter", event)
-                    self._seen_objects.add(ident)
+                new = [o for o in self._list_source() if (o["Key"], o["ETag"]) not in self._seen_objects]
+                evts = [events.s3_object_created(self.o.source.name, o["Key"], int(o["Size"]), o["ETag"].strip('"'),
+                                                 region=REGION) for o in new]
+                for obj, ok in zip(new, list(pool.map(lambda e: self._try_invoke("splitter", e), evts))):
+                    if ok:
+                        self._seen_objects.add((obj["Key"], obj["ETag"]))
                 if self.o.propagate_deletes:  # no notifications here: a key no longer listed was deleted
                     listed = {o["Key"] for o in self._list_source()}
                     for ident in [i for i in self._seen_objects if i[0] not in listed]:
                         self.invoke("splitter", _removed_event(self.o.source.name, ident[0]))
                         self._seen_objects.discard(ident)
                 self._stop.wait(1.0)
+
+    def _try_invoke(self, name: str, event: dict[str, Any]) -> bool:
+        try:
+            self.invoke(name, event)
+            return True
+        except Exception:  # noqa: BLE001 - logged by invoke; the event is offered again
+            return False
 
     def _list_source(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -254,7 +254,8 @@ def render(template: Template, fmt: str = "yaml") -> str:
     if fmt == "yaml":
         text = template.to_yaml(long_form=True)
     elif fmt == "json":
-        text = json.dumps(template.to_dict(), indent=2, sort_keys=True)
+        # compact: CloudFormation counts bytes (51,200 for an inline body), and JSON is for machines
+        text = json.dumps(template.to_dict(), separators=(",", ":"), sort_keys=True)
     else:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     return text if text.endswith("\n") else text + "\n"

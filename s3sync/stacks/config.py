@@ -103,11 +103,11 @@ class StackConfig:
     retain_source_bucket: bool = True  # keep the bucket (and its objects) when the stack is deleted
     container_insights: bool = False  # per-task CloudWatch metrics, at extra cost
     report_batch_item_failures: bool = True  # completion returns {"batchItemFailures": [...]}
-    # Operations (issue #7) in lambda.yaml: the CloudWatch dashboard, and the parameters PropagateDeletes (EventBridge
+    # Operations in lambda.yaml: the CloudWatch dashboard, and the parameters PropagateDeletes (EventBridge
     # "Object Deleted" -> splitter), FinderSchedule (scheduled finder in the splitter function) and SourceKmsKeyArn
-    # (kms:Decrypt for the workers). Off by default only because it adds ~9 KB: the JSON rendering of lambda.yaml
-    # would then pass CloudFormation's 51,200-byte inline limit (tests/test_package.py keeps both formats under it).
-    operations: bool = False
+    # (kms:Decrypt for the workers); each switch is off at deploy time by default. About 9 KB of template.
+    operations: bool = True
+    sweep_every_min: int = 5  # a schedule runs the sweeper (in scale_in) this often, also while alarm B stays put
     # Extra IAM statements per role (keys: ROLE_KEYS), appended after the built-in ones.
     extra_statements: Mapping[str, Sequence[Statement]] = field(default_factory=dict)
 

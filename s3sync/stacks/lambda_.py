@@ -12,7 +12,7 @@ from typing import Any
 import awacs.dynamodb as ddb
 from awacs.aws import Action, Bool, Condition, Deny, Principal, Statement
 from troposphere import GetAtt, NoValue, Ref, Sub, Template
-from troposphere import awslambda, cloudwatch, s3, sns, sqs
+from troposphere import awslambda, cloudwatch, events, s3, sns, sqs
 from troposphere.iam import PolicyType
 
 from s3sync.stacks.operations import OperationsSteps
@@ -245,6 +245,21 @@ class LambdaStack(OperationsSteps, StackBuilder):
 
     def add_scale_in(self) -> None:
         self._scale_function("scale_in", Ids.SCALE_IN_TOPIC)
+        # Alarm actions fire on state changes only: a schedule also runs the sweeper while the queue stays empty.
+        self.add(events.Rule(
+            "SweepSchedule",
+            Description="s3sync: re-drive transfers left without progress (scale_in sweeps, never scales here)",
+            ScheduleExpression=f"rate({self.cfg.sweep_every_min} minutes)",
+            State="ENABLED",
+            Targets=[events.Target(Arn=GetAtt(FUNCTIONS["scale_in"], "Arn"), Id="sweeper")],
+        ))
+        self.add(awslambda.Permission(
+            "SweepSchedulePermission",
+            Action="lambda:InvokeFunction",
+            FunctionName=GetAtt(FUNCTIONS["scale_in"], "Arn"),
+            Principal="events.amazonaws.com",
+            SourceArn=GetAtt("SweepSchedule", "Arn"),
+        ))
 
     def add_completion(self) -> None:
         env = {**self.destination_environment(), Env.COMPLETION_TOPIC_ARN: Ref(Ids.COMPLETION_TOPIC)}

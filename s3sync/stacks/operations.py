@@ -118,9 +118,11 @@ class OperationsSteps:
                  "Dlq": Select(5, Split(":", import_value(f"{Ids.DLQ}Arn"))),
                  "Cluster": import_value(Exports.CLUSTER_NAME), "Service": import_value(Exports.SERVICE_NAME),
                  **{fn: Ref(fn) for fn in FUNCTIONS.values()}}
-        self.add(cloudwatch.Dashboard(OpsIds.DASHBOARD, DashboardName=Sub("${AWS::StackName}-s3sync"),  # type: ignore[attr-defined]
-                                      DashboardBody=Sub(dashboard_body(), **names)))
-        self.output(f"{OpsIds.DASHBOARD}Name", Ref(OpsIds.DASHBOARD), "CloudWatch dashboard")  # type: ignore[attr-defined]
+        board = cloudwatch.Dashboard(OpsIds.DASHBOARD, DashboardName=Sub("${AWS::StackName}-s3sync"),
+                                     DashboardBody=Sub(dashboard_body(), **names))
+        self.add(board)  # type: ignore[attr-defined]
+        self.output(f"{OpsIds.DASHBOARD}Name", Ref(OpsIds.DASHBOARD),  # type: ignore[attr-defined]
+                    "CloudWatch dashboard")
 
 
 def dashboard_body() -> str:
@@ -150,7 +152,8 @@ def dashboard_body() -> str:
             [".", "DesiredTaskCount", ".", ".", ".", "."]]),
         metric(12, 6, "Copied", [[ns, contract.Metric.BYTES_COPIED, dim, "${Queue}"],
                                  [".", contract.Metric.PARTS_COPIED, ".", ".", {"yAxis": "right"}]], "Sum"),
-        logs(0, 12, "Objects done", [f"{lam}/completion"], "filter msg = 'done' | stats count(*) as objects by bin(5m)"),
+        logs(0, 12, "Objects done", [f"{lam}/completion"],
+             "filter msg = 'done' | stats count(*) as objects by bin(5m)"),
         logs(12, 12, "Error lines", [f"{lam}/splitter", f"{lam}/completion", f"{lam}/scale_in",
                                      "${EcsStackName}/worker"],
              "filter level = 'ERROR' | stats count(*) as errors by bin(5m)"),

@@ -1,11 +1,18 @@
 """The part copier: one ranged GET pinned to the planned source ETag, one UploadPart (or PutObject) with
 Content-MD5. The MD5 is computed while reading; the part is held once in memory, so a worker's memory is bounded
 by its copy threads x the part size.
+
+Performance (bench/, README "Performance"): the bytes go from the socket straight into the part buffer
+(`readinto`, no intermediate chunk objects), the MD5 is updated from that buffer as it fills, and the same buffer
+is handed to UploadPart (no copy). `copy_part`/`copy_whole` reuse one buffer per copy thread across parts of the
+same size (every part of a plan but the last), which saves allocating and page-faulting a fresh part-sized buffer
+per part; the bound stays copy threads x part size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +21,9 @@ from s3sync.transfer.errors import RetryableError, classify
 from s3sync.transfer.message import KEPT_HEADERS, PartMessage
 
 READ_CHUNK = 1024 * 1024
+REUSE_LIMIT = 256 * 1024 * 1024  # a copy thread keeps its buffer between parts up to this size
+
+_local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -26,35 +36,84 @@ class CopiedPart:
 
 def read_range(source: Any, msg: PartMessage) -> tuple[bytearray, str]:
     """GET the message's byte range, pinned to the planned ETag; returns (bytes, md5 hex)."""
+    buf = bytearray(msg.size)
+    return buf, _read_into(source, msg, buf)
+
+
+def _part_buffer(size: int) -> bytearray:
+    """This thread's part buffer, exactly `size` bytes (reused when the size repeats, as plan parts do)."""
+    buf = getattr(_local, "buf", None)
+    if buf is not None and len(buf) == size:
+        return buf
+    buf = bytearray(size)
+    _local.buf = buf if size <= REUSE_LIMIT else None
+    return buf
+
+
+def _read_into(source: Any, msg: PartMessage, buf: bytearray) -> str:
+    """GET the message's byte range (pinned to the planned ETag) into `buf` (exactly msg.size bytes); returns the
+    MD5 hex of what was read. A short or long answer is a RetryableError; S3 errors are classified."""
     kwargs: dict[str, Any] = {"Bucket": msg.source_bucket, "Key": msg.source_key, "IfMatch": msg.source_etag}
     if msg.source_version:
         kwargs["VersionId"] = msg.source_version
     if msg.size > 0:
         kwargs["Range"] = f"bytes={msg.start}-{msg.end}"
+    digest = hashlib.md5()
     try:
         resp = source.get_object(**kwargs)
         body = resp["Body"]
-        buf = bytearray(msg.size)
-        view = memoryview(buf)
-        digest = hashlib.md5()
-        got = 0
         try:
-            while got < msg.size:
-                chunk = body.read(min(READ_CHUNK, msg.size - got))
-                if not chunk:
-                    break
-                n = len(chunk)
-                view[got:got + n] = chunk
-                digest.update(chunk)
-                got += n
-            extra = body.read(1) if got == msg.size else b""
+            got, extra = _fill(body, memoryview(buf), msg.size, digest)
         finally:
             body.close()
     except Exception as exc:  # noqa: BLE001 - classify decides
         raise classify(exc, "source") from exc
     if got != msg.size or extra:
         raise RetryableError(f"source returned {got}{'+' if extra else ''} bytes for a {msg.size}-byte range")
-    return buf, digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _raw_response(body: Any) -> tuple[Any, Any] | None:
+    """(urllib3 response, http.client response) under botocore's StreamingBody, when they are the usual types;
+    None otherwise (then the portable path reads through StreamingBody)."""
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    if raw is None or fp is None or not hasattr(raw, "release_conn"):
+        return None
+    if not (callable(getattr(fp, "readinto", None)) and callable(getattr(fp, "isclosed", None))):
+        return None
+    return raw, fp
+
+
+def _fill(body: Any, view: memoryview, size: int, digest: Any) -> tuple[int, bool]:
+    """Read up to `size` bytes of the response body into `view`, updating `digest`; returns (bytes read, whether
+    the body had more than `size` bytes)."""
+    got = 0
+    fast = _raw_response(body)
+    if fast is not None:
+        raw, fp = fast
+        # http.client reads from the socket straight into our buffer and frames the body (Content-Length or
+        # chunked) itself: botocore decodes nothing for streaming bodies, so these are the same raw bytes.
+        while got < size:
+            n = fp.readinto(view[got:min(size, got + READ_CHUNK)])
+            if not n:
+                break
+            digest.update(view[got:got + n])
+            got += n
+        extra = got == size and bool(fp.readinto(bytearray(1)))
+        if got == size and not extra and fp.isclosed():
+            raw.release_conn()  # the whole answer was read: the connection goes back to the pool
+        return got, extra
+    while got < size:
+        chunk = body.read(min(READ_CHUNK, size - got))
+        if not chunk:
+            break
+        n = len(chunk)
+        view[got:got + n] = chunk
+        digest.update(chunk)
+        got += n
+    extra = bool(body.read(1)) if got == size else False
+    return got, extra
 
 
 def _check_etag(etag: str, md5: str, what: str) -> str:
@@ -68,7 +127,8 @@ def copy_part(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
     """Copy one part of a multipart upload."""
     if msg.whole:
         raise ValueError("copy_part needs a multipart message; use copy_whole")
-    data, md5 = read_range(source, msg)
+    data = _part_buffer(msg.size)
+    md5 = _read_into(source, msg, data)
     try:
         resp = dest.upload_part(Bucket=msg.dest_bucket, Key=msg.dest_key, UploadId=msg.upload_id,
                                 PartNumber=msg.part_number, Body=data,
@@ -83,7 +143,8 @@ def copy_whole(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
     """Copy an object under the multipart threshold with one GET and one PUT, keeping its headers and metadata."""
     if not msg.whole:
         raise ValueError("copy_whole needs a whole-object message")
-    data, md5 = read_range(source, msg)
+    data = _part_buffer(msg.size)
+    md5 = _read_into(source, msg, data)
     extra = {k: msg.headers[k] for k in KEPT_HEADERS if msg.headers.get(k)}
     if msg.headers.get("Metadata"):
         extra["Metadata"] = msg.headers["Metadata"]

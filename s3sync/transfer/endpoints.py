@@ -38,7 +38,15 @@ def s3_config(max_pool_connections: int = 16, *, path_style: bool = False) -> Co
     Standard retry mode (exponential backoff with jitter, throttling and 5xx retried by botocore), generous read
     timeouts for multi-MiB bodies, TCP keepalive, and checksums only where S3 requires them: we send Content-MD5
     ourselves, and some S3-compatible servers answer ranged GETs with whole-object checksums.
+
+    Payload signing off (`UNSIGNED-PAYLOAD`): what botocore already does for uploads over HTTPS that carry
+    Content-MD5, i.e. every UploadPart/PutObject we make against AWS; without it, a plain-HTTP endpoint (the local
+    servers) costs a SHA-256 pass over every byte sent on top of the MD5 (measured: ~45% of the copy loop's CPU).
+    Integrity is unchanged: Content-MD5 is checked by the server and the returned ETag by the copier.
     """
+    s3: dict[str, object] = {"payload_signing_enabled": False}
+    if path_style:
+        s3["addressing_style"] = "path"
     return Config(
         retries={"mode": "standard", "max_attempts": 8},
         connect_timeout=10,
@@ -47,7 +55,7 @@ def s3_config(max_pool_connections: int = 16, *, path_style: bool = False) -> Co
         max_pool_connections=max_pool_connections,
         response_checksum_validation="when_required",
         request_checksum_calculation="when_required",
-        s3={"addressing_style": "path"} if path_style else None,
+        s3=s3,
         signature_version="s3v4",
     )
 

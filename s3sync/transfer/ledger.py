@@ -176,15 +176,17 @@ class Ledger:
             {":done": Status.DONE, ":completing": Status.COMPLETING, ":etag": dest_etag, ":now": now()},
         )
 
-    def mark_failed(self, job_id: str, reason: str) -> Job | None:
-        """Any unfinished state -> FAILED with a reason; None if the job is already DONE/FAILED or unknown."""
-        return self._transition(
-            job_id, "SET #s = :failed, #e = :reason, updated_at = :now",
-            "#s IN (:planned, :copying, :completing)",
-            {":failed": Status.FAILED, ":reason": reason[:1000], ":planned": Status.PLANNED,
-             ":copying": Status.COPYING, ":completing": Status.COMPLETING, ":now": now()},
-            names={"#e": "error"},
-        )
+    def mark_failed(self, job_id: str, reason: str, upload_id: str | None = None) -> Job | None:
+        """Any unfinished state -> FAILED with a reason; None if the job is already DONE/FAILED or unknown, or
+        (with `upload_id`) if the job has moved on to another attempt."""
+        values = {":failed": Status.FAILED, ":reason": reason[:1000], ":planned": Status.PLANNED,
+                  ":copying": Status.COPYING, ":completing": Status.COMPLETING, ":now": now()}
+        condition = "#s IN (:planned, :copying, :completing)"
+        if upload_id is not None:
+            condition += " AND upload_id = :upload"
+            values[":upload"] = upload_id
+        return self._transition(job_id, "SET #s = :failed, #e = :reason, updated_at = :now", condition, values,
+                                names={"#e": "error"})
 
     def touch(self, job_id: str) -> Job | None:
         """Rewrite a finished-copying job unchanged but for updated_at: a new stream record re-triggers completion."""

@@ -2,7 +2,7 @@
 
 A log line that is a JSON object with an `_aws.CloudWatchMetrics` directive is turned into metrics by CloudWatch Logs
 when it reaches a log group (ECS awslogs driver, Lambda). No client, no IAM action, no extra latency on the copy path.
-Spec: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
+Spec: CloudWatch user guide, "Specification: Embedded metric format" (CloudWatch_Embedded_Metric_Format_Specification).
 
 - `emf(namespace, dimensions, metrics, **properties)` builds one such object;
 - `MetricsLogger` writes them, one line each, to stderr (where the JSON logs go); `for_queue(url)` gives the logger

@@ -24,6 +24,7 @@ from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import CredentialsError, MalformedMessage, PermanentError, classify
 from s3sync.transfer.ledger import NO_UPLOAD, Ledger, Outcome, PartRecord
 from s3sync.transfer.message import PartMessage, decode
+from s3sync.transfer.metrics import MetricsLogger
 
 log = logging.getLogger("s3sync.worker")
 
@@ -65,12 +66,15 @@ class Worker:
         self.wait_seconds = wait_seconds
         self.stop_grace = stop_grace
         self.stats = Stats()
+        self.metrics = MetricsLogger.for_queue(queue_url)  # CloudWatch embedded metric format, in the JSON logs
         self._stop = threading.Event()
         self._work: queue.Queue[dict[str, Any]] = queue.Queue()
         self._inflight: dict[str, _InFlight] = {}
         self._cond = threading.Condition()
         self._copying: set[tuple[str, int]] = set()  # (job, part) being copied by this worker
-        self._inactive_jobs: set[str] = set()  # jobs found FAILED/finished: their leftover messages are dropped
+        # attempts (job, upload) found FAILED or finished: their leftover messages are dropped without a copy;
+        # a retried job has a new upload, so its messages are served again
+        self._inactive: set[tuple[str, str]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -171,7 +175,8 @@ class Worker:
                 self._copying.discard(slot)
 
     def _copy(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any], receives: int) -> None:
-        if msg.job_id in self._inactive_jobs or self.ledger.part_recorded(msg.job_id, msg.part_number):
+        attempt = (msg.job_id, msg.upload_id or NO_UPLOAD)
+        if (msg.upload_id and attempt in self._inactive) or self.ledger.part_recorded(msg.job_id, msg.part_number):
             self.stats.add(skipped=1)
             log.info("part already counted or job inactive; acknowledged", extra=ids)
             self._delete(m)
@@ -196,11 +201,12 @@ class Worker:
         if outcome == Outcome.RECORDED:
             self.stats.add(copied=1, bytes=copied.size)
             log.info("part copied", extra={**ids, "bytes": copied.size, "etag": copied.etag})
+            self.metrics.part_copied(copied.size, job=msg.job_id, part=copied.part)
         elif outcome == Outcome.DUPLICATE:
             self.stats.add(duplicates=1)
             log.info("part was already counted", extra=ids)
         else:
-            self._inactive_jobs.add(msg.job_id)
+            self._inactive.add(attempt)
             self.stats.add(skipped=1)
             log.info("job no longer takes parts", extra=ids)
         self._delete(m)
@@ -218,11 +224,15 @@ class Worker:
     def _fail_job(self, msg: PartMessage, reason: str) -> None:
         reason = (f"{reason} [s3://{msg.source_bucket}/{msg.source_key} -> "
                   f"s3://{msg.dest_bucket}/{msg.dest_key} at {self.dest.endpoint.describe()}]")
-        self._inactive_jobs.add(msg.job_id)
+        self._inactive.add((msg.job_id, msg.upload_id or NO_UPLOAD))
+        # only the attempt this message belongs to: a leftover of an aborted upload cannot fail a retry
+        if self.ledger.mark_failed(msg.job_id, reason, upload_id=msg.upload_id or NO_UPLOAD) is None:
+            log.info("part failed for an attempt that is over", extra={"job": msg.job_id, "reason": reason})
+            return
         self.stats.add(failed_jobs=1)
         log.error("job failed", extra={"job": msg.job_id, "part": msg.part_number, "key": msg.source_key,
                                        "reason": reason})
-        self.ledger.mark_failed(msg.job_id, reason)
+        self.metrics.job_failed(job=msg.job_id)
 
     # --- SQS housekeeping -----------------------------------------------------------------------------------------
     def _delete(self, m: dict[str, Any]) -> None:

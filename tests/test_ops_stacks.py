@@ -1,0 +1,142 @@
+"""lambda.yaml with `StackConfig(operations=True)`: the dashboard graphs what the code emits, the three switches
+(PropagateDeletes, FinderSchedule, SourceKmsKeyArn) add their resources under conditions with scoped rights, cfn-lint
+reports nothing, and moto's CloudFormation creates it with every switch on. The default rendering has none of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+
+from s3sync import contract
+from s3sync.render import lint_text
+from s3sync.stacks import StackConfig, build_lambda, render_all
+from s3sync.transfer.metrics import MetricsLogger
+
+OPS = StackConfig(operations=True)
+
+
+@pytest.fixture(scope="module")
+def lam() -> dict[str, Any]:
+    return json.loads(build_lambda(OPS).to_json())
+
+
+def test_operations_are_rendered_by_default_and_can_be_left_out() -> None:
+    names = {"Dashboard", "DeleteRule", "FinderRule", "SplitterOpsPolicy", "SourceKeyPolicy"}
+    default = json.loads(build_lambda().to_json())
+    assert names <= set(default["Resources"]) and "PropagateDeletes" in default["Parameters"]
+    without = json.loads(build_lambda(dataclasses.replace(StackConfig(), operations=False)).to_json())
+    assert not names & set(without["Resources"])
+    assert "PropagateDeletes" not in without["Parameters"] and "Conditions" not in without
+
+
+def test_switches_add_conditional_resources_with_scoped_rights(lam: dict[str, Any]) -> None:
+    res, params = lam["Resources"], lam["Parameters"]
+    assert params["PropagateDeletes"]["Default"] == "false" and params["FinderSchedule"]["Default"] == ""
+    assert params["SourceKmsKeyArn"]["Default"] == ""
+    bucket = res["SourceBucket"]["Properties"]["NotificationConfiguration"]
+    assert bucket["LambdaConfigurations"] == [  # the notification itself is untouched
+        {"Event": "s3:ObjectCreated:*", "Function": {"Fn::GetAtt": ["Splitter", "Arn"]}}]
+    assert bucket["EventBridgeConfiguration"] == {
+        "Fn::If": ["PropagateDeletesOn", {"EventBridgeEnabled": True}, {"Ref": "AWS::NoValue"}]}
+    deletes = res["DeleteRule"]
+    assert deletes["Condition"] == "PropagateDeletesOn"
+    assert deletes["Properties"]["EventPattern"] == {
+        "source": ["aws.s3"], "detail-type": ["Object Deleted"],
+        "detail": {"bucket": {"name": [{"Ref": "SourceBucketName"}]}}}
+    finder = res["FinderRule"]
+    assert finder["Condition"] == "FinderOn" and finder["Properties"]["ScheduleExpression"] == {"Ref": "FinderSchedule"}
+    [target] = finder["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["Splitter", "Arn"]}
+    assert json.loads(target["Input"]["Fn::Sub"]) == {**contract.FIND_EVENT, "bucket": "${SourceBucketName}"}
+    for rule in ("DeleteRule", "FinderRule"):
+        perm = res[f"{rule}Permission"]
+        assert perm["Condition"] == res[rule]["Condition"]
+        assert perm["Properties"]["Principal"] == "events.amazonaws.com"
+        assert perm["Properties"]["SourceArn"] == {"Fn::GetAtt": [rule, "Arn"]}
+
+    ops = res["SplitterOpsPolicy"]
+    assert ops["Type"] == "AWS::IAM::ManagedPolicy" and ops["Condition"] == "SplitterOpsOn"
+    assert ops["Properties"]["Roles"] == [{"Ref": "SplitterRole"}]
+    actions = {a: st["Resource"] for st in ops["Properties"]["PolicyDocument"]["Statement"] for a in st["Action"]}
+    assert set(actions) == {"s3:ListBucket", "dynamodb:Query", "dynamodb:BatchWriteItem"}
+    assert actions["dynamodb:Query"] == [{"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-PartsTableArn"}}]
+    assert actions["s3:ListBucket"][0]["Fn::Sub"][0] == "arn:${AWS::Partition}:s3:::${Bucket}"
+    key = res["SourceKeyPolicy"]
+    assert key["Condition"] == "HasSourceKmsKey"
+    assert key["Properties"]["Roles"] == [{"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-TaskRoleName"}}]
+    [st] = key["Properties"]["PolicyDocument"]["Statement"]
+    assert (st["Action"], st["Resource"]) == (["kms:Decrypt"], [{"Ref": "SourceKmsKeyArn"}])
+    # the splitter role's own policy and environment are as without operations
+    default = json.loads(build_lambda().to_json())["Resources"]
+    for rid in ("SplitterRole", "Splitter", "WorkerSourcePolicy"):
+        assert res[rid]["Properties"] == default[rid]["Properties"], rid
+
+
+def test_dashboard_graphs_what_the_code_emits(lam: dict[str, Any]) -> None:
+    body_text, names = lam["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert set(re.findall(r"\$\{(\w+)\}", body_text)) == set(names) | {"EcsStackName"}
+    values = {n: n.upper() for n in names}
+    body = json.loads(re.sub(r"\$\{([\w:]+)\}", lambda m: values.get(m.group(1), m.group(1)), body_text))
+    metrics = [m for w in body["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]]
+    named = {(m[0], m[1]) for m in metrics if m[0] != "."} | {("AWS/SQS", m[1]) for m in metrics if m[0] == "."}
+    assert {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+            ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"), ("AWS/Lambda", "Errors"),
+            ("ECS/ContainerInsights", "RunningTaskCount")} <= named
+    assert ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "DLQ"] in metrics
+    # the worker's EMF lines carry exactly the namespace, metric and dimension the dashboard asks for
+    line = MetricsLogger.for_queue("https://sqs.us-east-1.amazonaws.com/1/QUEUE", stream=io.StringIO()).part_copied(1)
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    ours = [m for m in metrics if m[0] == directive["Namespace"]]
+    assert ours and all(m[2:4] == [directive["Dimensions"][0][0], line[contract.METRICS_DIMENSION]] for m in ours)
+    assert {m[1] for m in ours} <= {contract.Metric.BYTES_COPIED, contract.Metric.PARTS_COPIED,
+                                    contract.Metric.JOBS_FAILED}
+    queries = [w["properties"]["query"] for w in body["widgets"] if w["type"] == "log"]
+    assert any("/s3sync/AWS::StackName/completion" in q and "msg = 'done'" in q for q in queries)
+    assert any("/s3sync/EcsStackName/worker" in q and "level = 'ERROR'" in q for q in queries)
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips
+def test_cfn_lint_reports_nothing_and_moto_creates_every_switch() -> None:
+    import boto3
+    from moto import mock_aws
+
+    texts = render_all(OPS)
+    findings = lint_text(texts["lambda.yaml"], regions=["us-east-1", "cn-north-1"])
+    assert [f"{m.linenumber}: {m.rule.id} {m.message}" for m in findings] == []
+    secret_ref = "Value:\n      Ref: DestCredentials\n"  # moto's engine has no Secrets Manager secret (test_templates)
+    ecs_text = texts["ecs.yaml"].replace(secret_ref, "Value: arn:aws:secretsmanager:us-east-1:123456789012:secret:x\n")
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="code-bucket")
+        s3.put_object(Bucket="code-bucket", Key="fn.zip", Body=b"PK\x05\x06" + b"\0" * 18)
+        cf = boto3.client("cloudformation", region_name="us-east-1")
+
+        def params(values: dict[str, str]) -> list[dict[str, str]]:
+            return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
+
+        ecs_params = {"ImageUri": "worker:1", "DestBucket": "dest-bucket", "DestAccessKeyId": "AKIAIOSFODNN7EXAMPLE",
+                      "DestSecretAccessKey": "s" * 40, "VpcId": vpc, "SubnetId": subnet, "LaunchType": "FARGATE"}
+        cf.create_stack(StackName="ecsStack", TemplateBody=ecs_text, Capabilities=["CAPABILITY_IAM"],
+                        Parameters=params(ecs_params))
+        cf.create_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"], Capabilities=["CAPABILITY_IAM"],
+                        Parameters=params({
+                            "SourceBucketName": "src-bucket", "CodeBucket": "code-bucket", "CodeKey": "fn.zip",
+                            "Email": "ops@example.com", "PropagateDeletes": "true", "FinderSchedule": "rate(1 day)",
+                            "SourceKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd"}))
+        stack = cf.describe_stacks(StackName="lamStackS")["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE"
+        created = {r["LogicalResourceId"] for r in cf.list_stack_resources(StackName="lamStackS")[
+            "StackResourceSummaries"]}
+        assert {"Dashboard", "DeleteRule", "FinderRule", "SplitterOpsPolicy", "SourceKeyPolicy"} <= created
+        rules = {r["Name"]: r for r in boto3.client("events", region_name="us-east-1").list_rules()["Rules"]}
+        assert any(r.get("ScheduleExpression") == "rate(1 day)" for r in rules.values())
+        dashboards = boto3.client("cloudwatch", region_name="us-east-1").list_dashboards()["DashboardEntries"]
+        assert [d["DashboardName"] for d in dashboards] == ["lamStackS-s3sync"]
