@@ -198,7 +198,8 @@ class MotoServer:
         self._server = server
         host, port = server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
-        _wait_http(f"{self.endpoint_url}/moto-api/data.json", time.monotonic() + 10)
+        # not data.json: it serialises every backend's state, slow once a long test run has filled moto
+        _wait_http(f"{self.endpoint_url}/moto-api/", time.monotonic() + 10)
         return self
 
     def reset(self) -> None:

@@ -24,6 +24,7 @@ class _Shard:
     last_sequence: int | None = None  # highest sequence number returned from this shard
     closed: bool = False  # NextShardIterator came back null: the shard is read to its end
     started: bool = False
+    from_latest: bool = False  # opened at LATEST: until a record arrives, its iterator is kept as is
 
 
 def _is_code(exc: Exception, *codes: str) -> bool:
@@ -93,6 +94,7 @@ class StreamReader:
                 else:
                     state.iterator = self._iterator(sid, "LATEST")
                     state.started = True
+                    state.from_latest = True
             self._shards[sid] = state
 
     def _iterator(self, shard_id: str, kind: str, sequence: int | None = None) -> str | None:
@@ -162,12 +164,10 @@ class StreamReader:
                 # and an iterator into the old copy would stay empty forever.
                 if shard.iterator is None:
                     shard.closed = True
-                else:
-                    shard.iterator = (
-                        self._iterator(shard.shard_id, "AFTER_SEQUENCE_NUMBER", shard.last_sequence)
-                        if shard.last_sequence is not None
-                        else self._iterator(shard.shard_id, "TRIM_HORIZON")
-                    )
+                elif shard.last_sequence is not None:
+                    shard.iterator = self._iterator(shard.shard_id, "AFTER_SEQUENCE_NUMBER", shard.last_sequence)
+                elif not shard.from_latest:  # nothing read yet: from the start again (nothing to repeat)
+                    shard.iterator = self._iterator(shard.shard_id, "TRIM_HORIZON")
                 break
         return out
 
