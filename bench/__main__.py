@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import b1_large, b2_small, b3_splitter
+from bench import b1_large, b2_small, b3_splitter, common
 from bench.common import say
 
 BENCHES = {"b1": b1_large, "b2": b2_small, "b3": b3_splitter}
-QUICK = {"b1_size_mib": 128, "b1_runs": 3, "b2_count": 100, "b2_runs": 3, "b3_parts": 1000, "b3_runs": 3}
+QUICK = {"b1_size_mib": 64, "b1_runs": 3, "b2_count": 20, "b2_runs": 3, "b3_parts": 300, "b3_runs": 3,
+         "quiet_wait": 0.0}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,8 +28,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("which", nargs="*", choices=[*BENCHES, []], metavar="BENCH",
                    help="b1, b2 and/or b3 (default: all)")
     p.add_argument("--quick", action="store_true",
-                   help="small sizes: B1 128 MiB, B2 100 files, B3 1,000 parts (flags given explicitly win)")
+                   help="small sizes: B1 64 MiB, B2 20 files, B3 300 parts, no waiting for a quiet machine "
+                        "(flags given explicitly win)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data and logs (path printed)")
+    p.add_argument("--moto-speedups", action="store_true",
+                   help="patch the in-process moto server with the fixes proposed in bench/moto_speedups.py "
+                        "(default: measure moto as s3sync local ships it)")
+    p.add_argument("--ordered-enqueue", action="store_true",
+                   help="the splitter sends part messages in part order, one batch at a time (a proposal: the "
+                        "destination rclone buffers at most 256 MiB of out-of-order parts per upload)")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="before each run, wait up to this many seconds for the other processes on the machine "
+                        "to go below 0.25 cores (default 60; 0: do not wait)")
     for mod in BENCHES.values():
         mod.add_arguments(p)
     return p
@@ -42,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in QUICK.items():
             if k not in given:
                 setattr(args, k, v)
+    if args.moto_speedups:
+        from bench import moto_speedups  # noqa: PLC0415
+
+        if not moto_speedups.apply():
+            raise SystemExit("--moto-speedups: this moto version does not have the expected shape")
+        common.RUN_FLAGS["moto_speedups"] = True
+        say("moto speed-ups applied (bench/moto_speedups.py)")
+    if args.ordered_enqueue:
+        common.apply_ordered_enqueue()
+        common.RUN_FLAGS["ordered_enqueue"] = True
+        say("ordered enqueue applied (the splitter sends one batch at a time, in part order)")
     failed = False
     for name in args.which or list(BENCHES):
         payload = BENCHES[name].run(args)

@@ -34,6 +34,7 @@ from bench.common import (
     save,
     say,
     two_servers,
+    wait_quiet,
     workdir,
     write_random_file,
 )
@@ -82,12 +83,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             etag = s3_src.head_object(Bucket="src", Key="big.bin")["ETag"]  # rclone hashes it once, here
             env = {**src.rclone_env("src"), **dst.rclone_env("dst")}
             for r, mode in rotations(modes, args.b1_runs):
+                entry: dict[str, Any] = {"mode": mode, "round": r, "bytes": size,
+                                         "quiet": wait_quiet(args.quiet_wait, own_pids=(src.pid or 0, dst.pid or 0))}
                 meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0})
-                entry: dict[str, Any] = {"mode": mode, "round": r, "bytes": size}
                 if mode == "pipeline":
                     pr = _pipeline(args, src, dst, data, src_root, r, base)
                     entry.update(seconds=pr.seconds, ok=pr.ok, peak_rss_mib=round(pr.peak_rss_mib, 1),
-                                 workers=pr.workers, cpu=pr.cpu, phases=pr.phases, detail=pr.detail)
+                                 workers=pr.workers, cpu=pr.cpu, phases=pr.phases, control_plane=pr.control_plane,
+                                 detail=pr.detail)
                 else:
                     key = f"{mode}-{r}.bin"
                     if mode == "ceiling":
@@ -102,7 +105,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     s3_dst.delete_object(Bucket="dst", Key=key)
                 entry["mb_s"] = size / entry["seconds"] / MB if entry["seconds"] == entry["seconds"] else float("nan")
                 runs.append(entry)
-                extra = f"  worker peak RSS {entry['peak_rss_mib']:.0f} MiB" if mode == "pipeline" else ""
+                extra = ""
+                if mode == "pipeline":
+                    extra = (f"  worker peak RSS {entry['peak_rss_mib']:.0f} MiB; "
+                             f"{entry['control_plane'].get('total_calls', 0)} control-plane calls")
                 say(f"B1 round {r + 1}/{args.b1_runs}  {mode:<8}  {entry['seconds']:7.2f} s  {entry['mb_s']:7.1f} MB/s"
                     f"  (CPU s: {_cpu_line(entry['cpu'])}){extra}"
                     f"{'' if entry['ok'] else '  FAILED ' + entry.get('detail', '')}")
@@ -144,6 +150,7 @@ def _pipeline(args: argparse.Namespace, src: Any, dst: Any, data: Path, src_root
     result = run_pipeline(src=src, dst=dst, source_bucket=bucket, dest_bucket="dst", make_present=make_present,
                           name=f"b1r{r}-{int(time.time())}", part_size_mib=args.part_size_mib,
                           workers=args.workers, threads=args.threads, state_dir=base / "state" / f"b1-{r}",
+                          timeout=max(180.0, args.b1_size_mib / 5),  # a run slower than 5 MiB/s has failed
                           extra_options={"dest_prefix": f"pipeline-{r}/"})
     client = dst.client()
     try:

@@ -29,6 +29,7 @@ from bench.common import (
     save,
     say,
     two_servers,
+    wait_quiet,
     workdir,
     write_random_file,
 )
@@ -82,12 +83,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _list_all(src.client(), "b2src")  # rclone hashes every file once, here, before any timing
             env = {**src.rclone_env("src"), **dst.rclone_env("dst")}
             for r, mode in rotations(modes, args.b2_runs):
-                entry: dict[str, Any] = {"mode": mode, "round": r, "objects": count, "bytes": count * size}
+                entry: dict[str, Any] = {"mode": mode, "round": r, "objects": count, "bytes": count * size,
+                                         "quiet": wait_quiet(args.quiet_wait, own_pids=(src.pid or 0, dst.pid or 0))}
                 if mode == "pipeline":
                     pr = _pipeline(args, src, dst, files, src_root, r, base)
                     entry.update(seconds=pr.seconds, ok=pr.ok and pr.jobs_done == count,
                                  peak_rss_mib=round(pr.peak_rss_mib, 1), workers=pr.workers, cpu=pr.cpu,
-                                 phases=pr.phases, detail=pr.detail)
+                                 phases=pr.phases, control_plane=pr.control_plane, detail=pr.detail)
                 else:
                     meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0})
                     seconds = run_rclone(["copy", "src:b2src", f"dst:dst/rclone-{r}", *flags], env)
@@ -96,8 +98,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     entry.update(seconds=seconds, ok=got == count, detail=f"{got}/{count} arrived")
                 entry["objects_s"] = count / entry["seconds"] if entry["seconds"] == entry["seconds"] else float("nan")
                 runs.append(entry)
+                calls = entry.get("control_plane", {}).get("total_calls")
+                per = f"; {calls / count:.1f} control-plane calls/object" if calls else ""
                 say(f"B2 round {r + 1}/{args.b2_runs}  {mode:<8}  {entry['seconds']:7.2f} s  "
-                    f"{entry['objects_s']:7.1f} objects/s  (CPU s: {cpu_line(entry['cpu'])})"
+                    f"{entry['objects_s']:7.1f} objects/s  (CPU s: {cpu_line(entry['cpu'])}{per})"
                     f"{'' if entry['ok'] else '  FAILED ' + entry.get('detail', '')}")
     med = {m: median([e["objects_s"] for e in runs if e["mode"] == m and e["ok"]]) for m in modes}
     summary = {"median_objects_s": {m: round(v, 1) for m, v in med.items()},
@@ -132,6 +136,6 @@ def _pipeline(args: argparse.Namespace, src: Any, dst: Any, files: list[Path], s
     return run_pipeline(src=src, dst=dst, source_bucket=bucket, dest_bucket="dst", make_present=make_present,
                         name=f"b2r{r}-{int(time.time())}", part_size_mib=8, workers=args.b2_workers,
                         threads=args.b2_threads, state_dir=base / "state" / f"b2-{r}",
-                        timeout=max(300.0, args.b2_count * 0.5),
+                        timeout=max(600.0, args.b2_count * 2.0),
                         extra_options={"dest_prefix": f"pipeline-{r}/"})
 

@@ -12,7 +12,7 @@ import argparse
 import time
 from typing import Any
 
-from bench.common import CpuMeter, cpu_line, describe_machine, machine, median, save, say
+from bench.common import CpuMeter, cpu_line, describe_machine, machine, median, save, say, wait_quiet
 
 MiB = 1024 * 1024
 
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             settings = Settings(queue_url=queue_url, transfers_table=f"{n}-transfers", parts_table=f"{n}-parts",
                                 dest_bucket="dst", part_size=part_size)
             splitter = Splitter(source=fake, dest=fake, sqs=sqs, ledger=ledger, settings=settings)
+            quiet = wait_quiet(args.quiet_wait)
             meter = CpuMeter({})
             started = time.monotonic()
             result = splitter.split(ObjectRef(bucket="src", key="huge.bin"))
@@ -92,8 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             job = ledger.get_job(result.job_id)
             ok = (result.outcome == "planned" and result.parts == the_plan.parts and queued == the_plan.parts
                   and job is not None and job.status == Status.COPYING)
-            runs.append({"round": r, "seconds": seconds, "parts": result.parts, "queued": queued, "ok": ok,
-                         "cpu": cpu, "parts_per_s": the_plan.parts / seconds})
+            runs.append({"round": r, "quiet": quiet, "seconds": seconds, "parts": result.parts, "queued": queued,
+                         "ok": ok, "cpu": cpu, "parts_per_s": the_plan.parts / seconds})
             say(f"B3 run {r + 1}/{args.b3_runs}  {seconds:7.2f} s  {the_plan.parts / seconds:8.0f} parts/s  "
                 f"{queued} messages queued  (CPU s: {cpu_line(cpu)}){'' if ok else '  FAILED'}")
             sqs.delete_queue(QueueUrl=queue_url)

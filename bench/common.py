@@ -10,7 +10,6 @@ Units: MB = 10^6 bytes, MiB = 2^20 bytes.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import platform
@@ -69,7 +68,7 @@ def describe_machine(m: dict[str, Any]) -> str:
             f"load average at start {m['loadavg_at_start'][0]:.2f}")
 
 
-# --- test data ---------------------------------------------------------------------------------------------------------
+# --- test data --------------------------------------------------------------------------------------------------------
 def write_random_file(path: Path, size: int, seed: str, block: int = 8 * MiB) -> Path:
     """Deterministic, incompressible bytes, written in blocks (never the whole object in memory)."""
     rng = random.Random(seed)
@@ -94,7 +93,7 @@ def place(data: Path, root: Path, bucket: str, key: str) -> Path:
     return target
 
 
-# --- servers -----------------------------------------------------------------------------------------------------------
+# --- servers ----------------------------------------------------------------------------------------------------------
 class Rclone(RcloneS3Server):
     """`rclone serve s3` with its remote-control API on, so that files placed in its root behind its back can be
     made visible at once (`refresh`) instead of after its directory cache expires (5 min)."""
@@ -144,7 +143,7 @@ def two_servers(base: Path) -> Iterator[tuple[Rclone, Rclone]]:
         yield src, dst
 
 
-# --- processes ---------------------------------------------------------------------------------------------------------
+# --- processes --------------------------------------------------------------------------------------------------------
 def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of a live process (0 if gone)."""
     try:
@@ -170,6 +169,27 @@ def system_busy() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.25, own_pids: tuple[int, ...] = ()) -> dict[str, float]:
+    """Wait (up to `max_wait` s) until the other processes on the machine use less than `threshold` cores over two
+    consecutive half-seconds: the cores are shared, and a run measured while others' tests run says little. Returns
+    how long it waited and the load it saw last (the run goes ahead anyway after `max_wait`; 0: no wait)."""
+    if max_wait <= 0:
+        return {"waited_s": 0.0, "other_cores": float("nan")}
+    started = time.monotonic()
+    calm = 0
+    load = 0.0
+    while True:
+        ours0 = self_cpu() + sum(proc_cpu(p) for p in own_pids)
+        busy0 = system_busy()
+        time.sleep(0.5)
+        ours1 = self_cpu() + sum(proc_cpu(p) for p in own_pids)
+        load = max(0.0, (system_busy() - busy0) - (ours1 - ours0)) / 0.5
+        calm = calm + 1 if load < threshold else 0
+        waited = time.monotonic() - started
+        if calm >= 2 or waited >= max_wait:
+            return {"waited_s": round(waited, 1), "other_cores": round(load, 2)}
 
 
 class CpuMeter:
@@ -229,12 +249,16 @@ def worker_pids(parent: int | None = None) -> list[int]:
 
 
 class WorkerProbe:
-    """Polls the worker processes of the local runner: peak RSS (VmHWM) and CPU, read before they exit."""
+    """Polls the worker processes of the local runner: peak RSS (VmHWM, a high-water mark, so sampling it before
+    a worker exits is enough) and CPU. Cheap: /proc is scanned for new workers every `scan_every` seconds, and
+    only the known workers are read in between."""
 
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
+    def __init__(self, interval: float = 0.5, scan_every: float = 2.0) -> None:
+        self.interval, self.scan_every = interval, scan_every
         self.hwm: dict[int, float] = {}
         self.cpu: dict[int, float] = {}
+        self._pids: set[int] = set()
+        self._scanned = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="worker-probe", daemon=True)
 
@@ -242,22 +266,26 @@ class WorkerProbe:
         self._thread.start()
         return self
 
-    def sample(self) -> None:
-        for pid in worker_pids():
+    def sample(self, rescan: bool = False) -> None:
+        if rescan or time.monotonic() - self._scanned >= self.scan_every:
+            self._pids |= set(worker_pids())
+            self._scanned = time.monotonic()
+        for pid in list(self._pids):
             hwm, cpu = vm_hwm_mib(pid), proc_cpu(pid)
-            if hwm:
-                self.hwm[pid] = max(self.hwm.get(pid, 0.0), hwm)
-            if cpu:
-                self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu)
+            if not hwm:
+                self._pids.discard(pid)  # gone
+                continue
+            self.hwm[pid] = max(self.hwm.get(pid, 0.0), hwm)
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
 
     def stop(self) -> None:
-        self.sample()
         self._stop.set()
         self._thread.join(timeout=5)
+        self.sample(rescan=True)
 
     @property
     def peak_rss_mib(self) -> float:
@@ -270,7 +298,62 @@ def cpu_line(cpu: dict[str, float]) -> str:
     return " ".join(f"{short[k]} {v:.1f}" for k, v in cpu.items() if k in short and (v or k == "other_processes"))
 
 
-# --- rclone as the peer ------------------------------------------------------------------------------------------------
+class MotoCalls:
+    """Counts the control-plane requests moto (in this process) serves, by service and action, with the CPU time
+    spent in the action (request parsing, the backend, response serialization; not the HTTP server around it)."""
+
+    _installed: "MotoCalls | None" = None
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
+        self.active = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> "MotoCalls":
+        if cls._installed is None:
+            from moto.core.responses import BaseResponse  # noqa: PLC0415
+
+            counter = cls()
+            original = BaseResponse.call_action
+
+            def call_action(self: Any) -> Any:
+                if not counter.active:
+                    return original(self)
+                started = time.thread_time()
+                try:
+                    return original(self)
+                finally:
+                    try:
+                        name = f"{type(self).__name__.replace('Response', '').replace('Handler', '')}." \
+                               f"{self._get_action()}"
+                    except Exception:  # noqa: BLE001
+                        name = type(self).__name__
+                    with counter._lock:
+                        counter.counts[name] = counter.counts.get(name, 0) + 1
+                        counter.cpu[name] = counter.cpu.get(name, 0.0) + time.thread_time() - started
+
+            BaseResponse.call_action = call_action
+            cls._installed = counter
+        return cls._installed
+
+    def start(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.cpu.clear()
+            self.active = True
+
+    def stop(self) -> dict[str, Any]:
+        with self._lock:
+            self.active = False
+            return {"calls": dict(sorted(self.counts.items(), key=lambda kv: -kv[1])),
+                    "action_cpu_s": {k: round(v, 3) for k, v in sorted(self.cpu.items(), key=lambda kv: -kv[1])},
+                    "total_calls": sum(self.counts.values()),
+                    "total_action_cpu_s": round(sum(self.cpu.values()), 3)}
+
+
+# --- rclone as the peer -----------------------------------------------------------------------------------------------
 def run_rclone(args: list[str], env: dict[str, str]) -> float:
     """Run an rclone client command (no config file: remotes come from the environment); returns seconds."""
     cmd = [find_rclone(), *args, "--config", os.devnull]
@@ -282,7 +365,7 @@ def run_rclone(args: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-# --- the local pipeline ------------------------------------------------------------------------------------------------
+# --- the local pipeline -----------------------------------------------------------------------------------------------
 @dataclass
 class PipelineRun:
     """One `s3sync local --until-idle` run driven in this process."""
@@ -294,6 +377,7 @@ class PipelineRun:
     workers: int
     cpu: dict[str, float]
     phases: dict[str, float] = field(default_factory=dict)
+    control_plane: dict[str, Any] = field(default_factory=dict)
     ok: bool = True
     detail: str = ""
 
@@ -360,6 +444,7 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
     done_jobs: set[str] = set()
     result: dict[str, Any] = {}
     probe = WorkerProbe()
+    calls = MotoCalls.get()
 
     with open(runner_log, "a", encoding="utf-8") as log_fh:
         # The handlers set up JSON logs on stderr (functions._common.runtime): keep them in the run's log file.
@@ -374,9 +459,11 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                     if not thread.is_alive() or time.monotonic() > deadline:
                         raise RuntimeError(f"the local runner did not start {workers} worker(s); see {state_dir}")
                     time.sleep(0.05)
+                probe.sample(rescan=True)
                 probe.start()
                 count = make_present()
                 t0 = time.time()
+                calls.start()
                 probe.sample()
                 meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0},
                                  workers=lambda: dict(probe.cpu))
@@ -389,6 +476,7 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                             done_jobs.add(rec["job"])
                 probe.stop()
                 cpu = meter.stop()
+                control_plane = calls.stop()
             finally:
                 runner.stop()
                 thread.join(timeout=120)
@@ -411,7 +499,7 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
     ok = len(done_ts) >= count and (summary is None or summary.dlq_messages == 0)
     return PipelineRun(seconds=t_end - t0, jobs_done=len(set(done_jobs)), jobs=count,
                        peak_rss_mib=probe.peak_rss_mib, workers=len(probe.hwm), cpu=cpu,
-                       phases={k: round(v, 3) for k, v in phases.items()}, ok=ok,
+                       phases={k: round(v, 3) for k, v in phases.items()}, control_plane=control_plane, ok=ok,
                        detail="" if ok else f"{len(done_ts)}/{count} done; state in {state_dir}")
 
 
@@ -430,7 +518,7 @@ def logging_reset() -> None:
     logging.getLogger("s3sync").setLevel(logging.WARNING)
 
 
-# --- statistics and results --------------------------------------------------------------------------------------------
+# --- statistics and results -------------------------------------------------------------------------------------------
 def median(values: list[float]) -> float:
     values = [v for v in values if v == v]  # drop NaN
     return statistics.median(values) if values else float("nan")
@@ -448,7 +536,29 @@ def rotations(modes: list[str], rounds: int) -> Iterator[tuple[int, str]]:
             yield r, mode
 
 
+RUN_FLAGS: dict[str, Any] = {"moto_speedups": False, "ordered_enqueue": False}  # set by __main__; recorded
+
+
+def apply_ordered_enqueue() -> None:
+    """Have the splitter (it runs in this process, inside the local runner) send a plan's part messages one batch
+    at a time, in part order, instead of 8 batches at once (whose arrival order in the queue is random): a
+    proposal for local runs, measured with `--ordered-enqueue`."""
+    from s3sync.transfer import splitter  # noqa: PLC0415
+
+    original = splitter.Splitter.__init__
+    if getattr(original, "_bench_ordered", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.send_threads = 1
+
+    __init__._bench_ordered = True  # type: ignore[attr-defined]
+    splitter.Splitter.__init__ = __init__  # type: ignore[method-assign]
+
+
 def save(name: str, payload: dict[str, Any]) -> Path:
+    payload = {**payload, **RUN_FLAGS, "command": " ".join(["python -m bench", *sys.argv[1:]])}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = RESULTS_DIR / f"{name}-{stamp}.json"
@@ -459,6 +569,3 @@ def save(name: str, payload: dict[str, Any]) -> Path:
 def say(text: str) -> None:
     print(text, flush=True)
 
-
-def quiet_output() -> io.StringIO:
-    return io.StringIO()
