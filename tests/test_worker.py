@@ -68,16 +68,20 @@ def make_dest(server: RcloneS3Server, key_id: str, secret: str, w, secret_value:
     return DestClient(Endpoint("cn-north-1", server.endpoint_url, key_id, secret), s3_client, read)
 
 
+def one_job_worker(w, dest: DestClient) -> tuple[Job, Worker]:
+    """The whole-copy job written and its message queued, and a one-thread worker for it (not started)."""
+    job, msg = whole_copy(w, "dst")
+    assert w["ledger"].create_job(job)
+    w["sqs"].send_message(QueueUrl=w["queue_url"], MessageBody=msg.encode())
+    return job, Worker(sqs=w["sqs"], queue_url=w["queue_url"], ledger=w["ledger"], source=w["s3"], dest=dest,
+                       threads=1, visibility_timeout=30, wait_seconds=1, stop_grace=1)
+
+
 def test_rotated_destination_credentials_are_picked_up_without_a_restart(world, tmp_path):
     with RcloneS3Server(access_key_id="rotated-key-2", secret_access_key="rotated-secret-2") as server:
         server.create_bucket("dst")
         dest = make_dest(server, "old-key-1", "old-secret-1", world, ("rotated-key-2", "rotated-secret-2"))
-        job, msg = whole_copy(world, "dst")
-        assert world["ledger"].create_job(job)
-        world["sqs"].send_message(QueueUrl=world["queue_url"], MessageBody=msg.encode())
-        worker = Worker(sqs=world["sqs"], queue_url=world["queue_url"], ledger=world["ledger"],
-                        source=world["s3"], dest=dest, threads=1, visibility_timeout=30, wait_seconds=1,
-                        stop_grace=1)
+        job, worker = one_job_worker(world, dest)
         run_until(worker, lambda: worker.stats.copied == 1)
         assert worker.stats.copied == 1 and worker.stats.failed_jobs == 0
         assert dest.rotations == 1
@@ -90,12 +94,7 @@ def test_refused_credentials_that_did_not_rotate_fail_the_job_at_once_naming_the
     with RcloneS3Server(access_key_id="right-key", secret_access_key="right-secret") as server:
         server.create_bucket("dst")
         dest = make_dest(server, "wrong-key", "wrong-secret-value", world, ("wrong-key", "wrong-secret-value"))
-        job, msg = whole_copy(world, "dst")
-        assert world["ledger"].create_job(job)
-        world["sqs"].send_message(QueueUrl=world["queue_url"], MessageBody=msg.encode())
-        worker = Worker(sqs=world["sqs"], queue_url=world["queue_url"], ledger=world["ledger"],
-                        source=world["s3"], dest=dest, threads=1, visibility_timeout=30, wait_seconds=1,
-                        stop_grace=1)
+        job, worker = one_job_worker(world, dest)
         started = time.monotonic()
         run_until(worker, lambda: worker.stats.failed_jobs == 1)
         assert time.monotonic() - started < 15
