@@ -203,12 +203,12 @@ def do_demo(*, scale_mib: int = 256, from_dir: Path | None = None, workers: int 
                                                    for j in summary.jobs))
         elapsed = time.monotonic() - started
         checks = verify(runner, samples, summary)
-        _print_summary(console, checks, summary, elapsed, total_bytes, state)
+        _print_summary(console, checks, summary, elapsed, total_bytes, state if keep_dir else None)
         return 0 if summary.ok and all(c.ok for c in checks) else 1
 
 
 def _print_summary(console: Console, checks: list[Check], summary: Summary, elapsed: float, total: int,
-                   state: Path) -> None:
+                   state: Path | None) -> None:
     table = Table(title="destination check", show_lines=False)
     for col in ("object", "size", "status", "parts", "check"):
         table.add_column(col, overflow="fold")
@@ -222,7 +222,8 @@ def _print_summary(console: Console, checks: list[Check], summary: Summary, elap
         f"{good}/{len(checks)} objects identical; {total / MiB:.1f} MiB in {elapsed:.1f} s "
         f"({total / MiB / max(elapsed, 1e-9):.1f} MiB/s); workers up to {summary.max_workers} "
         f"(desired counts {summary.desired_counts}); {done_notes} completion notifications; "
-        f"dead-letter queue: {summary.dlq_messages}. Logs: {state}"
+        f"dead-letter queue: {summary.dlq_messages}. "
+        + (f"Logs: {state}" if state else "Keep the logs with --keep DIR.")
     )
 
 
