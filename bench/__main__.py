@@ -12,6 +12,7 @@ results as JSON under bench/results/.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from bench import b1_large, b2_small, b3_splitter, common
@@ -31,9 +32,9 @@ def parser() -> argparse.ArgumentParser:
                    help="small sizes: B1 64 MiB, B2 20 files, B3 300 parts, no waiting for a quiet machine "
                         "(flags given explicitly win)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data and logs (path printed)")
-    p.add_argument("--moto-speedups", action="store_true",
-                   help="patch the in-process moto server with the fixes proposed in bench/moto_speedups.py "
-                        "(default: measure moto as s3sync local ships it)")
+    p.add_argument("--moto-as-shipped", action="store_true",
+                   help="run the embedded moto server without s3sync.local.moto_patches (default: patched, as "
+                        "s3sync local runs it), to measure what the patches are worth")
     p.add_argument("--ordered-enqueue", action="store_true",
                    help="the splitter sends part messages in part order, one batch at a time (a proposal: the "
                         "destination rclone buffers at most 256 MiB of out-of-order parts per upload)")
@@ -46,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the runner stops its workers, the servers stop, temp dirs go
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = parser()
     args = p.parse_args(argv)
     if args.quick:
@@ -53,13 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in QUICK.items():
             if k not in given:
                 setattr(args, k, v)
-    if args.moto_speedups:
-        from bench import moto_speedups  # noqa: PLC0415
-
-        if not moto_speedups.apply():
-            raise SystemExit("--moto-speedups: this moto version does not have the expected shape")
-        common.RUN_FLAGS["moto_speedups"] = True
-        say("moto speed-ups applied (bench/moto_speedups.py)")
+    if args.moto_as_shipped:
+        common.RUN_FLAGS["moto_patches"] = False
+        say("moto as shipped: s3sync.local.moto_patches not applied")
     if args.ordered_enqueue:
         common.apply_ordered_enqueue()
         common.RUN_FLAGS["ordered_enqueue"] = True

@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     entry["cpu"] = meter.stop()
                     got = len(_list_all(dst.client(), "dst", f"rclone-{r}/"))
                     entry.update(seconds=seconds, ok=got == count, detail=f"{got}/{count} arrived")
+                prefix = f"pipeline-{r}/" if mode == "pipeline" else f"rclone-{r}/"
+                _delete_all(dst.client(), "dst", prefix)  # keep the destination as small for every run
                 entry["objects_s"] = count / entry["seconds"] if entry["seconds"] == entry["seconds"] else float("nan")
                 runs.append(entry)
                 calls = entry.get("control_plane", {}).get("total_calls")
@@ -121,6 +123,13 @@ def _list_all(client: Any, bucket: str, prefix: str = "") -> list[str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []))
     return keys
+
+
+def _delete_all(client: Any, bucket: str, prefix: str) -> None:
+    keys = _list_all(client, bucket, prefix)
+    for i in range(0, len(keys), 1000):
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                     "Quiet": True})
 
 
 def _pipeline(args: argparse.Namespace, src: Any, dst: Any, files: list[Path], src_root: Path, r: int,

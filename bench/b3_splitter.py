@@ -12,7 +12,7 @@ import argparse
 import time
 from typing import Any
 
-from bench.common import CpuMeter, cpu_line, describe_machine, machine, median, save, say, wait_quiet
+from bench.common import RUN_FLAGS, CpuMeter, cpu_line, describe_machine, machine, median, save, say, wait_quiet
 
 MiB = 1024 * 1024
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"parts) to moto's DynamoDB and SQS")
     say(f"    machine: {describe_machine(info)}")
     runs: list[dict[str, Any]] = []
-    with MotoServer() as moto:
+    with MotoServer(patched=RUN_FLAGS["moto_patches"]) as moto:
         cfg = Config(retries={"mode": "standard", "max_attempts": 8}, max_pool_connections=32)
         kw = {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1", "aws_access_key_id": "testing",
               "aws_secret_access_key": "testing", "config": cfg}

@@ -434,11 +434,13 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
 
     state_dir.mkdir(parents=True, exist_ok=True)
     runner_log = state_dir / "runner.log"
+    reset_moto()  # moto keeps every backend in this process: start each run from an empty control plane
     options = LocalOptions(
         source=BucketSpec(source_bucket, src.endpoint_url, src.access_key_id, src.secret_access_key),
         dest=BucketSpec(dest_bucket, dst.endpoint_url, dst.access_key_id, dst.secret_access_key, region="cn-north-1"),
         part_size_mib=part_size_mib, worker_threads=threads, min_tasks=workers, max_tasks=workers,
-        until_idle=False, timeout=timeout, state_dir=state_dir, name=name, **(extra_options or {}),
+        until_idle=False, timeout=timeout, state_dir=state_dir, name=name, moto_patches=RUN_FLAGS["moto_patches"],
+        **(extra_options or {}),
     )
     runner = LocalRunner(options)
     done_jobs: set[str] = set()
@@ -503,6 +505,14 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                        detail="" if ok else f"{len(done_ts)}/{count} done; state in {state_dir}")
 
 
+def reset_moto() -> None:
+    """Forget every queue, table and stream moto holds in this process (what `/moto-api/reset` does)."""
+    with contextlib.suppress(ImportError):
+        from moto.moto_api._internal.models import moto_api_backend  # noqa: PLC0415
+
+        moto_api_backend.reset()
+
+
 def _workers_ready(state_dir: Path, workers: int) -> bool:
     ready = 0
     for path in (state_dir / "logs").glob("worker-*.log"):
@@ -536,7 +546,7 @@ def rotations(modes: list[str], rounds: int) -> Iterator[tuple[int, str]]:
             yield r, mode
 
 
-RUN_FLAGS: dict[str, Any] = {"moto_speedups": False, "ordered_enqueue": False}  # set by __main__; recorded
+RUN_FLAGS: dict[str, Any] = {"moto_patches": True, "ordered_enqueue": False}  # set by __main__; recorded
 
 
 def apply_ordered_enqueue() -> None:

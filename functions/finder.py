@@ -41,7 +41,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     finder = Finder(source=rt.source, dest=rt.dest, ledger=rt.ledger, splitter=splitter,
                     reattempter=Reattempter(ledger=rt.ledger, splitter=splitter, source=rt.source, dest=rt.dest),
                     source_bucket=bucket, dest_bucket=s.dest_bucket, dest_prefix=s.dest_prefix,
-                    threads=int(event.get("threads") or 8))
+                    threads=int(event.get("threads") or 8), dest_encryption=s.dest_encryption)
     result = finder.run(str(event.get("prefix") or ""), start_after=str(event.get("start_after") or ""),
                         deadline=deadline)
     handed = sum(n for outcome, n in result.outcomes.items() if outcome in ("enqueued", "re-copied"))

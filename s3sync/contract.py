@@ -31,6 +31,11 @@ class Env:
     DEST_PREFIX = "S3SYNC_DEST_PREFIX"  # optional key prefix at the destination, "" by default
     DEST_REGION = "S3SYNC_DEST_REGION"
     DEST_ENDPOINT_URL = "S3SYNC_DEST_ENDPOINT_URL"  # optional; empty means the region's public endpoint
+    # Server-side encryption of the copies: one of DEST_SSE_MODES ("" = the bucket's default), and for aws:kms an
+    # optional key of the China account (empty: S3's aws/s3 key). Read by the splitter, which applies it to
+    # CreateMultipartUpload and writes it into small objects' part messages (PutObject by the worker).
+    DEST_SSE = "S3SYNC_DEST_SSE"
+    DEST_SSE_KMS_KEY_ID = "S3SYNC_DEST_SSE_KMS_KEY_ID"
     # Lambda functions read the China credentials from the secret; ECS injects its two keys as the variables below.
     DEST_SECRET_ARN = "S3SYNC_DEST_SECRET_ARN"
     DEST_ACCESS_KEY_ID = "S3SYNC_DEST_ACCESS_KEY_ID"
@@ -90,6 +95,15 @@ COMPLETION_FILTERS: Final[tuple[dict[str, Any], ...]] = (
     },
 )
 
+# --- Destination encryption (Env.DEST_SSE / Env.DEST_SSE_KMS_KEY_ID; DestSse / DestSseKmsKeyId in lambda.yaml) -----
+SSE_S3: Final = "AES256"
+SSE_KMS: Final = "aws:kms"
+DEST_SSE_MODES: Final = ("", SSE_S3, SSE_KMS)  # "": no header, the bucket's default encryption applies
+# What S3 takes as x-amz-server-side-encryption-aws-kms-key-id: a key id, key ARN, alias ARN or alias name. Not
+# anchored: the runtime matches it whole, the template's AllowedPattern wraps it as ^(...)?$ (empty allowed).
+KMS_KEY_ID_PATTERN: Final = (r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_+=.@-]+"
+                             r"|alias/[A-Za-z0-9/_-]+|[A-Za-z0-9-]+")
+
 # --- Defaults that are deploy-time parameters in the templates and settings in `s3sync local` ---------------------
 DEFAULT_MAX_TASKS: Final = 10
 DEFAULT_MIN_TASKS: Final = 1
@@ -115,6 +129,10 @@ class Metric:
     JOBS_FAILED = "JobsFailed"  # Count: jobs a worker marked FAILED
     OBJECTS_FOUND = "ObjectsFound"  # Count: objects the finder/backfill handed to the splitter
     OBJECTS_DELETED = "ObjectsDeleted"  # Count: destination objects deleted by delete propagation
+    # Count: the worker service's tasks as scale_out/scale_in see them (DescribeServices) on every invocation,
+    # alarms and the sweep schedule alike: the dashboard's "running vs desired" without Container Insights.
+    DESIRED_TASKS = "DesiredTaskCount"
+    RUNNING_TASKS = "RunningTaskCount"
 
 
 # Input of the scheduled finder's EventBridge rule; the splitter function routes an event equal to it to the finder.

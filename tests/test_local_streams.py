@@ -156,7 +156,7 @@ def test_follows_iterators_splits_and_expiry():
     fake.add_shard("shard-a")
     for seq in (1, 2, 3, 4, 5):
         fake.write("shard-a", seq)
-    reader = StreamReader(fake, "arn:stream")
+    reader = StreamReader(fake, "arn:stream", refresh_every=0)
     assert ids(reader.poll()) == [f"shard-a-{s}" for s in (1, 2, 3, 4, 5)]  # across 3 pages
 
     # the parent splits: two children appear; the parent gets its last records and closes
@@ -184,7 +184,7 @@ def test_latest_skips_existing_records_and_closed_shards_but_reads_new_children(
     fake.close("shard-a")
     fake.add_shard("shard-b", parent="shard-a")
     fake.write("shard-b", 5)
-    reader = StreamReader(fake, "arn:stream", start="LATEST")
+    reader = StreamReader(fake, "arn:stream", start="LATEST", refresh_every=0)
     assert reader.poll() == []
     fake.write("shard-b", 6)
     fake.add_shard("shard-c", parent="shard-b")  # discovered later: read from its start ...
@@ -195,3 +195,20 @@ def test_latest_skips_existing_records_and_closed_shards_but_reads_new_children(
     assert ids(reader.poll()) == ["shard-b-8", "shard-c-7"]
     with pytest.raises(ValueError):
         StreamReader(fake, "arn:stream", start="AT_TIMESTAMP")
+
+
+def test_shards_are_listed_and_reopened_at_most_once_per_refresh():
+    fake = FakeStreams()
+    fake.add_shard("shard-a")
+    fake.write("shard-a", 1)
+    described: list[int] = []
+    describe = fake.describe_stream
+    fake.describe_stream = lambda **kw: (described.append(1), describe(**kw))[1]  # type: ignore[method-assign]
+    reader = StreamReader(fake, "arn:stream", refresh_every=3600)
+    assert ids(reader.poll()) == ["shard-a-1"]
+    for _ in range(5):
+        assert reader.poll() == []
+    fake.write("shard-a", 2)
+    assert ids(reader.poll()) == ["shard-a-2"]  # the live iterator sees new records without a re-open
+    assert len(described) == 1
+    assert [c for c in fake.calls if c.startswith("AFTER_SEQUENCE_NUMBER")] == ["AFTER_SEQUENCE_NUMBER:shard-a"]

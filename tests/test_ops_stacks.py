@@ -16,6 +16,7 @@ from s3sync import contract
 from s3sync.render import lint_text
 from s3sync.stacks import StackConfig, build_lambda, render_all
 from s3sync.transfer.metrics import MetricsLogger
+from s3sync.transfer.scaling import ScaleResult, ServiceState, report_tasks
 
 OPS = StackConfig(operations=True)
 
@@ -77,16 +78,38 @@ def test_switches_add_conditional_resources_with_scoped_rights(lam: dict[str, An
         assert res[rid]["Properties"] == default[rid]["Properties"], rid
 
 
-def test_dashboard_graphs_what_the_code_emits(lam: dict[str, Any]) -> None:
+def expand(metrics: list[list[Any]]) -> list[list[Any]]:
+    """A widget's metric lines with the "." shorthand (same as the line above) written out."""
+    out: list[list[Any]] = []
+    for m in metrics:
+        out.append([out[-1][i] if v == "." and out else v for i, v in enumerate(m)])
+    return out
+
+
+def dashboard(lam: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the dashboard's body with every ${Name} replaced by NAME, the Fn::Sub variables); checks both agree."""
     body_text, names = lam["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     assert set(re.findall(r"\$\{(\w+)\}", body_text)) == set(names) | {"EcsStackName"}
     values = {n: n.upper() for n in names}
-    body = json.loads(re.sub(r"\$\{([\w:]+)\}", lambda m: values.get(m.group(1), m.group(1)), body_text))
+    return json.loads(re.sub(r"\$\{([\w:]+)\}", lambda m: values.get(m.group(1), m.group(1)), body_text)), names
+
+
+def task_widget(body: dict[str, Any]) -> dict[str, Any]:
+    [tasks] = [w["properties"] for w in body["widgets"] if w["properties"].get("title", "").startswith("Worker tasks")]
+    return tasks
+
+
+def test_dashboard_graphs_what_the_code_emits(lam: dict[str, Any]) -> None:
+    body, names = dashboard(lam)
     metrics = [m for w in body["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]]
     named = {(m[0], m[1]) for m in metrics if m[0] != "."} | {("AWS/SQS", m[1]) for m in metrics if m[0] == "."}
     assert {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
-            ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"), ("AWS/Lambda", "Errors"),
-            ("ECS/ContainerInsights", "RunningTaskCount")} <= named
+            ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"), ("AWS/Lambda", "Errors")} <= named
+    # running vs desired tasks from the scale functions' lines: no Container Insights (off by default) needed
+    assert not any(m[0] == "ECS/ContainerInsights" for m in metrics) and not {"Cluster", "Service"} & set(names)
+    tasks = task_widget(body)
+    assert [m[1] for m in tasks["metrics"]] == [contract.Metric.RUNNING_TASKS, contract.Metric.DESIRED_TASKS]
+    assert tasks["period"] == 60 * OPS.sweep_every_min  # they report at least that often: a line per period
     assert ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "DLQ"] in metrics
     # the worker's EMF lines carry exactly the namespace, metric and dimension the dashboard asks for
     line = MetricsLogger.for_queue("https://sqs.us-east-1.amazonaws.com/1/QUEUE", stream=io.StringIO()).part_copied(1)
@@ -94,10 +117,31 @@ def test_dashboard_graphs_what_the_code_emits(lam: dict[str, Any]) -> None:
     ours = [m for m in metrics if m[0] == directive["Namespace"]]
     assert ours and all(m[2:4] == [directive["Dimensions"][0][0], line[contract.METRICS_DIMENSION]] for m in ours)
     assert {m[1] for m in ours} <= {contract.Metric.BYTES_COPIED, contract.Metric.PARTS_COPIED,
-                                    contract.Metric.JOBS_FAILED}
+                                    contract.Metric.JOBS_FAILED, contract.Metric.RUNNING_TASKS,
+                                    contract.Metric.DESIRED_TASKS}
+    # ... and so do the scale functions' lines (tests/test_scale_metrics.py runs the handlers)
+    line = report_tasks(None, "c", "s", "https://sqs.us-east-1.amazonaws.com/1/QUEUE",
+                        ScaleResult(3, True, "1 -> 3", ServiceState(3, 1)))
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    emitted = {(directive["Namespace"], m["Name"], directive["Dimensions"][0][0], line[contract.METRICS_DIMENSION])
+               for m in directive["Metrics"]}
+    assert {tuple(m[:4]) for m in expand(tasks["metrics"])} == emitted
     queries = [w["properties"]["query"] for w in body["widgets"] if w["type"] == "log"]
     assert any("/s3sync/AWS::StackName/completion" in q and "msg = 'done'" in q for q in queries)
     assert any("/s3sync/EcsStackName/worker" in q and "level = 'ERROR'" in q for q in queries)
+
+
+def test_with_container_insights_the_task_widget_adds_its_per_minute_counts() -> None:
+    config = dataclasses.replace(OPS, container_insights=True)
+    body, names = dashboard(json.loads(build_lambda(config).to_json()))
+    assert {"Cluster", "Service"} <= set(names)
+    lines = expand(task_widget(body)["metrics"])
+    assert [tuple(m[:2]) for m in lines] == [
+        ("s3sync", contract.Metric.RUNNING_TASKS), ("s3sync", contract.Metric.DESIRED_TASKS),
+        ("ECS/ContainerInsights", "RunningTaskCount"), ("ECS/ContainerInsights", "DesiredTaskCount")]
+    assert all(m[2:6] == ["ClusterName", "CLUSTER", "ServiceName", "SERVICE"] for m in lines[2:])
+    findings = lint_text(render_all(config)["lambda.yaml"], regions=["us-east-1"])
+    assert [f"{m.linenumber}: {m.rule.id} {m.message}" for m in findings] == []
 
 
 @pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips

@@ -355,12 +355,17 @@ def env_of(lam: dict[str, Any], function: str) -> set[str]:
 def test_each_function_gets_exactly_its_environment(lam: dict[str, Any]) -> None:
     dest = {Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.DEST_BUCKET, Env.DEST_PREFIX, Env.DEST_REGION,
             Env.DEST_ENDPOINT_URL, Env.DEST_SECRET_ARN}  # fmt: skip
-    assert env_of(lam, "Splitter") == dest | {Env.QUEUE_URL, Env.PART_SIZE_MIB}
+    encryption = {Env.DEST_SSE, Env.DEST_SSE_KMS_KEY_ID}  # whoever plans objects: splitter, sweeper (scale_in)
+    assert env_of(lam, "Splitter") == dest | encryption | {Env.QUEUE_URL, Env.PART_SIZE_MIB}
     assert env_of(lam, "Completion") == dest | {Env.COMPLETION_TOPIC_ARN}
-    scale = {Env.CLUSTER, Env.SERVICE, Env.MAX_TASKS, Env.MIN_TASKS}
+    scale = {Env.CLUSTER, Env.SERVICE, Env.MAX_TASKS, Env.MIN_TASKS, Env.QUEUE_URL}  # queue: the metrics' dimension
     assert env_of(lam, "ScaleOut") == scale
-    assert env_of(lam, "ScaleIn") == scale | {Env.QUEUE_URL, Env.TRANSFERS_TABLE, Env.PARTS_TABLE,
-                                              Env.PART_SIZE_MIB, Env.STUCK_AFTER_SECONDS}
+    assert env_of(lam, "ScaleIn") == scale | encryption | {Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.PART_SIZE_MIB,
+                                                           Env.STUCK_AFTER_SECONDS}
+    for fn in ("Splitter", "ScaleIn"):
+        variables = lam["Resources"][fn]["Properties"]["Environment"]["Variables"]
+        assert variables[Env.DEST_SSE] == {"Ref": "DestSse"}
+        assert variables[Env.DEST_SSE_KMS_KEY_ID] == {"Ref": "DestSseKmsKeyId"}
 
 
 def test_worker_gets_its_environment_and_the_secret_keys(ecs: dict[str, Any]) -> None:
@@ -422,6 +427,23 @@ def test_lambda_parameters_defaults(lam: dict[str, Any]) -> None:
     assert p["EcsStackName"]["Default"] == "ecsStack"
     assert (p["MaxTasks"]["Default"], p["MinTasks"]["Default"], p["MinTasks"]["MinValue"]) == (10, 1, 0)
     assert "AllowedPattern" in p["SourceBucketName"]
+
+
+def test_destination_encryption_parameters(lam: dict[str, Any]) -> None:
+    """Empty by default (the bucket's default encryption); a KMS key only with aws:kms, refused at deploy time."""
+    p = lam["Parameters"]
+    assert p["DestSse"]["AllowedValues"] == ["", "AES256", "aws:kms"] and p["DestSse"]["Default"] == ""
+    assert p["DestSseKmsKeyId"]["Default"] == ""
+    pattern = re.compile(p["DestSseKmsKeyId"]["AllowedPattern"])
+    for ok in ("", "1234abcd-12ab-34cd-56ef-1234567890ab", "alias/copies",
+               "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+               "arn:aws-cn:kms:cn-northwest-1:111122223333:alias/copies"):
+        assert pattern.fullmatch(ok), ok
+    for bad in ("alias copies", "arn:aws-cn:s3:::bucket", "key id\n"):
+        assert not pattern.fullmatch(bad), bad
+    rule = lam["Rules"]["DestSseKmsKeyNeedsKms"]
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "DestSseKmsKeyId"}, ""]}]}
+    assert [a["Assert"] for a in rule["Assertions"]] == [{"Fn::Equals": [{"Ref": "DestSse"}, "aws:kms"]}]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -521,11 +543,17 @@ def test_stacks_create_update_and_delete_in_moto(texts: dict[str, str], launch_t
         assert splitter[Env.DEST_PREFIX] == splitter[Env.DEST_ENDPOINT_URL] == ""  # the optional exports, unmarked
         assert splitter[Env.DEST_BUCKET] == "dest-bucket"
         assert splitter[Env.QUEUE_URL].startswith("https://")
+        assert splitter[Env.DEST_SSE] == splitter[Env.DEST_SSE_KMS_KEY_ID] == ""  # the bucket's default
 
+        key = "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
         cf.update_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"],
-                        Parameters=_params({**lam_params, "MaxTasks": "20"}),
+                        Parameters=_params({**lam_params, "MaxTasks": "20", "DestSse": "aws:kms",
+                                            "DestSseKmsKeyId": key}),
                         Capabilities=["CAPABILITY_IAM"])  # fmt: skip
         assert str(_function_env(contract.HANDLERS["scale_out"])[Env.MAX_TASKS]) == "20"
+        for handler in (contract.HANDLERS["splitter"], contract.HANDLERS["scale_in"]):
+            env = _function_env(handler)
+            assert (env[Env.DEST_SSE], env[Env.DEST_SSE_KMS_KEY_ID]) == ("aws:kms", key)
 
         cf.delete_stack(StackName="lamStackS")
         cf.delete_stack(StackName="ecsStack")

@@ -7,6 +7,15 @@ import click
 from s3sync.cli import CliError, _run, cli
 
 
+def _encryption(mode, key_id):
+    from s3sync.transfer.encryption import DestEncryption
+
+    try:
+        return DestEncryption("" if mode == "none" else mode, key_id or "")
+    except ValueError as exc:
+        raise CliError(f"--dest-sse {mode} --dest-sse-kms-key-id {key_id!r}: {exc}") from None
+
+
 def _spec(name, endpoint_url, key_id, secret, region):
     from s3sync.local.runner import BucketSpec
 
@@ -28,6 +37,10 @@ def _spec(name, endpoint_url, key_id, secret, region):
 @click.option("--dest-secret-access-key", envvar="S3SYNC_DEST_SECRET_ACCESS_KEY", show_envvar=True)
 @click.option("--dest-region", default="cn-north-1", show_default=True)
 @click.option("--dest-prefix", default="", help="Key prefix at the destination.")
+@click.option("--dest-sse", type=click.Choice(["none", "AES256", "aws:kms"]), default="none", show_default=True,
+              help="Server-side encryption of the copies: none (the bucket's default), AES256 (SSE-S3) or aws:kms.")
+@click.option("--dest-sse-kms-key-id", default="", metavar="KEY",
+              help="With --dest-sse aws:kms: key id, key ARN or alias of the destination's KMS key (default: aws/s3).")
 @click.option("--part-size-mib", default=8, show_default=True, type=click.IntRange(5, 5120))
 @click.option("--worker-threads", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--min-tasks", default=1, show_default=True, type=click.IntRange(0, 100))
@@ -55,6 +68,7 @@ def local_command(**kw) -> None:
         dest=_spec(kw["dest_bucket"], kw["dest_endpoint_url"], kw["dest_access_key_id"],
                    kw["dest_secret_access_key"], kw["dest_region"]),
         endpoint_url=kw["endpoint_url"], dest_prefix=kw["dest_prefix"], part_size_mib=kw["part_size_mib"],
+        dest_encryption=_encryption(kw["dest_sse"], kw["dest_sse_kms_key_id"]),
         worker_threads=kw["worker_threads"], min_tasks=kw["min_tasks"], max_tasks=kw["max_tasks"],
         visibility_timeout=kw["visibility_timeout"], max_receive_count=kw["max_receive_count"],
         scale_out_threshold=kw["scale_out_threshold"], until_idle=kw["until_idle"], timeout=kw["timeout"],

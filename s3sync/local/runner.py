@@ -48,6 +48,7 @@ from s3sync.errors import UserError
 from s3sync.local import alarms, events, patterns
 from s3sync.local.servers import MotoServer
 from s3sync.local.streams import StreamReader
+from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
 from s3sync.transfer.ledger import Job, Ledger
 from s3sync.transfer.splitter import job_id_for
@@ -58,6 +59,8 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 DUMMY_KEY = "testing"  # moto accepts any credentials; never a real key
 SPLITTER_CONCURRENCY = 4
+LIST_EVERY = 0.2  # seconds between listings of a source bucket on a server that sends no notifications
+STREAM_POLL_EVERY = 0.1  # seconds between reads of the transfers table's stream when it had nothing new
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class LocalOptions:
     dest: BucketSpec = BucketSpec("s3sync-dest", region="cn-north-1")
     endpoint_url: str | None = None  # control plane; None starts an embedded moto server
     dest_prefix: str = ""
+    dest_encryption: DestEncryption = DestEncryption()  # server-side encryption of the copies (DestSse in the stacks)
     part_size_mib: int = 8
     worker_threads: int = 4
     min_tasks: int = 1
@@ -94,6 +98,7 @@ class LocalOptions:
     state_dir: Path | None = None  # worker logs and pids; a temp dir by default
     name: str = "s3sync"  # resource name prefix
     propagate_deletes: bool = False  # deleting a source object deletes its copy (PropagateDeletes in the stacks)
+    moto_patches: bool = True  # the embedded moto with s3sync.local.moto_patches (False: as shipped, to compare)
 
 
 @dataclass
@@ -158,6 +163,11 @@ class LocalRunner:
         self._errors: list[str] = []
         self.endpoint_url = ""
         self.state_dir = Path("")
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+        self._scaled = threading.Event()  # a scaling handler ran: read the desired count again
+        self._desired: int | None = None
+        self._desired_at = 0.0
 
     # --- public ---------------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -203,9 +213,15 @@ class LocalRunner:
         return self.ledger.scan_jobs()
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION,
-                            aws_access_key_id=DUMMY_KEY, aws_secret_access_key=DUMMY_KEY,
-                            config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        """One control-plane client per service, shared by the runner's threads (boto3 clients are thread-safe;
+        making one costs tens of milliseconds of CPU, too much for loops that run several times a second)."""
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = boto3.client(
+                    service, endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id=DUMMY_KEY,
+                    aws_secret_access_key=DUMMY_KEY,
+                    config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32))
+            return self._clients[service]
 
     def s3(self, spec: BucketSpec) -> Any:
         return bucket_client(spec, self.endpoint_url)
@@ -215,7 +231,7 @@ class LocalRunner:
         if self.o.endpoint_url:
             self.endpoint_url = self.o.endpoint_url.rstrip("/")
         else:
-            self.endpoint_url = self._stack.enter_context(MotoServer()).endpoint_url
+            self.endpoint_url = self._stack.enter_context(MotoServer(patched=self.o.moto_patches)).endpoint_url
         if self.o.state_dir:
             self.state_dir = Path(self.o.state_dir)
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -360,6 +376,7 @@ class LocalRunner:
             Env.PARTS_TABLE: r.parts_table, Env.DEST_BUCKET: o.dest.name, Env.DEST_PREFIX: o.dest_prefix,
             Env.DEST_REGION: o.dest.region, Env.DEST_ENDPOINT_URL: o.dest.endpoint_url or self.endpoint_url,
             Env.DEST_SECRET_ARN: r.secret_arn, Env.PART_SIZE_MIB: str(o.part_size_mib),
+            Env.DEST_SSE: o.dest_encryption.mode, Env.DEST_SSE_KMS_KEY_ID: o.dest_encryption.kms_key_id,
             Env.WORKER_THREADS: str(o.worker_threads), Env.CLUSTER: r.cluster, Env.SERVICE: r.service,
             Env.MAX_TASKS: str(o.max_tasks), Env.MIN_TASKS: str(o.min_tasks),
             Env.COMPLETION_TOPIC_ARN: r.completion_topic, Env.STUCK_AFTER_SECONDS: str(o.stuck_after),
@@ -397,6 +414,9 @@ class LocalRunner:
                     self._errors.append(f"{name}: {exc!r}")
                     raise
                 self._stop.wait(0.5 * attempt)
+            finally:
+                if name in ("scale_out", "scale_in"):
+                    self._scaled.set()  # the desired count may have changed: the main loop reads it again
         return None
 
     # --- background loops -----------------------------------------------------------------------------------------
@@ -425,7 +445,9 @@ class LocalRunner:
                     if ok:  # a failed event comes back after the queue's visibility timeout, as a Lambda retry would
                         sqs.delete_message(QueueUrl=self.r.events_url, ReceiptHandle=m["ReceiptHandle"])
             else:
+                listed_at = time.monotonic()
                 new = [o for o in self._list_source() if (o["Key"], o["ETag"]) not in self._seen_objects]
+                listing = time.monotonic() - listed_at
                 evts = [events.s3_object_created(self.o.source.name, o["Key"], int(o["Size"]), o["ETag"].strip('"'),
                                                  region=REGION) for o in new]
                 for obj, ok in zip(new, list(pool.map(lambda e: self._try_invoke("splitter", e), evts))):
@@ -436,7 +458,9 @@ class LocalRunner:
                     for ident in [i for i in self._seen_objects if i[0] not in listed]:
                         self.invoke("splitter", _removed_event(self.o.source.name, ident[0]))
                         self._seen_objects.discard(ident)
-                self._stop.wait(1.0)
+                # S3 tells within about a second; a listing every 0.2 s tells sooner, unless listing is slow (a
+                # big bucket): then at most a tenth of the time goes to listing
+                self._stop.wait(max(LIST_EVERY, 9 * listing))
 
     def _try_invoke(self, name: str, event: dict[str, Any]) -> bool:
         try:
@@ -461,7 +485,7 @@ class LocalRunner:
             if batch:
                 self._deliver_stream_batch(batch)
             else:
-                self._stop.wait(0.2)
+                self._stop.wait(STREAM_POLL_EVERY)
 
     def _deliver_stream_batch(self, batch: list[dict[str, Any]], max_retries: int = 5) -> None:
         """As the event source mapping does: retry from the first failed record, then give up on it."""
@@ -526,12 +550,15 @@ class LocalRunner:
         sqs = self.client("sqs")
         while not self._stop.is_set():
             resp = sqs.receive_message(QueueUrl=self.r.notify_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-            for m in resp.get("Messages", []):
+            messages = resp.get("Messages", [])
+            for m in messages:
                 try:
                     self.notifications.append(json.loads(m["Body"]))
                 except ValueError:
                     self.notifications.append({"raw": m["Body"]})
-                sqs.delete_message(QueueUrl=self.r.notify_url, ReceiptHandle=m["ReceiptHandle"])
+            if messages:
+                sqs.delete_message_batch(QueueUrl=self.r.notify_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
 
     # --- the ECS service ------------------------------------------------------------------------------------------
     def desired_count(self) -> int:
@@ -539,8 +566,15 @@ class LocalRunner:
         return int(svc["desiredCount"])
 
     def _reconcile_workers(self) -> None:
-        """Keep as many live worker processes as the service's desired count (ECS restarts dead tasks too)."""
-        desired = self.desired_count()
+        """Keep as many live worker processes as the service's desired count (ECS restarts dead tasks too).
+
+        The count is read after every scaling invocation and otherwise once a second (someone else may change
+        it); dead processes are noticed at every call."""
+        now = time.monotonic()
+        if self._scaled.is_set() or now - self._desired_at >= 1.0 or self._desired is None:
+            self._scaled.clear()
+            self._desired, self._desired_at = self.desired_count(), now
+        desired = self._desired
         if not self.desired_counts or self.desired_counts[-1] != desired:
             self.desired_counts.append(desired)
         for p in [p for p in self._workers if p.poll() is not None]:

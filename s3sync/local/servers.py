@@ -110,15 +110,65 @@ def _serialized_dynamodb(base: Any) -> Any:
             return app(environ, start_response)
         return wsgi
 
+    handler = _keep_alive_handler(MotoRequestHandler) if MotoRequestHandler else None
+
     class Server(base):  # type: ignore[misc,valid-type]
         def _server_entry(self) -> None:
             app = serialize(DomainDispatcherApplication(create_backend_app))
-            kwargs = {"request_handler": MotoRequestHandler} if MotoRequestHandler else {}
+            kwargs = {"request_handler": handler} if handler else {}
             self._server = make_server(self._ip_address, self._port, app, True, **kwargs)
             self._server_ready_event.set()
             self._server.serve_forever()
 
     return Server
+
+
+def _keep_alive_handler(base: Any) -> Any:
+    """moto's request handler, with HTTP keep-alive and one write per answer.
+
+    werkzeug's development server answers every request with "Connection: close" (http.server cannot skip a
+    request body the application left unread before it parses the next request line) and writes the status line and
+    every header with a system call each. Against the local control plane (a few hundred small requests a second)
+    that made a new TCP connection, and a new server thread, per request: ~15% of the runner's CPU. This handler
+    reads the request body before the application sees it (so nothing is left unread; a chunked body keeps the
+    close), keeps the connection open, and buffers the answer (http.server flushes it after each request).
+    """
+    import io  # noqa: PLC0415
+
+    class KeepAliveHandler(base):  # type: ignore[misc,valid-type]
+        wbufsize = 64 * 1024
+        timeout = 300  # an idle kept-alive connection ends after this (clients reconnect by themselves)
+        _keep_alive = False
+
+        def run_wsgi(self) -> None:
+            self._keep_alive = False
+            if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.wfile.flush()  # buffered now: the client waits for it before it sends the body
+                del self.headers["Expect"]
+            stream = self.rfile
+            try:
+                super().run_wsgi()
+            finally:
+                self.rfile = stream  # for the next request on this connection
+
+        def make_environ(self) -> dict[str, Any]:
+            environ = super().make_environ()
+            if not environ.get("wsgi.input_terminated"):  # a Content-Length body (or none): read it whole
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                environ["wsgi.input"] = io.BytesIO(self.rfile.read(length) if length > 0 else b"")
+                # after the answer werkzeug discards what is left to read, which on a kept-alive connection
+                # would be the next request: there is nothing left of this one
+                self.rfile = io.BytesIO(b"")
+                self._keep_alive = True
+            return environ
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if self._keep_alive and keyword.lower() == "connection" and value.lower() == "close":
+                return
+            super().send_header(keyword, value)
+
+    return KeepAliveHandler
 
 
 class MotoServer:
@@ -158,14 +208,18 @@ class MotoServer:
       `ObjectCreated:CompleteMultipartUpload`). To Lambda, notifications need Docker: absent here.
     - CloudWatch stores alarms but never evaluates them (a new alarm reads OK at once): see
       `s3sync.local.alarms`.
+    - Some requests cost time that grows with the tables and queues moto holds (TransactWriteItems copies whole
+      tables; SQS send/receive rescan the queue): `s3sync.local.moto_patches` makes them constant, applied when the
+      first MotoServer starts (`patched=False` measures moto as shipped, in a process where it was never applied).
     - S3 throughput here (32 MiB object, boto3): PUT ~90-110 MB/s, GET ~530-760 MB/s; objects live in memory,
       so keep them small (<= 64 MiB) and use `RcloneS3Server` for the data path.
     """
 
-    def __init__(self, host: str = LOOPBACK, port: int = 0, *, verbose: bool = False) -> None:
+    def __init__(self, host: str = LOOPBACK, port: int = 0, *, verbose: bool = False, patched: bool = True) -> None:
         self._host = host
         self._port = port  # 0: the kernel picks a free port when the server binds (no race)
         self._verbose = verbose
+        self._patched = patched  # s3sync.local.moto_patches: constant cost per request (process-wide, once)
         self._server: Any = None
         self.endpoint_url: str = ""
 
@@ -180,6 +234,10 @@ class MotoServer:
             return self
         from moto.server import ThreadedMotoServer  # imported late: moto is an optional ("local") dependency
 
+        if self._patched:
+            from s3sync.local import moto_patches  # noqa: PLC0415
+
+            moto_patches.apply()
         if not self._verbose:
             # werkzeug logs every request at INFO on stderr unless its logger already has a level: quiet it.
             werkzeug_logger = logging.getLogger("werkzeug")

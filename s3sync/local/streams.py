@@ -8,6 +8,7 @@ and calls the completion handler in-process.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ class _Shard:
     closed: bool = False  # NextShardIterator came back null: the shard is read to its end
     started: bool = False
     from_latest: bool = False  # opened at LATEST: until a record arrives, its iterator is kept as is
+    reopened_at: float = 0.0  # monotonic time of the last re-open after an empty read
 
 
 def _is_code(exc: Exception, *codes: str) -> bool:
@@ -55,6 +57,7 @@ class StreamReader:
         start: str = "TRIM_HORIZON",
         limit: int = 1000,
         max_batches_per_shard: int = 100,
+        refresh_every: float = 1.0,
     ) -> None:
         if start not in ("TRIM_HORIZON", "LATEST"):
             raise ValueError(f"start must be TRIM_HORIZON or LATEST, not {start!r}")
@@ -63,8 +66,10 @@ class StreamReader:
         self.start = start
         self.limit = limit
         self.max_batches_per_shard = max_batches_per_shard
+        self.refresh_every = refresh_every  # seconds between shard listings, and between re-opens of a shard
         self._shards: dict[str, _Shard] = {}  # insertion order = discovery order
         self._first_describe = True
+        self._described_at = float("-inf")
 
     # -- shard discovery ---------------------------------------------------------------------------------------------
     def _describe_shards(self) -> list[dict[str, Any]]:
@@ -79,6 +84,10 @@ class StreamReader:
             kwargs["ExclusiveStartShardId"] = last
 
     def _discover(self) -> None:
+        now = time.monotonic()
+        if not self._first_describe and now - self._described_at < self.refresh_every:
+            return  # shards change rarely (a split every few hours in DynamoDB; never in moto)
+        self._described_at = now
         initial = self._first_describe
         self._first_describe = False
         for shard in self._describe_shards():
@@ -160,13 +169,18 @@ class StreamReader:
                 out.append(rec)
             if not records:
                 # nothing new right now; a closed shard ends here. An open one is re-opened after the last record
-                # seen: moto replaces a table (and its stream shard) with a copy when a transaction is cancelled,
-                # and an iterator into the old copy would stay empty forever.
+                # seen, at most once per refresh_every: moto as shipped replaces a table (and its stream shard)
+                # with a copy when a transaction is cancelled, and an iterator into the old copy would stay empty
+                # forever (s3sync.local.moto_patches avoids that for the embedded server; not every server has it).
                 if shard.iterator is None:
                     shard.closed = True
+                elif time.monotonic() - shard.reopened_at < self.refresh_every:
+                    pass
                 elif shard.last_sequence is not None:
+                    shard.reopened_at = time.monotonic()
                     shard.iterator = self._iterator(shard.shard_id, "AFTER_SEQUENCE_NUMBER", shard.last_sequence)
                 elif not shard.from_latest:  # nothing read yet: from the start again (nothing to repeat)
+                    shard.reopened_at = time.monotonic()
                     shard.iterator = self._iterator(shard.shard_id, "TRIM_HORIZON")
                 break
         return out

@@ -29,7 +29,8 @@ def do_backfill(target: Target, *, prefix: str = "", dry_run: bool = False, size
                    if splitter else None)
     finder = Finder(source=rt.source, dest=rt.dest, ledger=rt.ledger, splitter=splitter,  # type: ignore[arg-type]
                     reattempter=reattempter, source_bucket=target.source_bucket, dest_bucket=target.dest_bucket,
-                    dest_prefix=target.dest_prefix, threads=threads, size_only=size_only)
+                    dest_prefix=target.dest_prefix, threads=threads, size_only=size_only,
+                    dest_encryption=rt.settings.dest_encryption)
     doing = f"backfill of s3://{target.source_bucket}/{prefix} ({target.where})"
     with aws_errors(doing):
         try:

@@ -4,7 +4,8 @@ Three ways to name them (`resolve`):
 - `--table T` (and `--parts-table`, `--queue-url`, `--dlq-url`): explicit names;
 - `--stack NAME`, or nothing against AWS: the ECS stack's outputs (TransfersTableName, PartsTableName,
   TransferQueueUrl, TransferDeadLetterQueueUrl, DestBucket, DestRegion, DestPrefix, DestEndpointUrl,
-  DestCredentialsArn); the Lambda stack's SourceBucketName and PartSizeMiB when it exists;
+  DestCredentialsArn); the Lambda stack's SourceBucketName, PartSizeMiB, DestSse and DestSseKmsKeyId when it
+  exists (a retried or back-filled object is written with the encryption the splitter uses);
 - `--endpoint-url URL` without a stack: `s3sync local` on that control plane, names from its prefix
   (`<prefix>-transfers`, `<prefix>-parts`, `<prefix>-parts-dlq`, `<prefix>-dest-credentials`; prefix "s3sync"),
   buckets `s3sync-source` and `s3sync-dest` on that endpoint unless named.
@@ -48,6 +49,8 @@ class Target:
     dest_region: str = ""
     dest_endpoint_url: str = ""
     dest_secret_arn: str = ""
+    dest_sse: str = ""  # server-side encryption of the copies (contract.DEST_SSE_MODES); "" = the bucket's default
+    dest_sse_kms_key_id: str = ""
     part_size_mib: int = DEFAULT_PART_SIZE_MIB
     stuck_after: int = DEFAULT_STUCK_AFTER_SECONDS
     local: bool = False
@@ -78,6 +81,7 @@ class Target:
             Env.QUEUE_URL: self.queue_url, Env.TRANSFERS_TABLE: self.transfers_table, Env.PARTS_TABLE: self.parts_table,
             Env.DEST_BUCKET: self.dest_bucket, Env.DEST_PREFIX: self.dest_prefix, Env.DEST_REGION: self.dest_region,
             Env.DEST_ENDPOINT_URL: self.dest_endpoint_url, Env.DEST_SECRET_ARN: self.dest_secret_arn,
+            Env.DEST_SSE: self.dest_sse, Env.DEST_SSE_KMS_KEY_ID: self.dest_sse_kms_key_id,
             Env.PART_SIZE_MIB: str(self.part_size_mib), Env.STUCK_AFTER_SECONDS: str(self.stuck_after),
             Env.SOURCE_ENDPOINT_URL: self.source_endpoint_url or "",
             Env.SOURCE_ACCESS_KEY_ID: self.source_access_key_id or "",
@@ -185,6 +189,7 @@ def _from_stacks(endpoint_url: str | None, region: str, ecs_name: str, lambda_na
         dest_bucket=out.get(Exports.DEST_BUCKET, ""), dest_prefix=_unmark(out.get(Exports.DEST_PREFIX, "")),
         dest_region=out.get(Exports.DEST_REGION, ""), dest_endpoint_url=_unmark(out.get(Exports.DEST_ENDPOINT_URL, "")),
         dest_secret_arn=out.get(Exports.SECRET_ARN, ""),
+        dest_sse=lam_params.get("DestSse", ""), dest_sse_kms_key_id=lam_params.get("DestSseKmsKeyId", ""),
         part_size_mib=int(part_size) if part_size.isdigit() else DEFAULT_PART_SIZE_MIB,
         where=f"stack {ecs_name} ({where})",
     )

@@ -113,7 +113,7 @@ CHECKOV_SKIPS: dict[str, str] = {
     "CKV_AWS_27": "encrypted at rest with SSE-SQS (SqsManagedSseEnabled: true); checkov only recognises "
     "KmsMasterKeyId",
     "CKV_AWS_65": "Container Insights is optional (StackConfig.container_insights) because it bills per task; the "
-    "queue-depth alarms and the worker logs cover operations",
+    "queue-depth alarms, the worker logs and the task counts the scale functions report cover operations",
     "CKV_AWS_88": "workers run in a public subnet to reach S3 in both partitions without a NAT gateway; the security "
     "group admits nothing inbound (SSH only if SshCidr is set) and IMDSv2 is required",
     "CKV_AWS_115": "no reserved concurrency: it would take from the account's unreserved pool (new accounts may not "

@@ -11,7 +11,7 @@ from typing import Any
 
 import awacs.dynamodb as ddb
 from awacs.aws import Action, Bool, Condition, Deny, Principal, Statement
-from troposphere import GetAtt, NoValue, Ref, Sub, Template
+from troposphere import Equals, GetAtt, NoValue, Not, Ref, Sub, Template
 from troposphere import awslambda, cloudwatch, events, s3, sns, sqs
 from troposphere.iam import PolicyType
 
@@ -27,6 +27,7 @@ G_SOURCE = "Source"
 G_CODE = "Stacks and code"
 G_SCALING = "Scaling and transfer"
 G_NOTIFY = "Notification"
+G_DEST = "Destination encryption"
 
 
 def _default(value: str) -> dict[str, str]:
@@ -88,6 +89,21 @@ class LambdaStack(OperationsSteps, StackBuilder):
         self.param("PartSizeMiB", G_SCALING, "Part size (MiB)",
                    "Target part size; the splitter grows it for objects that would need more than 10,000 parts.",
                    Type="Number", Default=c.part_size_mib, MinValue=5, MaxValue=5120)
+        self.param("DestSse", G_DEST, "Server-side encryption of the copies",
+                   "Empty: the China bucket's default encryption; AES256: SSE-S3; aws:kms: SSE-KMS (the China "
+                   "credentials then need kms:GenerateDataKey and kms:Decrypt on the key). Applies to objects split "
+                   "from then on.", Default="", AllowedValues=list(contract.DEST_SSE_MODES))
+        self.param("DestSseKmsKeyId", G_DEST, "KMS key of the copies (aws:kms)",
+                   "Key id, key ARN or alias of a KMS key in the China account, in the bucket's region; empty: the "
+                   "account's aws/s3 key. Only with DestSse aws:kms.",
+                   Default="", AllowedPattern=f"^({contract.KMS_KEY_ID_PATTERN})?$",
+                   ConstraintDescription="empty, or a KMS key id, key ARN, alias ARN or alias/name")
+        # Refused at deploy time rather than by every splitter cold start (s3sync.transfer.encryption refuses it too).
+        self.t.add_rule("DestSseKmsKeyNeedsKms", {
+            "RuleCondition": Not(Equals(Ref("DestSseKmsKeyId"), "")),
+            "Assertions": [{"Assert": Equals(Ref("DestSse"), contract.SSE_KMS),
+                            "AssertDescription": "DestSseKmsKeyId is used only with DestSse aws:kms"}],
+        })
         self.param("Email", G_NOTIFY, "Notification email",
                    "Address that receives 'transfer complete' and failure messages (confirm the subscription mail).",
                    AllowedPattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", ConstraintDescription="an email address")
@@ -170,10 +186,17 @@ class LambdaStack(OperationsSteps, StackBuilder):
                              Ref(Ids.SPLITTER_DLQ))
         return arn
 
+    @staticmethod
+    def encryption_environment() -> dict[str, Any]:
+        """The copies' server-side encryption, for the functions that plan objects (splitter, sweeper in scale_in):
+        empty strings mean the bucket's default. Small objects carry it in their part message to the worker."""
+        return {Env.DEST_SSE: Ref("DestSse"), Env.DEST_SSE_KMS_KEY_ID: Ref("DestSseKmsKeyId")}
+
     def add_splitter(self) -> None:
         dead_letter = self.add_splitter_dead_letter_queue()
         env = {
             **self.destination_environment(),
+            **self.encryption_environment(),
             Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
             Env.PART_SIZE_MIB: Ref("PartSizeMiB"),
         }
@@ -207,15 +230,17 @@ class LambdaStack(OperationsSteps, StackBuilder):
             Env.SERVICE: import_value(Exports.SERVICE_NAME),
             Env.MAX_TASKS: Ref("MaxTasks"),
             Env.MIN_TASKS: Ref("MinTasks"),
+            # the queue's name is the dimension of the task counts both functions report (s3sync.transfer.scaling)
+            Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
         }
         statements = [iam.manage_service(import_value(Exports.SERVICE_ARN))]
         if key == "scale_in":  # the queue has drained: sweep jobs left without progress (s3sync.transfer.sweeper)
             env.update({
-                Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
                 Env.TRANSFERS_TABLE: import_value(Exports.TRANSFERS_TABLE_NAME),
                 Env.PARTS_TABLE: import_value(Exports.PARTS_TABLE_NAME),
                 Env.PART_SIZE_MIB: Ref("PartSizeMiB"),
                 Env.STUCK_AFTER_SECONDS: str(self.cfg.stuck_after_s),
+                **self.encryption_environment(),  # a re-sent small object keeps the configured encryption
             })
             statements += [
                 iam.table_items([ddb.Scan, ddb.GetItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),

@@ -8,8 +8,9 @@
   finder). The splitter then also may list the source bucket and clear a re-copied job's old parts;
 - `SourceKmsKeyArn` (empty: none): the workers may decrypt SSE-KMS source objects with this key;
 - a CloudWatch dashboard: part queue depth and oldest message age, dead-letter queue depth, running vs desired tasks
-  (Container Insights metrics), bytes and parts copied (the worker's embedded-metric-format lines), objects done and
-  error lines (Logs Insights), Lambda errors and failed jobs.
+  (the task counts scale_out/scale_in report on every invocation, at least every `sweep_every_min` minutes; plus
+  Container Insights' per-minute counts with `container_insights`), bytes and parts copied (the worker's
+  embedded-metric-format lines), objects done and error lines (Logs Insights), Lambda errors and failed jobs.
 Each switch adds its resources under a Condition; the extra rights are managed policies attached to the existing
 roles, so the roles' own policies stay as they are.
 """
@@ -114,26 +115,50 @@ class OperationsSteps:
                                PolicyDocument=iam.document([iam.decrypt(Ref("SourceKmsKeyArn"))])))
 
     def add_dashboard(self) -> None:
+        insights = self.cfg.container_insights  # type: ignore[attr-defined]
         names = {"Queue": import_value(Exports.QUEUE_NAME),
                  "Dlq": Select(5, Split(":", import_value(f"{Ids.DLQ}Arn"))),
-                 "Cluster": import_value(Exports.CLUSTER_NAME), "Service": import_value(Exports.SERVICE_NAME),
                  **{fn: Ref(fn) for fn in FUNCTIONS.values()}}
+        if insights:  # Container Insights' metrics are per cluster and service
+            names.update({"Cluster": import_value(Exports.CLUSTER_NAME), "Service": import_value(Exports.SERVICE_NAME)})
+        body = dashboard_body(container_insights=insights,
+                              tasks_period_s=60 * self.cfg.sweep_every_min)  # type: ignore[attr-defined]
         board = cloudwatch.Dashboard(OpsIds.DASHBOARD, DashboardName=Sub("${AWS::StackName}-s3sync"),
-                                     DashboardBody=Sub(dashboard_body(), **names))
+                                     DashboardBody=Sub(body, **names))
         self.add(board)  # type: ignore[attr-defined]
         self.output(f"{OpsIds.DASHBOARD}Name", Ref(OpsIds.DASHBOARD),  # type: ignore[attr-defined]
                     "CloudWatch dashboard")
 
 
-def dashboard_body() -> str:
-    """The dashboard's JSON, with ${Queue}, ${Dlq}, ${Cluster}, ${Service}, ${<Function>}, ${AWS::StackName},
-    ${EcsStackName} and ${AWS::Region} for Fn::Sub."""
+def task_metrics(container_insights: bool) -> list[list[Any]]:
+    """Running vs desired worker tasks: what scale_out/scale_in report (EMF, namespace s3sync, dimension Queue) on
+    every invocation, so without Container Insights; with it, also its per-minute counts of the service."""
+    ns, dim = contract.METRICS_NAMESPACE, contract.METRICS_DIMENSION
+    lines: list[list[Any]] = [
+        [ns, contract.Metric.RUNNING_TASKS, dim, "${Queue}", {"label": "running"}],
+        [".", contract.Metric.DESIRED_TASKS, ".", ".", {"label": "desired"}],
+    ]
+    if container_insights:
+        lines += [
+            ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", "${Cluster}", "ServiceName", "${Service}",
+             {"label": "running (Container Insights)", "period": 60}],
+            [".", "DesiredTaskCount", ".", ".", ".", ".", {"label": "desired (Container Insights)", "period": 60}],
+        ]
+    return lines
+
+
+def dashboard_body(*, container_insights: bool = False, tasks_period_s: int = 300) -> str:
+    """The dashboard's JSON, with ${Queue}, ${Dlq}, ${<Function>}, ${AWS::StackName}, ${EcsStackName},
+    ${AWS::Region} (and with Container Insights ${Cluster}, ${Service}) for Fn::Sub. `tasks_period_s`: the period
+    of the task counts, as long as the sweep schedule's interval (the scale functions report at least that often),
+    so that the graph has no gaps."""
     ns, dim = contract.METRICS_NAMESPACE, contract.METRICS_DIMENSION
     sqs = "AWS/SQS"
 
-    def metric(x: int, y: int, title: str, metrics: list[list[Any]], stat: str = "Maximum") -> dict[str, Any]:
+    def metric(x: int, y: int, title: str, metrics: list[list[Any]], stat: str = "Maximum",
+               period: int = 60) -> dict[str, Any]:
         return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": {
-            "title": title, "region": "${AWS::Region}", "stat": stat, "period": 60, "metrics": metrics}}
+            "title": title, "region": "${AWS::Region}", "stat": stat, "period": period, "metrics": metrics}}
 
     def logs(x: int, y: int, title: str, groups: list[str], query: str) -> dict[str, Any]:
         sources = " | ".join(f"SOURCE '/s3sync/{g}'" for g in groups)
@@ -147,9 +172,7 @@ def dashboard_body() -> str:
             [".", "ApproximateNumberOfMessagesNotVisible", ".", "."],
             [".", "ApproximateAgeOfOldestMessage", ".", ".", {"yAxis": "right"}]]),
         metric(12, 0, "Dead-letter queue", [[sqs, "ApproximateNumberOfMessagesVisible", "QueueName", "${Dlq}"]]),
-        metric(0, 6, "Worker tasks: running vs desired (Container Insights)", [
-            ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", "${Cluster}", "ServiceName", "${Service}"],
-            [".", "DesiredTaskCount", ".", ".", ".", "."]]),
+        metric(0, 6, "Worker tasks: running vs desired", task_metrics(container_insights), period=tasks_period_s),
         metric(12, 6, "Copied", [[ns, contract.Metric.BYTES_COPIED, dim, "${Queue}"],
                                  [".", contract.Metric.PARTS_COPIED, ".", ".", {"yAxis": "right"}]], "Sum"),
         logs(0, 12, "Objects done", [f"{lam}/completion"],

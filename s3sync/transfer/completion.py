@@ -3,9 +3,10 @@
 The stream filter delivers (a) jobs whose `remaining` reached 0 while COPYING and (b) jobs that just turned FAILED.
 For (a) a conditional COPYING -> COMPLETING update elects one caller, so duplicate stream records do nothing.
 The parts recorded in the ledger are cross-checked with ListParts, CompleteMultipartUpload is called once, and the
-ETag it returns must equal md5(concat(part MD5s))-N. A passing failure hands the job back (COMPLETING -> COPYING),
-which writes a new stream record and so tries again; a permanent one marks the job FAILED, whose stream record
-brings (b): abort the upload and notify.
+ETag it returns must equal md5(concat(part MD5s))-N, unless S3 wrote the object under a KMS key (its ETags are no
+MD5s: s3sync.transfer.encryption; every part's bytes were then checked by S3 against its Content-MD5). A passing
+failure hands the job back (COMPLETING -> COPYING), which writes a new stream record and so tries again; a permanent
+one marks the job FAILED, whose stream record brings (b): abort the upload and notify.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from s3sync.contract import Status
 from s3sync.transfer.checksums import is_md5_etag, multipart_etag, strip_etag
 from s3sync.transfer.credentials import DestClient
+from s3sync.transfer.encryption import kms_encrypted
 from s3sync.transfer.errors import PermanentError, TransferError, classify
 from s3sync.transfer.events import StreamChange
 from s3sync.transfer.ledger import Job, Ledger, PartRecord
@@ -116,22 +118,23 @@ class Completer:
                 return self._already_completed(job, expected)
             raise
         got = strip_etag(resp.get("ETag", ""))
-        if "-" in got and got != expected:
+        md5_based = "-" in got and not kms_encrypted(resp)
+        if md5_based and got != expected:
             raise PermanentError(f"checksum mismatch: destination ETag {got}, parts give {expected}")
-        if "-" not in got:  # not MD5-based (SSE-KMS): the per-part Content-MD5 checks are what we have
+        if not md5_based:  # SSE-KMS (or a server without "-N" ETags): the per-part Content-MD5 checks are what we have
             log.info("destination ETag is not multipart-MD5; verified per part only",
-                     extra={"job": job.job_id, "etag": got})
+                     extra={"job": job.job_id, "etag": got, "sse": resp.get("ServerSideEncryption", "")})
         return expected
 
     def _already_completed(self, job: Job, expected: str) -> str:
         """The upload is gone: an earlier CompleteMultipartUpload went through but its answer was lost.
 
         S3 keeps the multipart ETag, which must then equal the parts'; servers that show a whole-object MD5, or
-        SSE-KMS destinations, give a plain ETag: then size is what can be checked (each part was already checked
-        by its Content-MD5 and against ListParts)."""
+        SSE-KMS objects, give a plain or another ETag: then size is what can be checked (each part was already
+        checked by its Content-MD5 and against ListParts)."""
         head = self.dest.call(lambda c: c.head_object(Bucket=job.dest_bucket, Key=job.dest_key), self._where(job))
         got = strip_etag(head["ETag"])
-        if int(head["ContentLength"]) == job.size and (got == expected or "-" not in got):
+        if int(head["ContentLength"]) == job.size and (got == expected or "-" not in got or kms_encrypted(head)):
             return expected
         raise PermanentError(f"multipart upload vanished and the destination object does not match "
                              f"(size {head['ContentLength']}, ETag {got}, expected {job.size} bytes, {expected})")
@@ -141,7 +144,7 @@ class Completer:
         if int(head["ContentLength"]) != job.size:
             raise PermanentError(f"destination object has {head['ContentLength']} bytes, expected {job.size}")
         got = strip_etag(head["ETag"])
-        if is_md5_etag(got) and got != parts[0].md5:
+        if is_md5_etag(got) and got != parts[0].md5 and not kms_encrypted(head):  # SSE-KMS: Content-MD5 checked it
             raise PermanentError(f"checksum mismatch: destination ETag {got}, source bytes MD5 {parts[0].md5}")
         return parts[0].md5
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3sync.transfer.checksums import content_md5, is_md5_etag, strip_etag
+from s3sync.transfer.encryption import SSE_PARAMS, kms_encrypted
 from s3sync.transfer.errors import RetryableError, classify
 from s3sync.transfer.message import KEPT_HEADERS, PartMessage
 
@@ -116,9 +117,11 @@ def _fill(body: Any, view: memoryview, size: int, digest: Any) -> tuple[int, boo
     return got, extra
 
 
-def _check_etag(etag: str, md5: str, what: str) -> str:
-    etag = strip_etag(etag)
-    if is_md5_etag(etag) and etag != md5:  # SSE-KMS destinations return non-MD5 ETags: Content-MD5 covers them
+def _check_etag(resp: dict[str, Any], md5: str, what: str, requested: dict[str, Any] | None = None) -> str:
+    """The destination's ETag, which must be the MD5 sent, unless S3 wrote the bytes under a KMS key: such ETags are
+    no MD5 (s3sync.transfer.encryption); then Content-MD5, which S3 checked before answering, is the check."""
+    etag = strip_etag(resp["ETag"])
+    if is_md5_etag(etag) and etag != md5 and not kms_encrypted(resp, requested):
         raise RetryableError(f"destination ETag {etag} for {what} differs from the MD5 sent {md5}")
     return etag
 
@@ -135,7 +138,7 @@ def copy_part(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
                                 ContentMD5=content_md5(md5), ContentLength=msg.size)
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, "destination") from exc
-    etag = _check_etag(resp["ETag"], md5, f"part {msg.part_number}")
+    etag = _check_etag(resp, md5, f"part {msg.part_number}")
     return CopiedPart(part=msg.part_number, etag=etag, md5=md5, size=msg.size)
 
 
@@ -148,12 +151,13 @@ def copy_whole(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
     extra = {k: msg.headers[k] for k in KEPT_HEADERS if msg.headers.get(k)}
     if msg.headers.get("Metadata"):
         extra["Metadata"] = msg.headers["Metadata"]
+    extra.update({k: msg.headers[k] for k in SSE_PARAMS if msg.headers.get(k)})  # the splitter's choice
     try:
         resp = dest.put_object(Bucket=msg.dest_bucket, Key=msg.dest_key, Body=data, ContentMD5=content_md5(md5),
                                ContentLength=msg.size, **extra)
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, "destination") from exc
-    etag = _check_etag(resp["ETag"], md5, "object")
+    etag = _check_etag(resp, md5, "object", extra)
     return CopiedPart(part=1, etag=etag, md5=md5, size=msg.size)
 
 

@@ -76,9 +76,17 @@ _DEST_PERMANENT = {
     "InvalidPartOrder": "destination rejected the part order",
     "EntityTooSmall": "destination rejected a part smaller than 5 MiB",
     "EntityTooLarge": "destination rejected an oversized part",
-    "BadDigest": "destination computed another MD5 than the part's",
     "InvalidDigest": "destination rejected the Content-MD5",
+    # SSE-KMS at the destination (Env.DEST_SSE=aws:kms): the key is the China account's to fix
+    "KMS.NotFoundException": "destination KMS key not found (S3SYNC_DEST_SSE_KMS_KEY_ID / DestSseKmsKeyId)",
+    "KMS.DisabledException": "destination KMS key is disabled",
+    "KMS.KMSInvalidStateException": "destination KMS key is not usable (pending deletion or import?)",
 }
+
+
+# Not permanent: BadDigest (the destination computed another MD5 than the one we computed from the bytes we sent)
+# means the bytes changed on the way; the part is read and sent again, and a part that never arrives intact ends in
+# the dead-letter queue after maxReceiveCount tries, its job then failed by the sweeper.
 
 
 def error_code(exc: BaseException) -> str:

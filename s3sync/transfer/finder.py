@@ -10,7 +10,7 @@ MD5s at all under SSE-KMS), so the rule is:
 1. no object at the destination key                                     -> copy ("missing")
 2. sizes differ                                                           -> copy ("size")
 3. ETags equal                                                            -> same
-4. both ETags plain MD5s (and different)                                  -> copy ("etag")
+4. both ETags plain MD5s (and different), copies not made under aws:kms -> copy ("etag")
 5. otherwise (multipart or KMS ETag on either side): the transfers table has a DONE job for this source object and
    ETag (the copy was verified part by part when it was made)            -> same; else copy ("unverified"), or
    same with `size_only` (for copies made by another tool).
@@ -31,6 +31,7 @@ from s3sync.contract import Status
 from s3sync.errors import UserError
 from s3sync.transfer.checksums import is_md5_etag, strip_etag
 from s3sync.transfer.credentials import DestClient
+from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.errors import TransferError, classify
 from s3sync.transfer.events import ObjectRef
 from s3sync.transfer.ledger import Ledger
@@ -130,12 +131,14 @@ class FindResult:
 class Finder:
     def __init__(self, *, source: Any, dest: DestClient | Any, ledger: Ledger, splitter: Splitter,
                  reattempter: Reattempter | None, source_bucket: str, dest_bucket: str, dest_prefix: str = "",
-                 threads: int = 8, size_only: bool = False) -> None:
+                 threads: int = 8, size_only: bool = False,
+                 dest_encryption: DestEncryption = DestEncryption()) -> None:
         self.source = source
         self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
         self.ledger, self.splitter, self.reattempter = ledger, splitter, reattempter
         self.source_bucket, self.dest_bucket, self.dest_prefix = source_bucket, dest_bucket, dest_prefix
         self.threads, self.size_only = max(1, threads), size_only
+        self.dest_encryption = dest_encryption  # what the copies are written with (Settings.dest_encryption)
 
     # --- the comparison rule --------------------------------------------------------------------------------------
     def difference(self, src: Listed, dst: Listed | None) -> str | None:
@@ -147,7 +150,9 @@ class Finder:
         a, b = strip_etag(src.etag), strip_etag(dst.etag)
         if a == b:
             return None
-        if is_md5_etag(a) and is_md5_etag(b):
+        # A listing shows no encryption; a copy written under SSE-KMS (Env.DEST_SSE) has an MD5-looking ETag that is
+        # no MD5: comparing it would copy such objects again on every run.
+        if is_md5_etag(a) and is_md5_etag(b) and not self.dest_encryption.kms:
             return "etag"
         job = self.ledger.get_job(job_id_for(self.source_bucket, src.key, None, src.etag))
         if job is not None and job.status == Status.DONE and job.size == src.size:

@@ -33,7 +33,9 @@ class PartMessage:
     end: int  # last byte, inclusive; end = start - 1 for an empty object
     upload_id: str | None = None  # None: the object is copied whole (GET + PUT)
     source_version: str | None = None
-    headers: dict[str, Any] = field(default_factory=dict)  # whole copies only: KEPT_HEADERS + Metadata
+    # whole copies only: KEPT_HEADERS + Metadata, and the destination encryption (encryption.SSE_PARAMS) that the
+    # splitter chose; a multipart upload got both at CreateMultipartUpload
+    headers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> int:

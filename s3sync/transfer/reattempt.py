@@ -68,8 +68,9 @@ class Reattempter:
         the_plan = plan(size, self.part_size or max(job.part_size, MIN_PART_SIZE))
         upload_id = NO_UPLOAD
         if the_plan.multipart:
+            params = self.splitter.upload_params(kept_headers(head))  # headers, metadata, encryption
             upload_id = self.dest.call(lambda c: c.create_multipart_upload(
-                Bucket=job.dest_bucket, Key=job.dest_key, **kept_headers(head))["UploadId"], self._where(job))
+                Bucket=job.dest_bucket, Key=job.dest_key, **params)["UploadId"], self._where(job))
         claimed = self._claim(job, size, the_plan.part_size, the_plan.parts, upload_id)
         if claimed is None:
             if upload_id != NO_UPLOAD:

@@ -14,6 +14,7 @@ from s3sync.contract import (
     Env,
 )
 from s3sync.errors import UserError
+from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.plan import MiB
 
 
@@ -28,6 +29,7 @@ class Settings:
     parts_table: str = ""
     dest_bucket: str = ""
     dest_prefix: str = ""
+    dest_encryption: DestEncryption = DestEncryption()  # bucket default unless Env.DEST_SSE says otherwise
     part_size: int = DEFAULT_PART_SIZE_MIB * MiB
     worker_threads: int = DEFAULT_WORKER_THREADS
     cluster: str = ""
@@ -57,6 +59,7 @@ class Settings:
             parts_table=env.get(Env.PARTS_TABLE, ""),
             dest_bucket=env.get(Env.DEST_BUCKET, ""),
             dest_prefix=env.get(Env.DEST_PREFIX, ""),
+            dest_encryption=encryption(env),
             part_size=num(Env.PART_SIZE_MIB, DEFAULT_PART_SIZE_MIB, 5) * MiB,
             worker_threads=num(Env.WORKER_THREADS, DEFAULT_WORKER_THREADS, 1),
             cluster=env.get(Env.CLUSTER, ""),
@@ -78,3 +81,13 @@ class Settings:
         if missing:
             raise ConfigError("missing setting(s): " + ", ".join(missing))
         return self
+
+
+def encryption(env: Mapping[str, str]) -> DestEncryption:
+    """The destination encryption the environment asks for; a wrong value stops the component at start, naming the
+    variable (better than every copy failing at the destination, or silently writing unencrypted objects)."""
+    mode, key = env.get(Env.DEST_SSE, "").strip(), env.get(Env.DEST_SSE_KMS_KEY_ID, "").strip()
+    try:
+        return DestEncryption(mode, key)
+    except ValueError as exc:
+        raise ConfigError(f"{Env.DEST_SSE}={mode!r}, {Env.DEST_SSE_KMS_KEY_ID}={key!r}: {exc}") from None

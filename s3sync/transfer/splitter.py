@@ -83,9 +83,10 @@ class Splitter:
         failure = ""
         if the_plan.multipart:
             where = f"s3://{self.settings.dest_bucket}/{dest_key} at {self.dest.endpoint.describe()}"
+            params = self.upload_params(headers)  # headers, metadata, encryption
             try:
                 upload_id = self.dest.call(lambda c: c.create_multipart_upload(
-                    Bucket=self.settings.dest_bucket, Key=dest_key, **headers)["UploadId"], where)
+                    Bucket=self.settings.dest_bucket, Key=dest_key, **params)["UploadId"], where)
             except PermanentError as exc:  # recorded as a FAILED job below, so that the user is told
                 failure = exc.reason
         ts = now()
@@ -130,8 +131,15 @@ class Splitter:
         self._send(msgs)
         return len(msgs)
 
+    def upload_params(self, headers: dict[str, Any]) -> dict[str, Any]:
+        """What the destination object is written with: the source's kept headers and metadata, and the configured
+        server-side encryption (CreateMultipartUpload here and in a re-attempt; PutObject via the part message)."""
+        return {**headers, **self.settings.dest_encryption.request_params()}
+
     def messages(self, job: Job, headers: dict[str, Any]) -> list[PartMessage]:
         the_plan = plan(job.size, job.part_size) if job.multipart else None
+        if not job.multipart:
+            headers = self.upload_params(headers)
         out = []
         for n in range(1, job.total + 1):
             start, end = the_plan.byte_range(n) if the_plan else (0, job.size - 1)

@@ -7,7 +7,13 @@ only then delete the message.
 - A worker that dies (SIGKILL) just stops extending; its messages reappear after the visibility timeout.
 - On SIGTERM (`stop()`), the worker stops receiving, gives in-flight parts a grace period to finish, then releases
   the rest at once (visibility 0) so that another worker takes them without waiting.
-- Memory is bounded by threads x part size: it receives no more messages than it has free threads.
+- Memory is bounded by threads x part size: only the copy threads hold part buffers. The receiver keeps up to
+  `prefetch` more messages waiting (their visibility extended like the rest), so that a copy thread that finishes
+  takes its next part at once instead of after a receive; it refills when half the room is free, so one receive
+  brings several messages.
+- Acknowledgements are batched: a counted part's message joins the next DeleteMessageBatch (at most
+  `delete_every` seconds later, or as soon as 10 are waiting). One that is never deleted (the worker dies first)
+  comes back and is acknowledged without a copy: the ledger has the part.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ class _InFlight:
 
 class Worker:
     def __init__(self, *, sqs: Any, queue_url: str, ledger: Ledger, source: Any, dest: Any, threads: int = 4,
-                 visibility_timeout: int = 300, wait_seconds: int = 20, stop_grace: float = 20.0) -> None:
+                 visibility_timeout: int = 300, wait_seconds: int = 20, stop_grace: float = 20.0,
+                 prefetch: int | None = None, delete_every: float = 0.2) -> None:
         self.sqs, self.queue_url, self.ledger = sqs, queue_url, ledger
         self.source = source
         self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
@@ -65,6 +72,8 @@ class Worker:
         self.visibility_timeout = visibility_timeout
         self.wait_seconds = wait_seconds
         self.stop_grace = stop_grace
+        self.prefetch = threads if prefetch is None else max(0, prefetch)
+        self.delete_every = delete_every
         self.stats = Stats()
         self.metrics = MetricsLogger.for_queue(queue_url)  # CloudWatch embedded metric format, in the JSON logs
         self._stop = threading.Event()
@@ -75,6 +84,9 @@ class Worker:
         # attempts (job, upload) found FAILED or finished: their leftover messages are dropped without a copy;
         # a retried job has a new upload, so its messages are served again
         self._inactive: set[tuple[str, str]] = set()
+        self._deletes: list[str] = []  # receipt handles of messages done with, for the next DeleteMessageBatch
+        self._deletes_lock = threading.Lock()
+        self._deletes_due = threading.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -87,6 +99,7 @@ class Worker:
         for i in range(self.threads):
             threading.Thread(target=self._copy_loop, name=f"copy-{i}", daemon=True).start()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._delete_loop, name="deleter", daemon=True).start()
         receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
         receiver.start()
         log.info("worker started", extra={"threads": self.threads, "visibility_timeout": self.visibility_timeout})
@@ -97,6 +110,19 @@ class Worker:
         return self.stats
 
     def _drain(self) -> None:
+        waiting: dict[str, _InFlight] = {}  # received, not started: released at once
+        with self._cond:
+            while True:
+                try:
+                    m = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                flight = self._inflight.pop(m["MessageId"], None)
+                if flight is not None:
+                    waiting[m["MessageId"]] = flight
+            self._cond.notify_all()
+        if waiting:
+            self._change_visibility(waiting, 0)
         deadline = time.monotonic() + self.stop_grace
         with self._cond:
             while self._inflight and time.monotonic() < deadline:
@@ -104,15 +130,19 @@ class Worker:
             left = dict(self._inflight)
         if left:
             self._change_visibility(left, 0)
-            log.info("released in-flight parts", extra={"count": len(left)})
+        if left or waiting:
+            log.info("released in-flight parts", extra={"count": len(left) + len(waiting)})
+        self._flush_deletes()
 
     # --- receiving ------------------------------------------------------------------------------------------------
     def _receive_loop(self) -> None:
         while not self._stop.is_set():
+            room = self.threads + self.prefetch
             with self._cond:
-                while len(self._inflight) >= self.threads and not self._stop.is_set():
+                # refill when half the room is free (at least one slot): one receive brings several messages
+                while room - len(self._inflight) < max(1, room // 2) and not self._stop.is_set():
                     self._cond.wait(timeout=1.0)
-                free = self.threads - len(self._inflight)
+                free = room - len(self._inflight)
             if self._stop.is_set():
                 return
             try:
@@ -236,7 +266,30 @@ class Worker:
 
     # --- SQS housekeeping -----------------------------------------------------------------------------------------
     def _delete(self, m: dict[str, Any]) -> None:
-        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        with self._deletes_lock:
+            self._deletes.append(m["ReceiptHandle"])
+            if len(self._deletes) >= 10:
+                self._deletes_due.set()
+
+    def _delete_loop(self) -> None:
+        while not self._stop.is_set():
+            self._deletes_due.wait(self.delete_every)
+            self._deletes_due.clear()
+            self._flush_deletes()
+
+    def _flush_deletes(self) -> None:
+        with self._deletes_lock:
+            receipts, self._deletes = self._deletes, []
+        for i in range(0, len(receipts), 10):
+            entries = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts[i:i + 10])]
+            try:
+                resp = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                failed = resp.get("Failed") or []
+            except Exception as exc:  # noqa: BLE001 - they come back and are acknowledged then (ledger has them)
+                failed = [{"Id": e["Id"], "Message": str(exc)} for e in entries]
+            if failed:
+                log.warning("could not delete messages; they will be acknowledged again",
+                            extra={"count": len(failed), "reason": failed[0].get("Message", "")})
 
     def _retry_later(self, m: dict[str, Any], delay: int) -> None:
         try:

@@ -1,0 +1,134 @@
+"""The embedded moto server's patches (s3sync.local.moto_patches) keep DynamoDB's and SQS's semantics: checked over
+real HTTP against the patched server, for the outcomes the ledger and the runner rely on."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from s3sync.local import moto_patches
+
+pytestmark = pytest.mark.usefixtures("moto_server")
+
+
+@pytest.fixture
+def ddb(boto_client: Any) -> Any:
+    return boto_client("dynamodb")
+
+
+@pytest.fixture
+def table(ddb: Any) -> str:
+    name = f"patched-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    return name
+
+
+def _put(table: str, pk: str, n: int, condition: str | None = None, **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"TableName": table, "Item": {"pk": {"S": pk}, "n": {"N": str(n)}}, **extra}
+    if condition:
+        op["ConditionExpression"] = condition
+    return {"Put": op}
+
+
+def _stream(boto_client: Any, ddb: Any, table: str) -> tuple[Any, str]:
+    streams = boto_client("dynamodbstreams")
+    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    return streams, it
+
+
+def test_patches_are_applied_by_the_server() -> None:
+    assert moto_patches.applied() == {"transactions": True, "stream_records": True, "sqs_counts": True,
+                                      "sqs_clock": True, "dispatch": True}
+
+
+def test_transaction_writes_every_item_and_their_stream_records(ddb: Any, boto_client: Any, table: str) -> None:
+    ddb.transact_write_items(TransactItems=[
+        _put(table, "a", 1, "attribute_not_exists(pk)"),
+        {"Update": {"TableName": table, "Key": {"pk": {"S": "b"}}, "UpdateExpression": "ADD n :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+    ])
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "a"}})["Item"]["n"] == {"N": "1"}
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "b"}})["Item"]["n"] == {"N": "1"}
+    streams, it = _stream(boto_client, ddb, table)
+    records = streams.get_records(ShardIterator=it)["Records"]
+    # (moto, patched or not, records an Update that creates its item twice: INSERT, INSERT)
+    assert {r["eventName"] for r in records} == {"INSERT"}
+    first = records[0]["dynamodb"]
+    assert first["NewImage"] == {"pk": {"S": "a"}, "n": {"N": "1"}} and first["Keys"] == {"pk": {"S": "a"}}
+    assert abs(first["ApproximateCreationDateTime"].timestamp() - time.time()) < 60  # a timestamp, as in AWS
+    assert {r["dynamodb"]["Keys"]["pk"]["S"] for r in records} == {"a", "b"}
+
+
+def test_cancelled_transaction_writes_nothing_and_gives_reasons(ddb: Any, boto_client: Any, table: str) -> None:
+    ddb.put_item(TableName=table, Item={"pk": {"S": "taken"}, "n": {"N": "7"}})
+    streams, it = _stream(boto_client, ddb, table)
+    first = streams.get_records(ShardIterator=it)
+    assert len(first["Records"]) == 1
+    with pytest.raises(ClientError) as info:
+        ddb.transact_write_items(TransactItems=[
+            _put(table, "fresh", 1, "attribute_not_exists(pk)"),
+            _put(table, "taken", 2, "attribute_not_exists(pk)", ReturnValuesOnConditionCheckFailure="ALL_OLD"),
+        ])
+    err = info.value.response
+    assert err["Error"]["Code"] == "TransactionCanceledException"
+    reasons = err["CancellationReasons"]
+    assert reasons[0] == {"Code": "None"}
+    assert reasons[1]["Code"] == "ConditionalCheckFailed"
+    assert reasons[1]["Item"] == {"pk": {"S": "taken"}, "n": {"N": "7"}}
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "fresh"}})
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "taken"}})["Item"]["n"] == {"N": "7"}
+    # the iterator opened before the cancellation still reads what comes after it (no table replaced)
+    ddb.put_item(TableName=table, Item={"pk": {"S": "later"}, "n": {"N": "1"}})
+    after = streams.get_records(ShardIterator=first["NextShardIterator"])["Records"]
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in after] == ["later"]
+
+
+def test_same_item_twice_is_a_validation_error(ddb: Any, table: str) -> None:
+    with pytest.raises(ClientError) as info:
+        ddb.transact_write_items(TransactItems=[_put(table, "x", 1), _put(table, "x", 2)])
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "x"}})
+
+
+def test_a_write_that_fails_after_its_checks_undoes_the_others(ddb: Any, boto_client: Any, table: str) -> None:
+    ddb.put_item(TableName=table, Item={"pk": {"S": "s"}, "n": {"S": "text"}})
+    streams, it = _stream(boto_client, ddb, table)
+    seen = streams.get_records(ShardIterator=it)
+    with pytest.raises(ClientError):
+        ddb.transact_write_items(TransactItems=[
+            _put(table, "p", 1),
+            {"Update": {"TableName": table, "Key": {"pk": {"S": "s"}}, "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}}}},  # ADD to a string: invalid
+        ])
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "p"}})
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "s"}})["Item"]["n"] == {"S": "text"}
+    more = streams.get_records(ShardIterator=seen["NextShardIterator"])["Records"]
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in more] == []
+
+
+def test_missing_table_is_moto_s_own_error(ddb: Any) -> None:
+    with pytest.raises(ClientError) as info:
+        ddb.transact_write_items(TransactItems=[_put("no-such-table", "a", 1)])
+    assert info.value.response["Error"]["Code"] in ("ResourceNotFoundException", "TransactionCanceledException")
+
+
+def test_queue_counts_still_answer_get_queue_attributes(boto_client: Any) -> None:
+    sqs = boto_client("sqs")
+    url = sqs.create_queue(QueueName=f"patched-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(5)])
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2, VisibilityTimeout=30)["Messages"]
+    assert len(got) == 2
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("3", "2")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("3", "1")
