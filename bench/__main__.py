@@ -35,9 +35,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--moto-as-shipped", action="store_true",
                    help="run the embedded moto server without s3sync.local.moto_patches (default: patched, as "
                         "s3sync local runs it), to measure what the patches are worth")
-    p.add_argument("--ordered-enqueue", action="store_true",
-                   help="the splitter sends part messages in part order, one batch at a time (a proposal: the "
-                        "destination rclone buffers at most 256 MiB of out-of-order parts per upload)")
     p.add_argument("--quiet-wait", type=float, default=60.0,
                    help="before each run, wait up to this many seconds for the other processes on the machine "
                         "to go below 0.25 cores (default 60; 0: do not wait)")
@@ -59,10 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.moto_as_shipped:
         common.RUN_FLAGS["moto_patches"] = False
         say("moto as shipped: s3sync.local.moto_patches not applied")
-    if args.ordered_enqueue:
-        common.apply_ordered_enqueue()
-        common.RUN_FLAGS["ordered_enqueue"] = True
-        say("ordered enqueue applied (the splitter sends one batch at a time, in part order)")
     failed = False
     for name in args.which or list(BENCHES):
         payload = BENCHES[name].run(args)

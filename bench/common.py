@@ -443,6 +443,15 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
         **(extra_options or {}),
     )
     runner = LocalRunner(options)
+    listing_allowed = threading.Event()
+    listing_allowed.set()
+    list_source = runner._list_source
+
+    def gated_list_source() -> list[dict[str, Any]]:
+        listing_allowed.wait()
+        return list_source()
+
+    runner._list_source = gated_list_source  # type: ignore[method-assign]
     done_jobs: set[str] = set()
     result: dict[str, Any] = {}
     probe = WorkerProbe()
@@ -463,7 +472,13 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                     time.sleep(0.05)
                 probe.sample(rescan=True)
                 probe.start()
-                count = make_present()
+                # While the objects are made present (rclone computes their MD5 ETags on the first listing, which
+                # S3 does at upload), the runner does not list: the clock starts when the ETags are known.
+                listing_allowed.clear()
+                try:
+                    count = make_present()
+                finally:
+                    listing_allowed.set()
                 t0 = time.time()
                 calls.start()
                 probe.sample()
@@ -546,25 +561,7 @@ def rotations(modes: list[str], rounds: int) -> Iterator[tuple[int, str]]:
             yield r, mode
 
 
-RUN_FLAGS: dict[str, Any] = {"moto_patches": True, "ordered_enqueue": False}  # set by __main__; recorded
-
-
-def apply_ordered_enqueue() -> None:
-    """Have the splitter (it runs in this process, inside the local runner) send a plan's part messages one batch
-    at a time, in part order, instead of 8 batches at once (whose arrival order in the queue is random): a
-    proposal for local runs, measured with `--ordered-enqueue`."""
-    from s3sync.transfer import splitter  # noqa: PLC0415
-
-    original = splitter.Splitter.__init__
-    if getattr(original, "_bench_ordered", False):
-        return
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self.send_threads = 1
-
-    __init__._bench_ordered = True  # type: ignore[attr-defined]
-    splitter.Splitter.__init__ = __init__  # type: ignore[method-assign]
+RUN_FLAGS: dict[str, Any] = {"moto_patches": True}  # set by __main__; recorded
 
 
 def save(name: str, payload: dict[str, Any]) -> Path:

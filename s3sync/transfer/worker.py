@@ -72,7 +72,9 @@ class Worker:
         self.visibility_timeout = visibility_timeout
         self.wait_seconds = wait_seconds
         self.stop_grace = stop_grace
-        self.prefetch = threads if prefetch is None else max(0, prefetch)
+        # a few waiting messages are enough to hide a receive; more would widen the window of parts a worker holds
+        # out of order (see Splitter.send_threads)
+        self.prefetch = max(1, threads // 2) if prefetch is None else max(0, prefetch)
         self.delete_every = delete_every
         self.stats = Stats()
         self.metrics = MetricsLogger.for_queue(queue_url)  # CloudWatch embedded metric format, in the JSON logs
