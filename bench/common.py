@@ -429,6 +429,7 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
     then stop the runner. (`--until-idle` would stop it at once, before the objects appear: the bench stops it
     itself when the last job is DONE, which is what `--until-idle` waits for, minus its idle grace.)
     """
+    from s3sync.contract import DEFAULT_STUCK_AFTER_SECONDS  # noqa: PLC0415
     from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner  # noqa: PLC0415
     from s3sync.transfer import logs  # noqa: PLC0415
 
@@ -440,7 +441,8 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
         dest=BucketSpec(dest_bucket, dst.endpoint_url, dst.access_key_id, dst.secret_access_key, region="cn-north-1"),
         part_size_mib=part_size_mib, worker_threads=threads, min_tasks=workers, max_tasks=workers,
         until_idle=False, timeout=timeout, state_dir=state_dir, name=name, moto_patches=RUN_FLAGS["moto_patches"],
-        **(extra_options or {}),
+        # the deployed sweeper's setting (s3sync local's 30 s suits tests): a queued job is not a stuck one
+        stuck_after=DEFAULT_STUCK_AFTER_SECONDS, **(extra_options or {}),
     )
     runner = LocalRunner(options)
     listing_allowed = threading.Event()

@@ -46,8 +46,8 @@ def _stream(boto_client: Any, ddb: Any, table: str) -> tuple[Any, str]:
 
 
 def test_patches_are_applied_by_the_server() -> None:
-    assert moto_patches.applied() == {"transactions": True, "stream_records": True, "sqs_counts": True,
-                                      "sqs_clock": True, "dispatch": True}
+    assert moto_patches.applied() == {"transactions": True, "key_query": True, "stream_records": True,
+                                      "sqs_counts": True, "sqs_clock": True, "dispatch": True}
 
 
 def test_transaction_writes_every_item_and_their_stream_records(ddb: Any, boto_client: Any, table: str) -> None:
@@ -132,3 +132,32 @@ def test_queue_counts_still_answer_get_queue_attributes(boto_client: Any) -> Non
     sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("3", "1")
+
+
+def test_key_query_returns_the_partition_in_order_with_conditions_and_pages(ddb: Any) -> None:
+    name = f"patched-q-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "job", "AttributeType": "S"},
+                                           {"AttributeName": "part", "AttributeType": "N"}],
+                     KeySchema=[{"AttributeName": "job", "KeyType": "HASH"},
+                                {"AttributeName": "part", "KeyType": "RANGE"}])
+    for job in ("a", "b", "c"):
+        for part in (3, 1, 10, 2):
+            ddb.put_item(TableName=name, Item={"job": {"S": job}, "part": {"N": str(part)}, "v": {"S": job}})
+
+    def parts(**kwargs: Any) -> list[int]:
+        resp = ddb.query(TableName=name, KeyConditionExpression=kwargs.pop("cond", "job = :j"),
+                         ExpressionAttributeValues={":j": {"S": "b"}, **kwargs.pop("values", {})}, **kwargs)
+        assert all(item["v"] == {"S": "b"} for item in resp["Items"])
+        return [int(item["part"]["N"]) for item in resp["Items"]]
+
+    assert parts() == [1, 2, 3, 10]
+    assert parts(ScanIndexForward=False) == [10, 3, 2, 1]
+    assert parts(cond="job = :j AND part > :p", values={":p": {"N": "2"}}) == [3, 10]
+    first = ddb.query(TableName=name, KeyConditionExpression="job = :j", Limit=2,
+                      ExpressionAttributeValues={":j": {"S": "b"}})
+    rest = ddb.query(TableName=name, KeyConditionExpression="job = :j", ExclusiveStartKey=first["LastEvaluatedKey"],
+                     ExpressionAttributeValues={":j": {"S": "b"}})
+    assert [int(i["part"]["N"]) for i in first["Items"] + rest["Items"]] == [1, 2, 3, 10]
+    assert ddb.query(TableName=name, KeyConditionExpression="job = :j",
+                     ExpressionAttributeValues={":j": {"S": "none"}})["Items"] == []
