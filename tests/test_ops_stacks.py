@@ -17,6 +17,7 @@ from s3sync.render import lint_text
 from s3sync.stacks import StackConfig, build_lambda, render_all
 from s3sync.transfer.metrics import MetricsLogger
 from s3sync.transfer.scaling import ScaleResult, ServiceState, report_tasks
+from tests.cfn_support import moto_cloudformation, params, pin_secret
 
 OPS = StackConfig(operations=True)
 
@@ -147,27 +148,12 @@ def test_with_container_insights_the_task_widget_adds_its_per_minute_counts() ->
 @pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips
 def test_cfn_lint_reports_nothing_and_moto_creates_every_switch() -> None:
     import boto3
-    from moto import mock_aws
 
     texts = render_all(OPS)
     findings = lint_text(texts["lambda.yaml"], regions=["us-east-1", "cn-north-1"])
     assert [f"{m.linenumber}: {m.rule.id} {m.message}" for m in findings] == []
-    secret_ref = "Value:\n      Ref: DestCredentials\n"  # moto's engine has no Secrets Manager secret (test_templates)
-    ecs_text = texts["ecs.yaml"].replace(secret_ref, "Value: arn:aws:secretsmanager:us-east-1:123456789012:secret:x\n")
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name="us-east-1")
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="code-bucket")
-        s3.put_object(Bucket="code-bucket", Key="fn.zip", Body=b"PK\x05\x06" + b"\0" * 18)
-        cf = boto3.client("cloudformation", region_name="us-east-1")
-
-        def params(values: dict[str, str]) -> list[dict[str, str]]:
-            return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
-
-        ecs_params = {"ImageUri": "worker:1", "DestBucket": "dest-bucket", "DestAccessKeyId": "AKIAIOSFODNN7EXAMPLE",
-                      "DestSecretAccessKey": "s" * 40, "VpcId": vpc, "SubnetId": subnet, "LaunchType": "FARGATE"}
+    with moto_cloudformation() as (cf, ecs_params):
+        ecs_text = pin_secret(texts["ecs.yaml"])
         cf.create_stack(StackName="ecsStack", TemplateBody=ecs_text, Capabilities=["CAPABILITY_IAM"],
                         Parameters=params(ecs_params))
         cf.create_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"], Capabilities=["CAPABILITY_IAM"],

@@ -16,6 +16,7 @@ from s3sync.contract import Env
 from s3sync.render import lint_text
 from s3sync.stacks import render_all
 from s3sync.stacks.iam import UNSCOPABLE
+from tests.cfn_support import moto_cloudformation, params, pin_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -494,10 +495,6 @@ def test_templates_are_plain_yaml(texts: dict[str, str]) -> None:
 
 
 # --- moto's CloudFormation engine -------------------------------------------------------------------------------------
-def _params(values: dict[str, str]) -> list[dict[str, str]]:
-    return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
-
-
 def _function_env(handler: str) -> dict[str, Any]:
     import boto3
 
@@ -513,29 +510,13 @@ def test_stacks_create_update_and_delete_in_moto(texts: dict[str, str], launch_t
 
     moto's CloudFormation has no AWS::SecretsManager::Secret, so the secret's ARN output is pinned to a literal here.
     """
-    import boto3
-    from moto import mock_aws
-
-    secret_ref = "Value:\n      Ref: DestCredentials\n"
-    assert texts["ecs.yaml"].count(secret_ref) == 1
-    pinned = "Value: arn:aws:secretsmanager:us-east-1:123456789012:secret:x\n"
-    ecs_text = texts["ecs.yaml"].replace(secret_ref, pinned)
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name="us-east-1")
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="code-bucket")
-        s3.put_object(Bucket="code-bucket", Key="fn.zip", Body=b"PK\x05\x06" + b"\0" * 18)
-        cf = boto3.client("cloudformation", region_name="us-east-1")
-        ecs_params = {"ImageUri": "worker:1", "DestBucket": "dest-bucket", "DestAccessKeyId": "AKIAIOSFODNN7EXAMPLE",
-                      "DestSecretAccessKey": "s" * 40, "VpcId": vpc, "SubnetId": subnet,
-                      "LaunchType": launch_type}  # fmt: skip
+    with moto_cloudformation(launch_type) as (cf, ecs_params):
+        ecs_text = pin_secret(texts["ecs.yaml"])
         lam_params = {"SourceBucketName": "src-bucket", "CodeBucket": "code-bucket", "CodeKey": "fn.zip",
                       "Email": "ops@example.com"}  # fmt: skip
-        cf.create_stack(StackName="ecsStack", TemplateBody=ecs_text, Parameters=_params(ecs_params),
+        cf.create_stack(StackName="ecsStack", TemplateBody=ecs_text, Parameters=params(ecs_params),
                         Capabilities=["CAPABILITY_IAM"])  # fmt: skip
-        cf.create_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"], Parameters=_params(lam_params),
+        cf.create_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"], Parameters=params(lam_params),
                         Capabilities=["CAPABILITY_IAM"])  # fmt: skip
         for name in ("ecsStack", "lamStackS"):
             assert cf.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -547,7 +528,7 @@ def test_stacks_create_update_and_delete_in_moto(texts: dict[str, str], launch_t
 
         key = "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
         cf.update_stack(StackName="lamStackS", TemplateBody=texts["lambda.yaml"],
-                        Parameters=_params({**lam_params, "MaxTasks": "20", "DestSse": "aws:kms",
+                        Parameters=params({**lam_params, "MaxTasks": "20", "DestSse": "aws:kms",
                                             "DestSseKmsKeyId": key}),
                         Capabilities=["CAPABILITY_IAM"])  # fmt: skip
         assert str(_function_env(contract.HANDLERS["scale_out"])[Env.MAX_TASKS]) == "20"

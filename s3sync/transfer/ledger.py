@@ -130,9 +130,10 @@ class Ledger:
                 return False
             raise
 
-    def _transition(self, job_id: str, update: str, condition: str, values: dict[str, Any],
+    def update_job(self, job_id: str, update: str, condition: str, values: dict[str, Any],
                     names: dict[str, str] | None = None) -> Job | None:
-        """One conditional update; the new job on success, None when the condition does not hold."""
+        """One conditional update of a job; the new job on success, None when the condition does not hold (`#s` is
+        the status; other names in `names`)."""
         try:
             resp = self.ddb.update_item(
                 TableName=self.transfers,
@@ -151,12 +152,12 @@ class Ledger:
 
     def mark_copying(self, job_id: str) -> Job | None:
         """PLANNED -> COPYING once every part message is enqueued."""
-        return self._transition(job_id, "SET #s = :copying, updated_at = :now", "#s = :planned",
+        return self.update_job(job_id, "SET #s = :copying, updated_at = :now", "#s = :planned",
                                 {":copying": Status.COPYING, ":planned": Status.PLANNED, ":now": now()})
 
     def elect_completion(self, job_id: str) -> Job | None:
         """COPYING -> COMPLETING when every part is counted; only one caller ever wins."""
-        return self._transition(
+        return self.update_job(
             job_id, "SET #s = :completing, updated_at = :now",
             "#s = :copying AND remaining = :zero",
             {":completing": Status.COMPLETING, ":copying": Status.COPYING, ":zero": 0, ":now": now()},
@@ -164,14 +165,14 @@ class Ledger:
 
     def release_completion(self, job_id: str) -> Job | None:
         """COMPLETING -> COPYING after a passing failure: the stream record that follows elects again."""
-        return self._transition(
+        return self.update_job(
             job_id, "SET #s = :copying, updated_at = :now ADD completion_attempts :one",
             "#s = :completing",
             {":completing": Status.COMPLETING, ":copying": Status.COPYING, ":one": 1, ":now": now()},
         )
 
     def mark_done(self, job_id: str, dest_etag: str) -> Job | None:
-        return self._transition(
+        return self.update_job(
             job_id, "SET #s = :done, dest_etag = :etag, updated_at = :now", "#s = :completing",
             {":done": Status.DONE, ":completing": Status.COMPLETING, ":etag": dest_etag, ":now": now()},
         )
@@ -185,17 +186,17 @@ class Ledger:
         if upload_id is not None:
             condition += " AND upload_id = :upload"
             values[":upload"] = upload_id
-        return self._transition(job_id, "SET #s = :failed, #e = :reason, updated_at = :now", condition, values,
+        return self.update_job(job_id, "SET #s = :failed, #e = :reason, updated_at = :now", condition, values,
                                 names={"#e": "error"})
 
     def touch(self, job_id: str) -> Job | None:
         """Rewrite a finished-copying job unchanged but for updated_at: a new stream record re-triggers completion."""
-        return self._transition(job_id, "SET updated_at = :now", "#s = :copying AND remaining = :zero",
+        return self.update_job(job_id, "SET updated_at = :now", "#s = :copying AND remaining = :zero",
                                 {":copying": Status.COPYING, ":zero": 0, ":now": now()})
 
     def note_redrive(self, job: Job) -> Job | None:
         """Count a re-drive, only if nobody touched the job since it was read (so one sweeper acts)."""
-        return self._transition(job.job_id, "SET updated_at = :now ADD redrives :one",
+        return self.update_job(job.job_id, "SET updated_at = :now ADD redrives :one",
                                 "#s = :status AND updated_at = :seen",
                                 {":status": job.status, ":seen": job.updated_at, ":one": 1, ":now": now()})
 

@@ -21,13 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
 
 from s3sync.contract import PARTS_HASH_KEY, PARTS_RANGE_KEY, TRANSFERS_HASH_KEY, Status
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import PermanentError, classify
 from s3sync.transfer.events import ObjectRef
-from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, from_image, now
+from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now
 from s3sync.transfer.plan import MIN_PART_SIZE, plan
 from s3sync.transfer.splitter import Splitter, kept_headers
 
@@ -92,35 +91,22 @@ class Reattempter:
             raise err from exc
 
     def _claim(self, job: Job, size: int, part_size: int, total: int, upload_id: str) -> Job | None:
-        ser = _Ser()
-        try:
-            resp = self.ledger.ddb.update_item(
-                TableName=self.ledger.transfers,
-                Key=ser.item({TRANSFERS_HASH_KEY: job.job_id}),
-                UpdateExpression=(
-                    "SET #s = :planned, #upload = :upload, #size = :size, #ps = :ps, #total = :total, "
-                    "#remaining = :total, #done = :zero, #done_bytes = :zero, #ca = :zero, #redrives = :zero, "
-                    "#updated = :now, #prev = :prev REMOVE #e, #dest_etag ADD #attempts :one"
-                ),
-                ConditionExpression="#s = :seen_status AND #updated = :seen",
-                ExpressionAttributeNames={  # every name aliased: several are DynamoDB reserved words (size, total)
-                    "#s": "status", "#e": "error", "#upload": "upload_id", "#size": "size", "#ps": "part_size",
-                    "#total": "total", "#remaining": "remaining", "#done": "done", "#done_bytes": "done_bytes",
-                    "#ca": "completion_attempts", "#redrives": "redrives", "#updated": "updated_at",
-                    "#prev": "previous_error", "#dest_etag": "dest_etag", "#attempts": "attempts",
-                },
-                ExpressionAttributeValues=ser.item({
-                    ":planned": Status.PLANNED, ":upload": upload_id, ":size": size, ":ps": part_size,
-                    ":total": total, ":zero": 0, ":one": 1, ":now": now(), ":seen_status": job.status,
-                    ":seen": job.updated_at, ":prev": (job.error or f"re-copied after {job.status}")[:1000],
-                }),
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return None
-            raise
-        return Job.from_item(from_image(resp["Attributes"]))
+        return self.ledger.update_job(
+            job.job_id,
+            "SET #s = :planned, #upload = :upload, #size = :size, #ps = :ps, #total = :total, "
+            "#remaining = :total, #done = :zero, #done_bytes = :zero, #ca = :zero, #redrives = :zero, "
+            "#updated = :now, #prev = :prev REMOVE #e, #dest_etag ADD #attempts :one",
+            "#s = :seen_status AND #updated = :seen",
+            {":planned": Status.PLANNED, ":upload": upload_id, ":size": size, ":ps": part_size, ":total": total,
+             ":zero": 0, ":one": 1, ":now": now(), ":seen_status": job.status, ":seen": job.updated_at,
+             ":prev": (job.error or f"re-copied after {job.status}")[:1000]},
+            {  # every name aliased: several are DynamoDB reserved words (size, total)
+                "#e": "error", "#upload": "upload_id", "#size": "size", "#ps": "part_size", "#total": "total",
+                "#remaining": "remaining", "#done": "done", "#done_bytes": "done_bytes", "#ca": "completion_attempts",
+                "#redrives": "redrives", "#updated": "updated_at", "#prev": "previous_error",
+                "#dest_etag": "dest_etag", "#attempts": "attempts",
+            },
+        )
 
     def _finish(self, job: Job, detail: str) -> ReattemptResult:
         dropped = self.delete_parts(job.job_id)
