@@ -106,3 +106,44 @@ def test_refused_credentials_that_did_not_rotate_fail_the_job_at_once_naming_the
         assert worker.stats.retries == 0
         attrs = world["sqs"].get_queue_attributes(QueueUrl=world["queue_url"], AttributeNames=["All"])["Attributes"]
         assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_prefetch_keeps_copies_to_the_threads_and_batched_deletes_empty_the_queue(world):
+    """8 small jobs, 2 copy threads, 2 prefetched: never more than 2 copies (part buffers) at once, receives bring
+    several messages but never more than threads + prefetch, every part counted once, and after stop() every
+    message is deleted (the batched deletes are flushed)."""
+    w = world
+    active, peak, received = [0], [0], []
+    lock = threading.Lock()
+
+    def started(**_):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+
+    def finished(**_):
+        with lock:
+            active[0] -= 1
+
+    w["s3"].meta.events.register("before-call.s3.GetObject", started)
+    w["sqs"].meta.events.register("after-call.sqs.ReceiveMessage",
+                                  lambda parsed, **_: received.append(len(parsed.get("Messages", []))))
+    with RcloneS3Server() as server:
+        server.create_bucket("dst")
+        dest = s3_client(Endpoint("cn-north-1", server.endpoint_url, server.access_key_id, server.secret_access_key))
+        dest.meta.events.register("after-call.s3.PutObject", finished)
+        jobs = []
+        for _ in range(8):
+            job, msg = whole_copy(w, "dst")
+            assert w["ledger"].create_job(job)
+            w["sqs"].send_message(QueueUrl=w["queue_url"], MessageBody=msg.encode())
+            jobs.append(job)
+        worker = Worker(sqs=w["sqs"], queue_url=w["queue_url"], ledger=w["ledger"], source=w["s3"], dest=dest,
+                        threads=2, prefetch=2, visibility_timeout=30, wait_seconds=1, stop_grace=5)
+        run_until(worker, lambda: worker.stats.copied + worker.stats.duplicates + worker.stats.skipped >= 8)
+    assert worker.stats.copied == 8 and worker.stats.duplicates == 0
+    assert peak[0] <= 2, f"{peak[0]} copies at once with 2 threads"
+    assert max(received) > 1 and max(received) <= 4, received
+    assert all(w["ledger"].get_job(j.job_id).remaining == 0 for j in jobs)
+    attrs = w["sqs"].get_queue_attributes(QueueUrl=w["queue_url"], AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"

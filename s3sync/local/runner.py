@@ -62,7 +62,7 @@ SPLITTER_CONCURRENCY = 4
 LIST_EVERY = 0.2  # seconds between listings of a source bucket on a server that sends no notifications
 # seconds between reads of the transfers table's stream when it had nothing for the completion function: the
 # latency of a completion, against the cost of reading every part's progress record (botocore parses each record's
-# two images; at 0.1 s the reads took about a third of the runner's CPU during a 1 GiB copy)
+# two images; at 0.1 s, reading until an empty page, they were 110 of the ~350 requests of a 1 GiB copy)
 STREAM_POLL_EVERY = 0.25
 
 
