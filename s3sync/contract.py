@@ -112,6 +112,8 @@ DEFAULT_WORKER_THREADS: Final = 4
 DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a long part copies
 DEFAULT_MAX_RECEIVE_COUNT: Final = 5  # receives before a message goes to the dead-letter queue
 DEFAULT_SCALE_OUT_THRESHOLD: Final = 100  # visible messages that fire alarm A
+DEFAULT_STREAM_BATCH_SIZE: Final = 10  # stream records per completion invocation
+DEFAULT_STREAM_PARALLELIZATION: Final = 10  # concurrent completion batches per stream shard (one job's in order)
 DEFAULT_STUCK_AFTER_SECONDS: Final = 900  # a job without progress this long is re-driven by the sweeper
 
 # --- Operations (issue #7): metrics, the scheduled finder, delete propagation ---------------------------------------

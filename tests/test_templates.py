@@ -282,6 +282,7 @@ def test_stream_mapping_filters_with_the_contract(ecs: dict[str, Any], lam: dict
     assert props["EventSourceArn"] == {"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-TransfersTableStreamArn"}}
     assert props["BisectBatchOnFunctionError"] is True
     assert 1 <= props["BatchSize"] <= 100 and props["MaximumRetryAttempts"] >= 1
+    assert props["ParallelizationFactor"] == 10  # completions of different objects do not wait for each other
     stream = ecs["Resources"]["TransfersTable"]["Properties"]["StreamSpecification"]
     assert stream == {"StreamViewType": contract.TRANSFERS_STREAM_VIEW}
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3sync.contract import (
     COMPLETION_FILTERS,
     DEFAULT_MAX_RECEIVE_COUNT,
+    DEFAULT_STREAM_BATCH_SIZE,
+    DEFAULT_STREAM_PARALLELIZATION,
     HANDLERS,
     PARTS_HASH_KEY,
     PARTS_RANGE_KEY,
@@ -485,14 +488,23 @@ class LocalRunner:
         # one page per poll: reading on until an empty page doubled the reads (a backlog still drains, a page of up
         # to 1,000 records per poll, without waiting while it holds records for the completion function)
         reader = StreamReader(self.client("dynamodbstreams"), self.r.stream_arn, max_batches_per_shard=1)
+        # as the mapping's ParallelizationFactor: up to that many batches at once, each job's records in one of them
+        pool = self._stack.enter_context(ThreadPoolExecutor(DEFAULT_STREAM_PARALLELIZATION,
+                                                            thread_name_prefix="completion"))
         while not self._stop.is_set():
             records = reader.poll()
             lambda_records = events.dynamodb_stream(records, self.r.stream_arn)["Records"]
             batch = [rec for rec in lambda_records if any(patterns.matches(p, rec) for p in COMPLETION_FILTERS)]
             if batch:
-                self._deliver_stream_batch(batch)
+                groups = _by_job(batch, DEFAULT_STREAM_PARALLELIZATION)
+                list(pool.map(self._deliver_stream_group, groups))
             else:
                 self._stop.wait(STREAM_POLL_EVERY)
+
+    def _deliver_stream_group(self, records: list[dict[str, Any]]) -> None:
+        """One of the mapping's concurrent batches: its records in order, BatchSize at a time."""
+        for i in range(0, len(records), DEFAULT_STREAM_BATCH_SIZE):
+            self._deliver_stream_batch(records[i:i + DEFAULT_STREAM_BATCH_SIZE])
 
     def _deliver_stream_batch(self, batch: list[dict[str, Any]], max_retries: int = 5) -> None:
         """As the event source mapping does: retry from the first failed record, then give up on it."""
@@ -634,6 +646,15 @@ class LocalRunner:
             if url and sum(self._queue_depth(url)) > 0:
                 return False
         return True
+
+
+def _by_job(records: list[dict[str, Any]], groups: int) -> list[list[dict[str, Any]]]:
+    """Records split into at most `groups` lists by job (a stable hash of the key), each in stream order."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for rec in records:
+        job = str(rec["dynamodb"]["Keys"][TRANSFERS_HASH_KEY].get("S", ""))
+        out.setdefault(zlib.crc32(job.encode()) % groups, []).append(rec)
+    return list(out.values())
 
 
 def _removed_event(bucket: str, key: str) -> dict[str, Any]:

@@ -92,7 +92,11 @@ class StackConfig:
     alarm_period_s: int = 60  # SQS publishes its metrics once a minute
     scale_in_periods: int = 5  # alarm B fires after this many periods with nothing visible and nothing in flight
     stuck_after_s: int = contract.DEFAULT_STUCK_AFTER_SECONDS  # the sweeper (run by scale_in) re-drives idle jobs
-    stream_batch_size: int = 10
+    stream_batch_size: int = contract.DEFAULT_STREAM_BATCH_SIZE
+    # concurrent batches per stream shard (records of one job stay in order): completing an object means a
+    # cross-border ListParts and CompleteMultipartUpload, so one batch at a time per shard would cap small objects
+    # at a few per second
+    stream_parallelization: int = contract.DEFAULT_STREAM_PARALLELIZATION
     stream_max_retries: int = 5  # then the batch is bisected down to the failing record and skipped
     stream_max_record_age_s: int = 86400  # a stream keeps records for 24 h
     abort_incomplete_upload_days: int = 7  # lifecycle rule on the source bucket
@@ -160,6 +164,8 @@ def _problems(cfg: StackConfig) -> Iterator[str]:
         yield f"image_uri must not contain white space, got {cfg.image_uri!r}"
     if not 1 <= cfg.stream_batch_size <= 10000:
         yield "stream_batch_size must be within 1..10000"
+    if not 1 <= cfg.stream_parallelization <= 10:
+        yield "stream_parallelization must be within 1..10 (Lambda's ParallelizationFactor)"
     if not 0 <= cfg.worker_stop_timeout_s <= 120:
         yield "worker_stop_timeout_s must be within 0..120 (the ECS maximum)"
     if cfg.scale_in_periods < 1 or cfg.alarm_period_s not in (10, 20, 30) and cfg.alarm_period_s % 60:

@@ -441,6 +441,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 FunctionName=Ref(FUNCTIONS["completion"]),
                 StartingPosition="TRIM_HORIZON",  # the completion is idempotent; never miss a record
                 BatchSize=self.cfg.stream_batch_size,
+                ParallelizationFactor=self.cfg.stream_parallelization,
                 BisectBatchOnFunctionError=True,
                 MaximumRetryAttempts=self.cfg.stream_max_retries,
                 MaximumRecordAgeInSeconds=self.cfg.stream_max_record_age_s,
