@@ -89,7 +89,7 @@ def _patch_transactions() -> bool:
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
         if len(transact_items) > 100 or any(len(item) != 1 for item in transact_items):
             return original(self, transact_items)  # moto's own validation errors
-        ops: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
+        ops: list[tuple[int, str, dict[str, Any], dict[str, Any], Any, Any]] = []
         errors: list[tuple[str | None, str | None, dict[str, Any] | None]] = []
         seen: set[tuple[str, str]] = set()
         try:
@@ -120,7 +120,7 @@ def _patch_transactions() -> bool:
                     continue
                 errors.append((None, None, None))
                 if op_type != "ConditionCheck":
-                    ops.append((len(errors) - 1, op_type, op, key))
+                    ops.append((len(errors) - 1, op_type, op, key, table, current))
         except MultipleTransactionsException:
             raise
         except Exception:  # noqa: BLE001 - anything unusual (missing table, bad key): moto's own code answers
@@ -130,8 +130,8 @@ def _patch_transactions() -> bool:
         undo = _Undo(self)
         index = -1
         try:  # phase 2: the writes, as moto makes them
-            for index, op_type, op, key in ops:
-                undo.remember(op["TableName"], key)
+            for index, op_type, op, key, table, current in ops:
+                undo.remember(table, key, current)
                 names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
                 condition = op.get("ConditionExpression")
                 if op_type == "Put":
@@ -163,10 +163,9 @@ class _Undo:
         self.items: list[tuple[Any, Any, Any, Any]] = []  # (table, hash key, range key, old item or None)
         self.streams: dict[int, tuple[Any, int]] = {}  # id(shard) -> (shard, length before)
 
-    def remember(self, table_name: str, key: dict[str, Any]) -> None:
-        table = self.backend.get_table(table_name)
+    def remember(self, table: Any, key: dict[str, Any], current: Any) -> None:
+        """Before the write to `key`: `current` is its item as the checks saw it (nothing has changed since)."""
         hash_key, range_key = self.backend.get_keys_value(table, key)
-        current = self.backend.get_item(table_name, key)
         self.items.append((table, hash_key, range_key, copy.deepcopy(current)))
         shard = getattr(table, "stream_shard", None)
         if shard is not None and id(shard) not in self.streams:

@@ -85,7 +85,8 @@ def _wait_http(url: str, deadline: float, alive: Any = None) -> None:
 
 
 def _serialized_dynamodb(base: Any) -> Any:
-    """A ThreadedMotoServer whose DynamoDB requests run one at a time.
+    """A ThreadedMotoServer whose DynamoDB requests run one at a time (and whose connections are kept alive:
+    `_keep_alive_handler`).
 
     moto's DynamoDB is not thread-safe: TransactWriteItems snapshots whole tables and, when a condition fails,
     restores the snapshot, wiping writes that other threads made meanwhile (seen here: 120 parts recorded and

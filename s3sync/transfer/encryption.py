@@ -58,11 +58,6 @@ class DestEncryption:
             params["SSEKMSKeyId"] = self.kms_key_id
         return params
 
-    def describe(self) -> str:
-        if not self.mode:
-            return "bucket default"
-        return f"{self.mode} ({self.kms_key_id})" if self.kms_key_id else self.mode
-
 
 def kms_encrypted(answer: Mapping[str, Any], requested: Mapping[str, Any] | None = None) -> bool:
     """Whether S3 wrote this object under a KMS key: its answer says so (x-amz-server-side-encryption `aws:kms` or

@@ -56,7 +56,7 @@ class Runtime:
         if self.settings.transfers_table and self.settings.parts_table:
             _ = self.ledger
         _ = self.source
-        _ = self.dest.client
+        _ = self.dest  # builds the destination client (and reads the secret when there is one)
         return self
 
     @cached_property
