@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 from click.testing import CliRunner
 
@@ -13,8 +14,9 @@ from s3sync.cli import cli
 from s3sync.contract import Status
 from s3sync.ops.backfill import do_backfill
 from s3sync.transfer.events import ObjectRef
-from s3sync.transfer.finder import Listed, ListingOrderError, listing, merge_join
+from s3sync.transfer.finder import Finder, Listed, ListingOrderError, listing, merge_join
 from s3sync.transfer.ledger import PartRecord
+from s3sync.transfer.reattempt import Reattempter
 from tests.ops_support import make_system
 
 MiB = 2**20
@@ -111,6 +113,34 @@ def test_a_done_copy_is_trusted_and_a_vanished_one_copied_again(system):
     again = system.ledger.get_job(job.job_id)
     assert again.status == Status.COPYING and again.upload_id != job.upload_id and system.ledger.parts(job.job_id) == []
     assert sorted(m["part"]["n"] for m in system.messages()) == [1, 2]
+
+
+def test_a_copy_that_lands_after_the_listing_is_not_made_again(system):
+    """The completion of a job can land between the finder's destination listing and its look at the ledger: the
+    finder sees a DONE job whose copy its listing lacks, and must look again (HeadObject) before re-copying."""
+    rt = system.target.runtime()
+    splitter = rt.splitter()
+    split = splitter.split(ObjectRef(system.src, "missing.txt"))
+    job = system.ledger.get_job(split.job_id)
+    system.messages()
+    dest = boto3.client("s3", endpoint_url=system.target.endpoint_url, region_name="us-east-1")
+
+    def completion_lands(**_kw):  # after the destination listing, the copy and its DONE record land
+        if system.ledger.get_job(job.job_id).status != Status.DONE:
+            dest.put_object(Bucket=system.dst, Key="copy/missing.txt", Body=b"only here")
+            system.ledger.record_part(job.job_id, job.upload_id, PartRecord(1, "e", "e", len(b"only here")))
+            system.ledger.elect_completion(job.job_id)
+            system.ledger.mark_done(job.job_id, "e")
+
+    dest.meta.events.register("after-call.s3.ListObjectsV2", completion_lands)
+    finder = Finder(source=rt.source, dest=dest, ledger=rt.ledger, splitter=splitter,
+                    reattempter=Reattempter(ledger=rt.ledger, splitter=splitter, source=rt.source, dest=rt.dest),
+                    source_bucket=system.src, dest_bucket=system.dst, dest_prefix="copy/")
+    result = finder.run("missing")
+    assert (result.reasons, result.outcomes) == ({"missing": 1}, {"copied-meanwhile": 1})
+    assert system.ledger.get_job(job.job_id).upload_id == job.upload_id and system.messages() == []
+    dest.delete_object(Bucket=system.dst, Key="copy/missing.txt")  # now truly gone: a new attempt
+    assert finder.run("missing").outcomes == {"re-copied": 1}
 
 
 def _differences(system):

@@ -14,7 +14,8 @@ MD5s at all under SSE-KMS), so the rule is:
 5. otherwise (multipart or KMS ETag on either side): the transfers table has a DONE job for this source object and
    ETag (the copy was verified part by part when it was made)            -> same; else copy ("unverified"), or
    same with `size_only` (for copies made by another tool).
-"Copy" is `Splitter.split`: idempotent by job id. A DONE job whose copy is gone or differs gets a new attempt.
+"Copy" is `Splitter.split`: idempotent by job id. A DONE job whose copy is gone or differs gets a new attempt, once
+a HeadObject confirms it (the listing may predate the job's completion: "copied-meanwhile").
 """
 
 from __future__ import annotations
@@ -216,6 +217,18 @@ class Finder:
         if on_object:
             on_object(src.key, reason, outcome)
 
+    def _dest_now(self, key: str) -> Listed | None:
+        """The destination object as it is now (HeadObject), None when there is none."""
+        dest_key = self.dest_prefix + key
+        try:
+            head = self.dest.call(lambda c: c.head_object(Bucket=self.dest_bucket, Key=dest_key),
+                                  f"s3://{self.dest_bucket}/{dest_key}")
+        except TransferError as exc:
+            if exc.code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return Listed(key, int(head.get("ContentLength", 0)), str(head.get("ETag", "")))
+
     def _split(self, src: Listed) -> str:
         split = self.splitter.split(ObjectRef(self.source_bucket, src.key, None, src.etag, src.size))
         if split.outcome in ("planned", "resumed"):
@@ -231,6 +244,9 @@ class Finder:
             return "failed-before"  # `s3sync retry` gives it a new attempt
         if self.reattempter is None:
             return "done-but-different"
+        if self.difference(src, self._dest_now(src.key)) is None:
+            # The destination listing was taken before this job completed: its copy is there now.
+            return "copied-meanwhile"
         outcome = self.reattempter.reattempt(job, (Status.DONE,)).outcome
         return {"requeued": "re-copied", "superseded": "enqueued", "source-missing": "source-gone"}.get(
             outcome, "in-progress")
