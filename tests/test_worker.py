@@ -147,3 +147,60 @@ def test_prefetch_keeps_copies_to_the_threads_and_batched_deletes_empty_the_queu
     assert all(w["ledger"].get_job(j.job_id).remaining == 0 for j in jobs)
     attrs = w["sqs"].get_queue_attributes(QueueUrl=w["queue_url"], AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_a_part_sent_again_is_counted_once_even_after_its_upload_is_completed(world, request):
+    """A first delivery of a multipart part is copied without asking the ledger first (a redelivery asks). A part
+    sent twice (the splitter or the sweeper sending it again: each copy a first delivery) is then uploaded again
+    with the same bytes and counted once; once the upload is completed, UploadPart answers NoSuchUpload, which is
+    recognised as a duplicate: the DONE job is not failed."""
+    w = world
+    server = RcloneS3Server()  # it answers NoSuchUpload for a completed upload, as S3 does (moto answers 500)
+    server.start()
+    request.addfinalizer(server.stop)
+    server.create_bucket("dst-parts")
+    dest = s3_client(Endpoint("cn-north-1", server.endpoint_url, server.access_key_id, server.secret_access_key))
+    upload = dest.create_multipart_upload(Bucket="dst-parts", Key="copy.bin")["UploadId"]
+    size = len(w["data"])
+    job = Job(job_id=uuid.uuid4().hex, status=Status.COPYING, source_bucket=w["bucket"], source_key="obj.bin",
+              source_etag=w["etag"], dest_bucket="dst-parts", dest_key="copy.bin", size=size, part_size=5 * MiB,
+              total=2, remaining=2, upload_id=upload, created_at=1, updated_at=1)
+    assert w["ledger"].create_job(job)
+    msgs = [PartMessage(job_id=job.job_id, source_bucket=w["bucket"], source_key="obj.bin", source_etag=w["etag"],
+                        dest_bucket="dst-parts", dest_key="copy.bin", part_number=n, total_parts=2, start=start,
+                        end=end, upload_id=upload)
+            for n, (start, end) in ((1, (0, 5 * MiB - 1)), (2, (5 * MiB, size - 1)))]
+    uploads: list[int] = []
+    dest.meta.events.register("after-call.s3.UploadPart", lambda http_response, **_: uploads.append(
+        http_response.status_code))
+
+    def serve(*bodies: str) -> Worker:
+        # a queue per round: a stopped worker's last long poll cannot take the next round's message
+        url = w["sqs"].create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        for body in bodies:
+            w["sqs"].send_message(QueueUrl=url, MessageBody=body)
+        worker = Worker(sqs=w["sqs"], queue_url=url, ledger=w["ledger"], source=w["s3"], dest=dest,
+                        threads=1, visibility_timeout=30, wait_seconds=1, stop_grace=5)
+        st = worker.stats
+        run_until(worker, lambda: st.copied + st.duplicates + st.skipped + st.failed_jobs >= len(bodies))
+        attrs = w["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        return worker
+
+    first = serve(msgs[0].encode(), msgs[1].encode())
+    assert (first.stats.copied, first.stats.duplicates, first.stats.failed_jobs) == (2, 0, 0)
+    again = serve(msgs[1].encode())  # part 2 sent once more: a first delivery too
+    assert (again.stats.copied, again.stats.duplicates, again.stats.failed_jobs) == (0, 1, 0)
+    assert uploads == [200, 200, 200]  # the duplicate was uploaded again (same bytes), and counted once
+    counted = w["ledger"].get_job(job.job_id)
+    assert (counted.remaining, counted.done, counted.done_bytes) == (0, 2, size)
+    parts = [{"PartNumber": p.part, "ETag": p.etag} for p in w["ledger"].parts(job.job_id)]
+    dest.complete_multipart_upload(Bucket="dst-parts", Key="copy.bin", UploadId=upload,
+                                   MultipartUpload={"Parts": parts})
+    assert w["ledger"].elect_completion(job.job_id) and w["ledger"].mark_done(job.job_id, "x")
+
+    late = serve(msgs[0].encode())  # part 1 once more, after the upload is completed
+    assert (late.stats.duplicates, late.stats.failed_jobs, late.stats.copied) == (1, 0, 0)
+    assert uploads[-1] == 404
+    assert w["ledger"].get_job(job.job_id).status == Status.DONE
+    assert dest.get_object(Bucket="dst-parts", Key="copy.bin")["Body"].read() == w["data"]

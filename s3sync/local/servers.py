@@ -202,6 +202,7 @@ class MotoServer:
       instances needed), `update_service(desiredCount=...)` and `describe_services` all work; tasks never run
       although `runningCount` follows `desiredCount` at once. An awsvpc configuration needs subnets that exist in
       moto's EC2, and one without `securityGroups` makes CreateService fail with HTTP 500 (KeyError in moto).
+    - S3: UploadPart to a completed multipart upload fails with HTTP 500 (S3 and rclone: 404 NoSuchUpload).
     - S3: `If-Match` is enforced (412 PreconditionFailed), ranged GETs work. Notifications to SQS fire
       (`put_bucket_notification_configuration` with `QueueConfigurations`; an `s3:TestEvent` comes first), but the
       record is thinner than AWS's (no userIdentity, requestParameters, responseElements, sequencer, ownerIdentity),

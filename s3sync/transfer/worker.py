@@ -11,6 +11,14 @@ only then delete the message.
   `prefetch` more messages waiting (their visibility extended like the rest), so that a copy thread that finishes
   takes its next part at once instead of after a receive; it refills when half the room is free, so one receive
   brings several messages.
+- A copy thread only copies: once a part is uploaded, counting it in the ledger (and acknowledging its message)
+  happens on a recorder thread, so the copy thread takes its next part at once. The message stays in flight (and
+  the part stays "being copied here") until it is counted.
+- The ledger is asked whether a part is already counted only when that can be: on a redelivery (receive count > 1)
+  and for whole objects. A first delivery of a multipart part is copied straight away; should it be a duplicate
+  after all (the splitter or sweeper sent it again), the second UploadPart carries the same bytes (the GET is pinned
+  to the source ETag), the ledger counts it once, and an upload already completed answers NoSuchUpload, which is
+  then recognised as a duplicate, not a failure.
 - Acknowledgements are batched: a counted part's message joins the next DeleteMessageBatch (at most
   `delete_every` seconds later, or as soon as 10 are waiting). One that is never deleted (the worker dies first)
   comes back and is acknowledged without a copy: the ledger has the part.
@@ -22,8 +30,9 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from s3sync.transfer.copier import CopiedPart, copy_message
 from s3sync.transfer.credentials import DestClient
@@ -89,6 +98,8 @@ class Worker:
         self._deletes: list[str] = []  # receipt handles of messages done with, for the next DeleteMessageBatch
         self._deletes_lock = threading.Lock()
         self._deletes_due = threading.Event()
+        self._recording = 0  # messages whose part is uploaded and being counted: they hold no part buffer
+        self._recorder = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="record")
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -108,6 +119,7 @@ class Worker:
         while not self._stop.wait(1.0):
             pass
         self._drain()
+        self._recorder.shutdown(wait=False)
         log.info("worker stopped", extra=self.stats.as_dict())
         return self.stats
 
@@ -142,9 +154,9 @@ class Worker:
             room = self.threads + self.prefetch
             with self._cond:
                 # refill when half the room is free (at least one slot): one receive brings several messages
-                while room - len(self._inflight) < max(1, room // 2) and not self._stop.is_set():
+                while room - self._holding() < max(1, room // 2) and not self._stop.is_set():
                     self._cond.wait(timeout=1.0)
-                free = room - len(self._inflight)
+                free = room - self._holding()
             if self._stop.is_set():
                 return
             try:
@@ -167,20 +179,43 @@ class Worker:
             for m in messages:
                 self._work.put(m)
 
+    def _holding(self) -> int:
+        """Messages that hold (or wait for) a copy thread: in flight, less those only being counted."""
+        return len(self._inflight) - self._recording
+
     # --- copying --------------------------------------------------------------------------------------------------
     def _copy_loop(self) -> None:
         while True:
             m = self._work.get()
+            then: Callable[[], None] | None = None
             try:
-                self._process(m)
+                then = self._process(m)
             except Exception:  # noqa: BLE001 - never lose a thread; the message comes back by itself
                 log.exception("unexpected error", extra={"message_id": m.get("MessageId")})
-            finally:
-                with self._cond:
-                    self._inflight.pop(m["MessageId"], None)
-                    self._cond.notify_all()
+            if then is None:
+                self._done_with(m)
+                continue
+            with self._cond:
+                self._recording += 1
+                self._cond.notify_all()
+            self._recorder.submit(self._record_then_done, m, then)
 
-    def _process(self, m: dict[str, Any]) -> None:
+    def _record_then_done(self, m: dict[str, Any], then: Callable[[], None]) -> None:
+        try:
+            then()
+        except Exception:  # noqa: BLE001 - the message comes back by itself
+            log.exception("unexpected error", extra={"message_id": m.get("MessageId")})
+        finally:
+            self._done_with(m, recorded=True)
+
+    def _done_with(self, m: dict[str, Any], recorded: bool = False) -> None:
+        with self._cond:
+            self._inflight.pop(m["MessageId"], None)
+            self._recording -= 1 if recorded else 0
+            self._cond.notify_all()
+
+    def _process(self, m: dict[str, Any]) -> Callable[[], None] | None:
+        """Copy the part of message `m`; returns what is left to do off the copy thread (count the part), if any."""
         receives = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         try:
             msg = decode(m["Body"])
@@ -189,7 +224,7 @@ class Worker:
             log.error("malformed message", extra={"message_id": m["MessageId"], "reason": exc.reason,
                                                   "receives": receives})
             self._retry_later(m, 0)  # back at once: after maxReceiveCount it lands in the dead-letter queue
-            return
+            return None
         ids = {"job": msg.job_id, "part": msg.part_number, "of": msg.total_parts}
         slot = (msg.job_id, msg.part_number)
         with self._cond:
@@ -199,36 +234,76 @@ class Worker:
         if busy:  # a duplicate of a part this worker is copying now: look again once that copy is counted
             log.info("duplicate of a part in flight here; deferred", extra=ids)
             self._retry_later(m, 5)
-            return
-        try:
-            self._copy(m, msg, ids, receives)
-        finally:
+            return None
+
+        def release() -> None:
             with self._cond:
                 self._copying.discard(slot)
 
-    def _copy(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any], receives: int) -> None:
+        try:
+            record = self._copy(m, msg, ids, receives)
+        except BaseException:
+            release()
+            raise
+        if record is None:
+            release()
+            return None
+
+        def record_then_release() -> None:
+            try:
+                record()
+            finally:
+                release()
+        return record_then_release
+
+    def _copy(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any],
+              receives: int) -> Callable[[], None] | None:
         attempt = (msg.job_id, msg.upload_id or NO_UPLOAD)
-        if (msg.upload_id and attempt in self._inactive) or self.ledger.part_recorded(msg.job_id, msg.part_number):
+        looked = msg.whole or receives > 1  # see the module's docstring: when a part can be counted already
+        if (msg.upload_id and attempt in self._inactive) or (
+                looked and self.ledger.part_recorded(msg.job_id, msg.part_number)):
             self.stats.add(skipped=1)
             log.info("part already counted or job inactive; acknowledged", extra=ids)
             self._delete(m)
-            return
+            return None
         log.info("copying part", extra={**ids, "bytes": msg.size, "receives": receives})
         try:
             copied = self._copy_rotating(msg)
+        except PermanentError as exc:
+            if not looked and self._counted_already(msg):
+                self.stats.add(duplicates=1)
+                log.info("part was already counted; its upload is over", extra={**ids, "reason": exc.reason})
+            else:
+                self._fail_job(msg, exc.reason)
+            self._delete(m)
+            return None
+        except Exception as exc:  # noqa: BLE001
+            self._part_retried(m, ids, receives, exc)
+            return None
+        return lambda: self._record(m, msg, ids, receives, copied)
+
+    def _counted_already(self, msg: PartMessage) -> bool:
+        try:
+            return self.ledger.part_recorded(msg.job_id, msg.part_number)
+        except Exception:  # noqa: BLE001 - cannot tell: the failure stands
+            return False
+
+    def _part_retried(self, m: dict[str, Any], ids: dict[str, Any], receives: int, exc: Exception) -> None:
+        err = classify(exc, "ledger")
+        self.stats.add(retries=1)
+        delay = min(self.visibility_timeout, 2 ** min(receives, 8))
+        log.warning("part will be retried", extra={**ids, "reason": err.reason, "receives": receives,
+                                                   "delay": delay})
+        self._retry_later(m, delay)
+
+    def _record(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any], receives: int,
+                copied: CopiedPart) -> None:
+        """Count an uploaded part (on a recorder thread), then acknowledge its message."""
+        try:
             outcome = self.ledger.record_part(msg.job_id, msg.upload_id or NO_UPLOAD,
                                               PartRecord(copied.part, copied.etag, copied.md5, copied.size))
-        except PermanentError as exc:
-            self._fail_job(msg, exc.reason)
-            self._delete(m)
-            return
-        except Exception as exc:  # noqa: BLE001
-            err = classify(exc, "ledger")
-            self.stats.add(retries=1)
-            delay = min(self.visibility_timeout, 2 ** min(receives, 8))
-            log.warning("part will be retried", extra={**ids, "reason": err.reason, "receives": receives,
-                                                       "delay": delay})
-            self._retry_later(m, delay)
+        except Exception as exc:  # noqa: BLE001 - the message comes back; the part is copied again
+            self._part_retried(m, ids, receives, exc)
             return
         if outcome == Outcome.RECORDED:
             self.stats.add(copied=1, bytes=copied.size)
@@ -238,7 +313,7 @@ class Worker:
             self.stats.add(duplicates=1)
             log.info("part was already counted", extra=ids)
         else:
-            self._inactive.add(attempt)
+            self._inactive.add((msg.job_id, msg.upload_id or NO_UPLOAD))
             self.stats.add(skipped=1)
             log.info("job no longer takes parts", extra=ids)
         self._delete(m)
