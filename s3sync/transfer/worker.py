@@ -98,6 +98,7 @@ class Worker:
         self._deletes: list[str] = []  # receipt handles of messages done with, for the next DeleteMessageBatch
         self._deletes_lock = threading.Lock()
         self._deletes_due = threading.Event()
+        self._flush_lock = threading.Lock()
         self._recording = 0  # messages whose part is uploaded and being counted: they hold no part buffer
         self._recorder = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="record")
 
@@ -355,6 +356,10 @@ class Worker:
             self._flush_deletes()
 
     def _flush_deletes(self) -> None:
+        with self._flush_lock:  # one flush at a time: the last one (on stop) returns after every earlier one
+            self._send_deletes()
+
+    def _send_deletes(self) -> None:
         with self._deletes_lock:
             receipts, self._deletes = self._deletes, []
         for i in range(0, len(receipts), 10):
