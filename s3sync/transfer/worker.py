@@ -212,7 +212,8 @@ class Worker:
     def _done_with(self, m: dict[str, Any], recorded: bool = False) -> None:
         with self._cond:
             self._inflight.pop(m["MessageId"], None)
-            self._recording -= 1 if recorded else 0
+            if recorded:
+                self._recording -= 1
             self._cond.notify_all()
 
     def _process(self, m: dict[str, Any]) -> Callable[[], None] | None:
@@ -260,9 +261,9 @@ class Worker:
     def _copy(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any],
               receives: int) -> Callable[[], None] | None:
         attempt = (msg.job_id, msg.upload_id or NO_UPLOAD)
-        looked = msg.whole or receives > 1  # see the module's docstring: when a part can be counted already
+        ask_ledger = msg.whole or receives > 1  # see the module's docstring: when a part can be counted already
         if (msg.upload_id and attempt in self._inactive) or (
-                looked and self.ledger.part_recorded(msg.job_id, msg.part_number)):
+                ask_ledger and self.ledger.part_recorded(msg.job_id, msg.part_number)):
             self.stats.add(skipped=1)
             log.info("part already counted or job inactive; acknowledged", extra=ids)
             self._delete(m)
@@ -271,7 +272,7 @@ class Worker:
         try:
             copied = self._copy_rotating(msg)
         except PermanentError as exc:
-            if not looked and self._counted_already(msg):
+            if not ask_ledger and self._counted_already(msg):
                 self.stats.add(duplicates=1)
                 log.info("part was already counted; its upload is over", extra={**ids, "reason": exc.reason})
             else:
