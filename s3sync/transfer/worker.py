@@ -15,7 +15,7 @@ only then delete the message.
   happens on a recorder thread, so the copy thread takes its next part at once. The message stays in flight (and
   the part stays "being copied here") until it is counted.
 - The ledger is asked whether a part is already counted only when that can be: on a redelivery (receive count > 1)
-  and for whole objects. A first delivery of a multipart part is copied straight away; should it be a duplicate
+  and for whole objects (a second PutObject would rewrite a finished destination object). A first delivery of a multipart part is copied straight away; should it be a duplicate
   after all (the splitter or sweeper sent it again), the second UploadPart carries the same bytes (the GET is pinned
   to the source ETag), the ledger counts it once, and an upload already completed answers NoSuchUpload, which is
   then recognised as a duplicate, not a failure.
