@@ -198,17 +198,39 @@ def test_latest_skips_existing_records_and_closed_shards_but_reads_new_children(
 
 
 def test_shards_are_listed_and_reopened_at_most_once_per_refresh():
+    # The reader's clock starts near 0, as time.monotonic() does on a machine booted seconds ago: the first re-open
+    # must not wait for an uptime of refresh_every (issue 11), and later ones come once per refresh_every.
+    now = [5.0]
     fake = FakeStreams()
     fake.add_shard("shard-a")
     fake.write("shard-a", 1)
     described: list[int] = []
     describe = fake.describe_stream
     fake.describe_stream = lambda **kw: (described.append(1), describe(**kw))[1]  # type: ignore[method-assign]
-    reader = StreamReader(fake, "arn:stream", refresh_every=3600)
+    reader = StreamReader(fake, "arn:stream", refresh_every=3600, clock=lambda: now[0])
+    reopens = lambda: [c for c in fake.calls if c.startswith("AFTER_SEQUENCE_NUMBER")]  # noqa: E731
     assert ids(reader.poll()) == ["shard-a-1"]
     for _ in range(5):
         assert reader.poll() == []
     fake.write("shard-a", 2)
     assert ids(reader.poll()) == ["shard-a-2"]  # the live iterator sees new records without a re-open
     assert len(described) == 1
+    assert reopens() == ["AFTER_SEQUENCE_NUMBER:shard-a"]  # the first empty read re-opened at once
+
+    now[0] += 3599
+    assert reader.poll() == []
+    assert reopens() == ["AFTER_SEQUENCE_NUMBER:shard-a"] and len(described) == 1
+    now[0] += 1
+    assert reader.poll() == []
+    assert reopens() == ["AFTER_SEQUENCE_NUMBER:shard-a"] * 2 and len(described) == 2
+
+
+def test_first_reopen_does_not_depend_on_the_monotonic_clock_origin():
+    # The real clock, whatever the machine's uptime: an empty read re-opens once even with a refresh of 10^9 s.
+    fake = FakeStreams()
+    fake.add_shard("shard-a")
+    fake.write("shard-a", 1)
+    reader = StreamReader(fake, "arn:stream", refresh_every=1e9)
+    assert ids(reader.poll()) == ["shard-a-1"]
+    assert reader.poll() == []
     assert [c for c in fake.calls if c.startswith("AFTER_SEQUENCE_NUMBER")] == ["AFTER_SEQUENCE_NUMBER:shard-a"]

@@ -379,7 +379,6 @@ class FaultProxy:
         self.faults: Counter[str] = Counter()
         self.by_method: Counter[str] = Counter()
         self.other: Counter[str] = Counter()  # upstream_errors, ...
-        self.started_at = 0.0
 
     # --- decisions and counters (called from handler threads) ------------------------------------------------------
     def _count(self, method: str, target: str, kind: str | None) -> None:
@@ -446,7 +445,6 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"fault-proxy-{self.port}", daemon=True)
         self._thread.start()
-        self.started_at = time.monotonic()
         return self
 
     def stop(self) -> None:

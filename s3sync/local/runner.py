@@ -173,7 +173,7 @@ class LocalRunner:
         self._clients_lock = threading.Lock()
         self._scaled = threading.Event()  # a scaling handler ran: read the desired count again
         self._desired: int | None = None
-        self._desired_at = 0.0
+        self._desired_at = float("-inf")  # never read: the monotonic clock's origin is arbitrary
         self._pids_written: list[int] | None = None
 
     # --- public ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ class _Shard:
     closed: bool = False  # NextShardIterator came back null: the shard is read to its end
     started: bool = False
     from_latest: bool = False  # opened at LATEST: until a record arrives, its iterator is kept as is
-    reopened_at: float = 0.0  # monotonic time of the last re-open after an empty read
+    reopened_at: float | None = None  # the reader's clock at the last re-open after an empty read; None: never
 
 
 def _is_code(exc: Exception, *codes: str) -> bool:
@@ -58,6 +59,7 @@ class StreamReader:
         limit: int = 1000,
         max_batches_per_shard: int = 100,
         refresh_every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if start not in ("TRIM_HORIZON", "LATEST"):
             raise ValueError(f"start must be TRIM_HORIZON or LATEST, not {start!r}")
@@ -67,6 +69,9 @@ class StreamReader:
         self.limit = limit
         self.max_batches_per_shard = max_batches_per_shard
         self.refresh_every = refresh_every  # seconds between shard listings, and between re-opens of a shard
+        # Every time compared with this clock was read from it: a monotonic clock's origin is arbitrary (the boot, on
+        # Linux), so a constant such as 0.0 as "long ago" would hold back the first re-open on a fresh machine.
+        self._clock = clock
         self._shards: dict[str, _Shard] = {}  # insertion order = discovery order
         self._first_describe = True
         self._described_at = float("-inf")
@@ -84,7 +89,7 @@ class StreamReader:
             kwargs["ExclusiveStartShardId"] = last
 
     def _discover(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if not self._first_describe and now - self._described_at < self.refresh_every:
             return  # shards change rarely (a split every few hours in DynamoDB; never in moto)
         self._described_at = now
@@ -174,13 +179,13 @@ class StreamReader:
                 # forever (s3sync.local.moto_patches avoids that for the embedded server; not every server has it).
                 if shard.iterator is None:
                     shard.closed = True
-                elif time.monotonic() - shard.reopened_at < self.refresh_every:
+                elif shard.reopened_at is not None and self._clock() - shard.reopened_at < self.refresh_every:
                     pass
                 elif shard.last_sequence is not None:
-                    shard.reopened_at = time.monotonic()
+                    shard.reopened_at = self._clock()
                     shard.iterator = self._iterator(shard.shard_id, "AFTER_SEQUENCE_NUMBER", shard.last_sequence)
                 elif not shard.from_latest:  # nothing read yet: from the start again (nothing to repeat)
-                    shard.reopened_at = time.monotonic()
+                    shard.reopened_at = self._clock()
                     shard.iterator = self._iterator(shard.shard_id, "TRIM_HORIZON")
                 break
         return out
