@@ -76,8 +76,9 @@ def test_rendering_is_deterministic() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cfn_lint_reports_nothing(texts: dict[str, str], name: str) -> None:
-    """Errors, warnings and informational findings, in a global and a China region."""
-    findings = lint_text(texts[name], regions=["us-east-1", "cn-north-1"])
+    """Errors, warnings and informational findings, in a global region and both China regions (cfn-lint checks every
+    resource type and property against the CloudFormation schemas of each region: what exists in aws-cn)."""
+    findings = lint_text(texts[name], regions=["us-east-1", "cn-north-1", "cn-northwest-1"])
     assert [f"{m.linenumber}: {m.rule.id} {m.message}" for m in findings] == []
 
 
@@ -150,6 +151,8 @@ def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any
     assert role_actions(lam, "SplitterRole") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion", "sqs:SendMessage",
         "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue",
+        # the finder and a re-copy (tests/test_role_permissions.py has every call site), in every configuration
+        "s3:ListBucket", "dynamodb:Query", "dynamodb:BatchWriteItem",
     }  # fmt: skip
     assert role_actions(lam, "CompletionRole") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DescribeStream", "dynamodb:GetRecords",
@@ -374,7 +377,7 @@ def test_worker_gets_its_environment_and_the_secret_keys(ecs: dict[str, Any]) ->
     (container,) = ecs["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert {e["Name"] for e in container["Environment"]} == {
         Env.QUEUE_URL, Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.DEST_BUCKET, Env.DEST_PREFIX, Env.DEST_REGION,
-        Env.DEST_ENDPOINT_URL, Env.WORKER_THREADS, Env.DEST_SECRET_ARN,
+        Env.DEST_ENDPOINT_URL, Env.WORKER_THREADS, Env.DEST_SECRET_ARN, "AWS_REGION", "AWS_DEFAULT_REGION",
     }  # fmt: skip
     assert container["Secrets"] == [
         {"Name": Env.DEST_ACCESS_KEY_ID,
@@ -382,7 +385,6 @@ def test_worker_gets_its_environment_and_the_secret_keys(ecs: dict[str, Any]) ->
         {"Name": Env.DEST_SECRET_ACCESS_KEY,
          "ValueFrom": {"Fn::Sub": f"${{DestCredentials}}:{contract.SECRET_SECRET_ACCESS_KEY_FIELD}::"}},
     ]  # fmt: skip
-    assert container["Command"] == list(contract.WORKER_COMMAND)
     assert container["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": "WorkerLogGroup"}
 
 
@@ -541,3 +543,84 @@ def test_stacks_create_update_and_delete_in_moto(texts: dict[str, str], launch_t
         cf.delete_stack(StackName="ecsStack")
         statuses = {s["StackName"]: s["StackStatus"] for s in cf.list_stacks()["StackSummaries"]}
         assert statuses == {"lamStackS": "DELETE_COMPLETE", "ecsStack": "DELETE_COMPLETE"}
+
+
+# --- what AWS refuses and neither cfn-lint nor moto sees (issue 12) -----------------------------------------------
+def _sub(text: str, values: dict[str, str]) -> str:
+    return re.sub(r"\$\{([\w:]+)\}", lambda m: values[m.group(1)], text)
+
+
+def test_capacity_provider_name_never_starts_with_a_reserved_prefix(ecs: dict[str, Any]) -> None:
+    """CreateCapacityProvider `name`: "Up to 255 characters are allowed. They include letters (both upper and
+    lowercase letters), numbers, underscores (_), and hyphens (-). The name can't be prefixed with "aws", "ecs", or
+    "fargate"." Without a Name, CloudFormation makes `<stack>-CapacityProvider-<random>`: "ecsStack-..." is refused."""
+    props = ecs["Resources"]["CapacityProvider"]["Properties"]
+    assert "Name" in props, "CloudFormation would name it after the stack (ecsStack-...), which ECS refuses"
+    template = props["Name"]["Fn::Sub"]
+    # the default stack name, the reserved words themselves as stack names, and the longest stack name allowed
+    for stack in ("ecsStack", "ecs", "aws-stack", "FargateStack", "A" * 128):
+        name = _sub(template, {"AWS::StackName": stack})
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,255}", name), name
+        assert not name.lower().startswith(("aws", "ecs", "fargate")), name
+
+
+def test_worker_task_sets_its_region_for_boto3(ecs: dict[str, Any]) -> None:
+    """The EC2 launch type does not set AWS_REGION / AWS_DEFAULT_REGION in a container (Fargate does): without
+    them, boto3.client("sqs") raises NoRegionError and the tasks crash-loop."""
+    (container,) = ecs["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == {"Ref": "AWS::Region"}
+
+
+def dockerfile_exec(instruction: str) -> list[str] | None:
+    """The exec-form (JSON) argument of the last `instruction` line of container/Dockerfile, None if absent."""
+    found = None
+    for line in (ROOT / "container" / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword.upper() == instruction:
+            found = json.loads(rest)  # exec form only: the shell form would run the worker under /bin/sh -c
+    return found
+
+
+def test_the_worker_runs_as_python_m_container_worker_once(ecs: dict[str, Any]) -> None:
+    """ECS task definition: `entryPoint` maps to Docker's Entrypoint and `command` to Cmd; a container runs
+    Entrypoint + Cmd. The image's ENTRYPOINT already is the command line, so the task definition sets neither
+    (a Command equal to it ran `python -m container.worker python -m container.worker`)."""
+    (container,) = ecs["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    entrypoint = container.get("EntryPoint", dockerfile_exec("ENTRYPOINT") or [])
+    # an EntryPoint override also drops the image's CMD (Docker's rule); a Command replaces it
+    cmd = container.get("Command", [] if "EntryPoint" in container else dockerfile_exec("CMD") or [])
+    assert entrypoint + cmd == list(contract.WORKER_COMMAND)
+
+
+def _principals(doc: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    for logical_id, res in doc["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::Lambda::Permission":
+            yield logical_id, props["Principal"]
+        for node in walk(props):
+            if isinstance(node, dict) and isinstance(node.get("Principal"), dict):
+                for principal in as_list(node["Principal"].get("Service", [])):
+                    yield logical_id, principal
+
+
+@pytest.mark.parametrize("partition, suffix", [("aws", "amazonaws.com"), ("aws-cn", "amazonaws.com.cn")])
+def test_every_service_principal_is_the_documented_one_in_each_partition(
+    docs: dict[str, dict[str, Any]], partition: str, suffix: str
+) -> None:
+    """Each principal the templates name resolves, in `aws` and in `aws-cn`, to the name iam.SERVICE_PRINCIPALS
+    records for that partition (with its source)."""
+    from s3sync.stacks.iam import SERVICE_PRINCIPALS
+
+    seen = set()
+    for name, doc in docs.items():
+        for logical_id, principal in _principals(doc):
+            text = principal["Fn::Sub"] if isinstance(principal, dict) else principal
+            assert isinstance(text, str), (name, logical_id, principal)
+            service = text.split(".")[0]
+            assert service in SERVICE_PRINCIPALS, f"{name}:{logical_id}: {text} is not in iam.SERVICE_PRINCIPALS"
+            assert _sub(text, {"AWS::URLSuffix": suffix}) == SERVICE_PRINCIPALS[service][partition], (name, logical_id)
+            seen.add(service)
+    assert seen == set(SERVICE_PRINCIPALS)  # the table holds no principal the stacks do not use
+    for service, entry in SERVICE_PRINCIPALS.items():
+        assert "https://" in entry["source"] or "github.com" in entry["source"], service

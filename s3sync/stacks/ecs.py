@@ -29,6 +29,11 @@ HAS_KEY_NAME = "HasKeyName"
 HAS_SSH = "HasSsh"
 
 CONTAINER_NAME = "worker"
+#: The capacity provider's name (AWS::ECS::CapacityProvider Name, CreateCapacityProvider `name`): "Up to 255
+#: characters ... letters (both upper and lowercase letters), numbers, underscores (_), and hyphens (-). The name
+#: can't be prefixed with "aws", "ecs", or "fargate"." A stack name is at most 128 letters, digits and hyphens, so
+#: this is at most 143 characters of those, and never starts with a reserved prefix.
+CAPACITY_PROVIDER_NAME = "s3sync-${AWS::StackName}-workers"
 TASK_CPU_VALUES = ("256", "512", "1024", "2048", "4096", "8192", "16384")
 
 G_WORKER = "Worker tasks"
@@ -271,7 +276,7 @@ class EcsStack(StackBuilder):
         self.role(
             Ids.TASK_ROLE,
             "task",
-            "ecs-tasks.amazonaws.com",
+            "ecs-tasks",
             [
                 iam.consume_messages(GetAtt(Ids.QUEUE, "Arn")),
                 iam.table_items(item_actions, GetAtt(Ids.TRANSFERS_TABLE, "Arn"), GetAtt(Ids.PARTS_TABLE, "Arn")),
@@ -288,7 +293,7 @@ class EcsStack(StackBuilder):
         self.role(
             Ids.EXECUTION_ROLE,
             "execution",
-            "ecs-tasks.amazonaws.com",
+            "ecs-tasks",
             [
                 *iam.pull_images(),
                 iam.write_logs(GetAtt(Ids.WORKER_LOG_GROUP, "Arn")),
@@ -308,6 +313,11 @@ class EcsStack(StackBuilder):
             Env.DEST_ENDPOINT_URL: Ref("DestEndpointUrl"),
             Env.WORKER_THREADS: Ref("WorkerThreads"),
             Env.DEST_SECRET_ARN: Ref(Ids.SECRET),  # the ARN, never the value: read again after a refusal
+            # boto3 needs a region for the queue, the tables and the secret (NoRegionError otherwise). Fargate sets
+            # both variables in the task; the EC2 launch type does not (the ECS agent sets neither), so the task
+            # definition does, for either launch type.
+            "AWS_REGION": Ref("AWS::Region"),
+            "AWS_DEFAULT_REGION": Ref("AWS::Region"),
         }
 
     def add_task_definition(self) -> None:
@@ -315,7 +325,9 @@ class EcsStack(StackBuilder):
         container = ecs.ContainerDefinition(
             Name=CONTAINER_NAME,
             Image=Ref("ImageUri"),
-            Command=list(contract.WORKER_COMMAND),
+            # No Command (nor EntryPoint): the image's ENTRYPOINT (container/Dockerfile) is the worker's command
+            # line, contract.WORKER_COMMAND. A Command here would be appended to it as arguments (Docker runs
+            # ENTRYPOINT + CMD, and a task definition's Command replaces CMD only).
             Essential=True,
             StopTimeout=self.cfg.worker_stop_timeout_s,
             Environment=[ecs.Environment(Name=k, Value=v) for k, v in sorted(self.worker_environment().items())],
@@ -367,7 +379,7 @@ class EcsStack(StackBuilder):
 
     def add_instance_role(self) -> None:
         """EC2 only: what the ECS agent needs, scoped to this cluster (no managed policy, which would allow `*`)."""
-        self.role(Ids.INSTANCE_ROLE, "instance", "ec2.amazonaws.com", iam.container_instance(Ref(Ids.CLUSTER)),
+        self.role(Ids.INSTANCE_ROLE, "instance", "ec2", iam.container_instance(Ref(Ids.CLUSTER)),
                   Condition=IS_EC2)
         self.add(InstanceProfile(Ids.INSTANCE_PROFILE, Condition=IS_EC2, Roles=[Ref(Ids.INSTANCE_ROLE)]))
 
@@ -422,6 +434,10 @@ class EcsStack(StackBuilder):
             ecs.CapacityProvider(
                 Ids.CAPACITY_PROVIDER,
                 Condition=IS_EC2,
+                # Named: without a Name, CloudFormation makes <stack>-CapacityProvider-<random>, and ECS refuses a
+                # name that starts with "aws", "ecs" or "fargate" ("The name can't be prefixed with ..."), as the
+                # default stack name ecsStack does. CAPACITY_PROVIDER_NAME starts with a fixed prefix instead.
+                Name=Sub(CAPACITY_PROVIDER_NAME),
                 AutoScalingGroupProvider=ecs.AutoScalingGroupProvider(
                     AutoScalingGroupArn=Ref(Ids.AUTO_SCALING_GROUP),
                     ManagedScaling=ecs.ManagedScaling(Status="ENABLED", TargetCapacity=100),

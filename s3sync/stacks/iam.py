@@ -38,6 +38,74 @@ UNSCOPABLE: Mapping[str, str] = MappingProxyType(
 POLICY_VERSION = "2012-10-17"
 
 
+#: The service principals the stacks name (role trust policies, Lambda permissions), per partition, with the
+#: source of each. The templates claim to deploy in `aws` and `aws-cn`; the name a principal takes in the China
+#: partition is what decides whether a role can be assumed there at all (IAM refuses an unknown principal with
+#: "Invalid principal in policy").
+#:
+#: In 2016 the EC2 principal in China was `ec2.amazonaws.com.cn` (kubernetes/kops#27: CreateRole in cn-north-1 refused
+#: `ec2.amazonaws.com`). AWS has since made the global names valid in every partition: AWS's own tables say so (the
+#: CDK's region-info `Default.servicePrincipal`, "Service principals are now globally `<SERVICE>.amazonaws.com`",
+#: https://github.com/aws/aws-cdk/blob/main/packages/aws-cdk-lib/region-info/lib/default.ts; the Terraform AWS
+#: provider's `aws_service_principal`, taken from it), whose only aws-cn exceptions are codedeploy, elasticmapreduce
+#: and logs (`<service>.amazonaws.com.cn`), none of which these stacks name; and the China documentation shows the
+#: global names in its trust policies (ec2: https://docs.amazonaws.cn/AmazonECS/latest/developerguide/
+#: managed-instances-instance-profile.html; ecs-tasks: https://docs.amazonaws.cn/AmazonECS/latest/userguide/
+#: task_IAM_role.html). `service_principal()` renders `<service>.${AWS::URLSuffix}` for an entry whose aws-cn name is
+#: `<service>.amazonaws.com.cn` (AWS::URLSuffix is amazonaws.com.cn there), and the literal name otherwise.
+SERVICE_PRINCIPALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "ec2": {
+            "aws": "ec2.amazonaws.com",
+            "aws-cn": "ec2.amazonaws.com",
+            "source": "https://docs.amazonaws.cn/AmazonECS/latest/developerguide/managed-instances-instance-profile"
+            ".html (China docs, instance role trust policy); aws-cdk region-info default.ts (universal)",
+        },
+        "ecs-tasks": {
+            "aws": "ecs-tasks.amazonaws.com",
+            "aws-cn": "ecs-tasks.amazonaws.com",
+            "source": "https://docs.amazonaws.cn/AmazonECS/latest/userguide/task_IAM_role.html (China docs, task "
+            "role trust relationship); https://docs.aws.amazon.com/AmazonECS/latest/developerguide/"
+            "task-iam-roles.html",
+        },
+        "lambda": {
+            "aws": "lambda.amazonaws.com",
+            "aws-cn": "lambda.amazonaws.com",
+            "source": "https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html; aws-cdk "
+            "region-info default.ts (universal; aws-cn exceptions: codedeploy, elasticmapreduce, logs)",
+        },
+        "s3": {
+            "aws": "s3.amazonaws.com",
+            "aws-cn": "s3.amazonaws.com",
+            "source": "https://docs.aws.amazon.com/AmazonS3/latest/userguide/grant-destinations-permissions-to-s3"
+            ".html; aws-cdk region-info default.ts (universal)",
+        },
+        "sns": {
+            "aws": "sns.amazonaws.com",
+            "aws-cn": "sns.amazonaws.com",
+            "source": "https://docs.aws.amazon.com/lambda/latest/dg/with-sns.html; aws-cdk region-info default.ts "
+            "(universal)",
+        },
+        "events": {
+            "aws": "events.amazonaws.com",
+            "aws-cn": "events.amazonaws.com",
+            "source": "https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html; aws-cdk "
+            "region-info default.ts (universal)",
+        },
+    }
+)
+
+
+def service_principal(service: str) -> Any:
+    """The principal of `service` (a key of SERVICE_PRINCIPALS) that is right in both partitions."""
+    names = SERVICE_PRINCIPALS[service]
+    if names["aws-cn"] == names["aws"]:
+        return names["aws"]
+    if (names["aws"], names["aws-cn"]) == (f"{service}.amazonaws.com", f"{service}.amazonaws.com.cn"):
+        return Sub(f"{service}.${{AWS::URLSuffix}}")
+    raise ValueError(f"no one expression gives {service}'s principal in both partitions: {dict(names)}")
+
+
 def _name(action: Action) -> str:
     return str(action.JSONrepr())
 
@@ -71,10 +139,11 @@ def role_policy(name: str, statements: Iterable[Statement]) -> RolePolicy:
 
 
 def trust(service: str) -> Policy:
-    """Trust policy letting one AWS service (e.g. `lambda.amazonaws.com`) assume the role."""
+    """Trust policy letting one AWS service (a key of SERVICE_PRINCIPALS, e.g. `lambda`) assume the role."""
     return PolicyDocument(
         Version=POLICY_VERSION,
-        Statement=[Statement(Effect=Allow, Principal=Principal("Service", [service]), Action=[sts.AssumeRole])],
+        Statement=[Statement(Effect=Allow, Principal=Principal("Service", [service_principal(service)]),
+                             Action=[sts.AssumeRole])],
     )
 
 

@@ -129,7 +129,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
         role = f"{logical_id}Role"
         settings = self.cfg.functions[key]
         self.log_group(log_group, f"/s3sync/${{AWS::StackName}}/{key}")
-        self.role(role, key, "lambda.amazonaws.com", [iam.write_logs(GetAtt(log_group, "Arn")), *statements])
+        self.role(role, key, "lambda", [iam.write_logs(GetAtt(log_group, "Arn")), *statements])
         fn = self.add(
             awslambda.Function(
                 logical_id,
@@ -205,8 +205,14 @@ class LambdaStack(OperationsSteps, StackBuilder):
             env,
             [
                 iam.read_objects(Ref("SourceBucketName")),
+                # the finder lists the source (and, with the list right, HEAD of a missing key answers 404, not 403)
+                iam.list_objects(Ref("SourceBucketName")),
                 iam.send_messages(import_value(Exports.QUEUE_ARN)),
                 iam.table_items([ddb.GetItem, ddb.PutItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
+                # a re-copy (an identical object written again after its job finished, the finder, a propagated
+                # delete followed by a new write) clears the old attempt's parts: s3sync.transfer.reattempt. Granted
+                # in every configuration: the code path exists whatever PropagateDeletes and FinderSchedule say.
+                iam.table_items([ddb.BatchWriteItem, ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
                 iam.read_secret(import_value(Exports.SECRET_ARN)),
                 iam.send_messages(dead_letter),
             ],
@@ -218,7 +224,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 "SplitterPermission",
                 Action="lambda:InvokeFunction",
                 FunctionName=GetAtt(FUNCTIONS["splitter"], "Arn"),
-                Principal="s3.amazonaws.com",
+                Principal=iam.service_principal("s3"),
                 SourceAccount=Ref("AWS::AccountId"),
                 SourceArn=iam.bucket_arn(Ref("SourceBucketName")),
             )
@@ -255,7 +261,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 f"{logical_id}Permission",
                 Action="lambda:InvokeFunction",
                 FunctionName=GetAtt(logical_id, "Arn"),
-                Principal="sns.amazonaws.com",
+                Principal=iam.service_principal("sns"),
                 SourceArn=Ref(topic),
             )
         )
@@ -282,7 +288,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
             "SweepSchedulePermission",
             Action="lambda:InvokeFunction",
             FunctionName=GetAtt(FUNCTIONS["scale_in"], "Arn"),
-            Principal="events.amazonaws.com",
+            Principal=iam.service_principal("events"),
             SourceArn=GetAtt("SweepSchedule", "Arn"),
         ))
 

@@ -5,14 +5,15 @@
   ObjectCreated, so switching this on or off never touches it;
 - `FinderSchedule` (empty: off): an EventBridge schedule invokes the splitter function with contract.FIND_EVENT; it
   lists both buckets and hands every object whose copy is missing or differs to the splitter (s3sync.transfer.
-  finder). The splitter then also may list the source bucket and clear a re-copied job's old parts;
+  finder). The splitter role may list the source bucket and clear a re-copied job's old parts in every
+  configuration (its code can do both whatever the switches say), so the switch adds no right;
 - `SourceKmsKeyArn` (empty: none): the workers may decrypt SSE-KMS source objects with this key;
 - a CloudWatch dashboard: part queue depth and oldest message age, dead-letter queue depth, running vs desired tasks
   (the task counts scale_out/scale_in report on every invocation, at least every `sweep_every_min` minutes; plus
   Container Insights' per-minute counts with `container_insights`), bytes and parts copied (the worker's
   embedded-metric-format lines), objects done and error lines (Logs Insights), Lambda errors and failed jobs.
-Each switch adds its resources under a Condition; the extra rights are managed policies attached to the existing
-roles, so the roles' own policies stay as they are.
+Each switch adds its resources under a Condition; the one extra right (SourceKmsKeyArn) is a managed policy
+attached to the worker's role, so the roles' own policies stay as they are.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import awacs.dynamodb as ddb
-from troposphere import Equals, GetAtt, If, Not, NoValue, Or, Ref, Select, Split, Sub
+from troposphere import Equals, GetAtt, If, Not, NoValue, Ref, Select, Split, Sub
 from troposphere import awslambda, cloudwatch, events, s3
 from troposphere.iam import ManagedPolicy
 
@@ -32,7 +32,6 @@ from s3sync.stacks.common import FUNCTIONS, Exports, Ids, import_value
 G_OPS = "Operations"
 DELETES_ON = "PropagateDeletesOn"
 FINDER_ON = "FinderOn"
-SPLITTER_OPS = "SplitterOpsOn"
 HAS_SOURCE_KEY = "HasSourceKmsKey"
 
 
@@ -41,7 +40,6 @@ class OpsIds:
     DELETE_PERMISSION = "DeleteRulePermission"
     FINDER_RULE = "FinderRule"
     FINDER_PERMISSION = "FinderRulePermission"
-    SPLITTER_OPS_POLICY = "SplitterOpsPolicy"
     SOURCE_KEY_POLICY = "SourceKeyPolicy"
     DASHBOARD = "Dashboard"
 
@@ -55,7 +53,6 @@ class OperationsSteps:
         self.add_operations_parameters()
         self.add_delete_propagation()
         self.add_finder_schedule()
-        self.add_splitter_ops_policy()
         self.add_source_key_policy()
         self.add_dashboard()
 
@@ -74,8 +71,6 @@ class OperationsSteps:
         t = self.t  # type: ignore[attr-defined]
         t.add_condition(DELETES_ON, Equals(Ref("PropagateDeletes"), "true"))
         t.add_condition(FINDER_ON, Not(Equals(Ref("FinderSchedule"), "")))
-        t.add_condition(SPLITTER_OPS, Or(Equals(Ref("PropagateDeletes"), "true"),
-                                         Not(Equals(Ref("FinderSchedule"), ""))))
         t.add_condition(HAS_SOURCE_KEY, Not(Equals(Ref("SourceKmsKeyArn"), "")))
 
     def _invoke_splitter(self, rule_id: str, permission_id: str, condition: str, **rule: Any) -> None:
@@ -84,7 +79,7 @@ class OperationsSteps:
             events.Target(Id="splitter", Arn=splitter, **rule.pop("target", {}))], **rule))
         self.add(awslambda.Permission(  # type: ignore[attr-defined]
             permission_id, Condition=condition, Action="lambda:InvokeFunction", FunctionName=splitter,
-            Principal="events.amazonaws.com", SourceArn=GetAtt(rule_id, "Arn")))
+            Principal=iam.service_principal("events"), SourceArn=GetAtt(rule_id, "Arn")))
 
     def add_delete_propagation(self) -> None:
         bucket = self.t.resources[Ids.BUCKET]  # type: ignore[attr-defined]
@@ -98,16 +93,6 @@ class OperationsSteps:
         find = json.dumps({**contract.FIND_EVENT, "bucket": "${SourceBucketName}"}, sort_keys=True)
         self._invoke_splitter(OpsIds.FINDER_RULE, OpsIds.FINDER_PERMISSION, FINDER_ON,
                               ScheduleExpression=Ref("FinderSchedule"), target={"Input": Sub(find)})
-
-    def add_splitter_ops_policy(self) -> None:
-        """List the source bucket (finder; HEAD then tells a missing key by 404), and clear a re-copied job's old
-        parts (a DONE job whose copy is gone: s3sync.transfer.reattempt)."""
-        self.add(ManagedPolicy(OpsIds.SPLITTER_OPS_POLICY, Condition=SPLITTER_OPS,  # type: ignore[attr-defined]
-                               Roles=[Ref(f"{FUNCTIONS['splitter']}Role")], PolicyDocument=iam.document([
-                                   iam.list_objects(Ref("SourceBucketName")),
-                                   iam.table_items([ddb.Query, ddb.BatchWriteItem],
-                                                   import_value(Exports.PARTS_TABLE_ARN)),
-                               ])))
 
     def add_source_key_policy(self) -> None:
         self.add(ManagedPolicy(OpsIds.SOURCE_KEY_POLICY, Condition=HAS_SOURCE_KEY,  # type: ignore[attr-defined]
