@@ -43,7 +43,7 @@ from s3sync.package import (
     split_parameters,
 )
 from s3sync.render import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region, _STACK_NAME
-from s3sync.stacks import StackBuilder, StackConfig
+from s3sync.stacks import StackBuilder, StackConfig, sizes
 
 #: The NoEcho parameters of ecs.yaml and where the CLI takes them from.
 SECRET_PARAMETERS: Mapping[str, str] = {
@@ -368,6 +368,40 @@ def resolve_parameters(
     return out
 
 
+def effective_values(
+    declared: Mapping[str, Mapping[str, Any]], params: list[dict[str, Any]], state: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The value each parameter will have after the operation: given, previous (UsePreviousValue) or default."""
+    previous = {p["ParameterKey"]: str(p.get("ParameterValue", "")) for p in (state or {}).get("Parameters", [])}
+    out = {name: str(decl["Default"]) for name, decl in declared.items() if "Default" in decl}
+    for p in params:
+        out[p["ParameterKey"]] = previous.get(p["ParameterKey"], "") if p.get("UsePreviousValue") else str(
+            p["ParameterValue"])
+    return out
+
+
+def check_sizes(ecs: Mapping[str, str], lam: Mapping[str, str]) -> None:
+    """The worker's sizes as both stacks will have them, checked as ecs.yaml's Rules check them and against the part
+    buffers (a check no Rule can make: PartSizeMiB is lambda.yaml's); a one-line error before any stack changes."""
+
+    def number(values: Mapping[str, str], name: str) -> int | None:
+        try:
+            return int(float(values[name]))
+        except (KeyError, ValueError):
+            return None
+
+    cpu, memory = number(ecs, "TaskCpu"), number(ecs, "TaskMemory")
+    if cpu is None or memory is None:  # a custom ecs.yaml without these parameters
+        return
+    found = list(sizes.problems(
+        launch_type=ecs.get("LaunchType", ""), task_cpu=cpu, task_memory=memory,
+        instance_type=ecs.get("InstanceType"), worker_threads=number(ecs, "WorkerThreads"),
+        part_size_mib=number(lam, "PartSizeMiB"),
+    ))  # fmt: skip
+    if found:
+        raise UserError("the worker's size cannot work, nothing was changed: " + "; ".join(found))
+
+
 # --- deploy / destroy -------------------------------------------------------------------------------------------------
 def _check_stack_names(ecs_stack_name: str, lambda_stack_name: str) -> None:
     for name in (ecs_stack_name, lambda_stack_name):
@@ -462,11 +496,14 @@ def _deploy(
             raise UserError(f"{key} comes from {source}; do not set it with --param")
     lambda_given.update(fixed)
     plan = []
+    values: dict[str, dict[str, str]] = {}
     for stem, name, stack_given in (("ecs", ecs_stack_name, ecs_given), ("lambda", lambda_stack_name, lambda_given)):
         document = package.documents[stem]
         previous, chosen = previous_parameters(cf, states[name])
         params = resolve_parameters(stem, name, document.get("Parameters", {}), stack_given, previous, chosen)
+        values[stem] = effective_values(document.get("Parameters", {}), params, states[name])
         plan.append((stem, name, params, capabilities(document)))
+    check_sizes(values["ecs"], values["lambda"])
 
     # 4. the ECS stack, then the Lambda stack (it imports the ECS stack's exports)
     outcomes = []

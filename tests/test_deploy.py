@@ -297,6 +297,12 @@ def test_a_bad_key_is_refused_without_being_repeated(fake_aws: SimpleNamespace, 
         (["--region", "cn-north-1"], KEYS_ENV, "China region"),
         (["--param", "CodeKey=other.zip"], KEYS_ENV, "CodeKey comes from the package"),
         (["--param", "EcsStackName=other"], KEYS_ENV, "EcsStackName comes from --ecs-stack-name"),
+        # sizes AWS would refuse (ecs.yaml's Rules say the same), and part buffers larger than the task
+        (["--launch-type", "FARGATE", "--param", "TaskCpu=256", "--param", "TaskMemory=4096"], KEYS_ENV,
+         "on FARGATE, TaskCpu 256 takes TaskMemory 512, 1024 or 2048 MiB, not 4096"),
+        (["--param", "TaskMemory=8192"], KEYS_ENV, "TaskMemory 8192 MiB does not fit InstanceType c5.large"),
+        (["--param", "WorkerThreads=32", "--param", "PartSizeMiB=64"], KEYS_ENV,
+         "WorkerThreads 32 x PartSizeMiB 64 needs 2816 MiB of TaskMemory"),
     ],
 )
 def test_deploy_option_mistakes_are_one_line_errors(

@@ -147,6 +147,15 @@ def _problems(cfg: StackConfig) -> Iterator[str]:
         yield "scale_out_threshold must be >= 1"
     if cfg.launch_type not in LAUNCH_TYPES:
         yield f"launch_type must be one of {LAUNCH_TYPES}, got {cfg.launch_type!r}"
+    # the defaults of TaskCpu, TaskMemory, InstanceType, WorkerThreads and PartSizeMiB must pass the stacks' Rules
+    # and the deploy check (lazy import: sizes is a sibling module that needs nothing from here)
+    from s3sync.stacks import sizes
+
+    yield from sizes.problems(launch_type=cfg.launch_type, task_cpu=cfg.task_cpu, task_memory=cfg.task_memory_mib,
+                              instance_type=cfg.instance_type, worker_threads=cfg.worker_threads,
+                              part_size_mib=cfg.part_size_mib)
+    if cfg.task_memory_mib not in sizes.TASK_MEMORY_VALUES:
+        yield f"task_memory_mib must be one of {sizes.TASK_MEMORY_VALUES}, got {cfg.task_memory_mib}"
     if cfg.dest_region not in DEST_REGIONS:
         yield f"dest_region must be one of {DEST_REGIONS}, got {cfg.dest_region!r}"
     if cfg.log_retention_days not in LOG_RETENTION_DAYS:

@@ -19,7 +19,7 @@ import awacs.dynamodb as ddb
 
 from s3sync import contract
 from s3sync.contract import Env
-from s3sync.stacks import iam
+from s3sync.stacks import iam, sizes
 from s3sync.stacks.common import OPTIONAL_MARK, Exports, Ids, StackBuilder, marked, skip_checks
 from s3sync.stacks.config import DEST_REGIONS, LAUNCH_TYPES, StackConfig
 
@@ -34,7 +34,6 @@ CONTAINER_NAME = "worker"
 #: can't be prefixed with "aws", "ecs", or "fargate"." A stack name is at most 128 letters, digits and hyphens, so
 #: this is at most 143 characters of those, and never starts with a reserved prefix.
 CAPACITY_PROVIDER_NAME = "s3sync-${AWS::StackName}-workers"
-TASK_CPU_VALUES = ("256", "512", "1024", "2048", "4096", "8192", "16384")
 
 G_WORKER = "Worker tasks"
 G_DEST = "Destination in China"
@@ -51,6 +50,7 @@ class EcsStack(StackBuilder):
     )
     steps = (
         "add_parameters",
+        "add_size_rules",
         "add_conditions",
         "add_secret",
         "add_dead_letter_queue",
@@ -83,11 +83,14 @@ class EcsStack(StackBuilder):
                    "EC2: instances from an Auto Scaling group (as in the original design); FARGATE: serverless tasks "
                    "with a public IP.", Default=c.launch_type, AllowedValues=list(LAUNCH_TYPES))
         self.param("TaskCpu", G_WORKER, "Task CPU units",
-                   "CPU units of one worker task (1024 = 1 vCPU); on Fargate it must fit TaskMemory.",
-                   Default=str(c.task_cpu), AllowedValues=list(TASK_CPU_VALUES))
+                   "CPU units of one worker task (1024 = 1 vCPU); on Fargate a valid pair with TaskMemory, on EC2 "
+                   "at most the instance type's vCPUs x 1024.",
+                   Default=str(c.task_cpu), AllowedValues=[str(v) for v in sizes.TASK_CPU_VALUES])
         self.param("TaskMemory", G_WORKER, "Task memory (MiB)",
-                   "Memory of one worker task in MiB; on Fargate a valid pair with TaskCpu.",
-                   Type="Number", Default=c.task_memory_mib, MinValue=512, MaxValue=122880)
+                   "Memory of one worker task in MiB: on Fargate a valid pair with TaskCpu, on EC2 at most 95% of "
+                   "the instance type's memory. It must hold WorkerThreads parts of the lambda stack's "
+                   "PartSizeMiB (s3sync deploy checks that).",
+                   Default=str(c.task_memory_mib), AllowedValues=[str(v) for v in sizes.TASK_MEMORY_VALUES])
         self.param("WorkerThreads", G_WORKER, "Copy threads per task",
                    "Parts copied in parallel by one worker task.",
                    Type="Number", Default=c.worker_threads, MinValue=1, MaxValue=64)
@@ -123,8 +126,8 @@ class EcsStack(StackBuilder):
                    "Public subnet (with a route to an internet gateway) of that VPC: workers reach S3 in both "
                    "partitions through it.", Type="AWS::EC2::Subnet::Id")
         self.param("InstanceType", G_NETWORK, "Instance type (EC2)",
-                   "EC2 launch type only: instance type of the container instances.", Default=c.instance_type,
-                   AllowedPattern=r"^[a-z0-9-]+\.[a-z0-9]+$", ConstraintDescription="an instance type, e.g. c5.large")
+                   "EC2 launch type only: instance type of the container instances; one task must fit it (TaskCpu, "
+                   "TaskMemory).", Default=c.instance_type, AllowedValues=list(sizes.INSTANCE_TYPES))
         self.param("MaxInstances", G_NETWORK, "Maximum instances (EC2)",
                    "EC2 launch type only: upper bound of the Auto Scaling group; the ECS capacity provider adds "
                    "instances as tasks need them. Keep it at the lambda stack's MaxTasks if one task fills an "
@@ -146,6 +149,12 @@ class EcsStack(StackBuilder):
         self.param("MaxReceiveCount", G_QUEUE, "Receives before the dead-letter queue",
                    "A part message received this many times without success moves to the dead-letter queue.",
                    Type="Number", Default=c.max_receive_count, MinValue=1, MaxValue=1000)
+
+    def add_size_rules(self) -> None:
+        """Refuse, at stack creation and update (console included), a Fargate CPU/memory pair Fargate does not offer
+        and an EC2 task larger than its instance type (s3sync.stacks.sizes has the tables and their sources)."""
+        for name, rule in sizes.rules().items():
+            self.t.add_rule(name, rule)
 
     def add_conditions(self) -> None:
         self.t.add_condition(IS_EC2, Equals(Ref("LaunchType"), "EC2"))
