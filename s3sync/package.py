@@ -5,15 +5,18 @@
 
 What lands in `out/`:
 
-- `s3sync-functions-<sha256[:16]>.zip`: the `functions` package and the runtime part of `s3sync` (LAMBDA_SOURCES),
-  nothing else (no templates, local servers, CLI, tests; boto3 is in the Lambda runtime). Deterministic: entries
-  sorted, fixed timestamp (1980-01-01), fixed permissions (0644), fixed compression; the same sources give the same
-  bytes and so the same SHA-256 and key. The key is content-addressed, so a code change is a new CodeKey and a stack
-  update deploys it.
-- `worker-image/`: the worker image build context: `container/Dockerfile` and exactly what its COPY lines copy.
+- `s3sync-functions-<sha256[:16]>.zip`: the `functions` package, the runtime part of `s3sync` (LAMBDA_SOURCES) and
+  the pinned SDK (`requirements/runtime.txt`: boto3, botocore and their dependencies, installed at the zip's root,
+  where Lambda looks before its own boto3; see s3sync.sdk); nothing else (no templates, local servers, CLI, tests).
+  Deterministic: entries sorted, fixed timestamp (1980-01-01), fixed permissions (0644), fixed compression; the
+  same sources give the same bytes and so the same SHA-256 and key. The key is content-addressed, so a code change
+  is a new CodeKey and a stack update deploys it.
+- `worker-image/`: the worker image build context: `container/Dockerfile`, exactly what its COPY lines copy, and
+  `wheels/`: the pinned SDK's wheels and the pip that installs them (`requirements/image-build.txt`), so that the
+  build needs no package index.
 - `ecs.yaml`, `lambda.yaml`: rendered with the code location as parameter defaults (CodeKey, and CodeBucket when
   uploading, ImageUri when given).
-- `package.json`: what was built (names, sizes, hashes); no timestamps.
+- `package.json`: what was built (names, sizes, hashes, the SDK's versions and wheels); no timestamps.
 
 Uploading puts the zip and the templates under `s3://<bucket>/<prefix>`; the bucket must be in the stacks' region
 (Lambda reads code from its own region). boto3 is imported only when uploading.
@@ -38,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from s3sync import contract
+from s3sync import contract, sdk
 from s3sync.errors import UserError
 from s3sync.render import (
     DEFAULT_ECS_STACK,
@@ -61,6 +64,7 @@ LAMBDA_SOURCES: tuple[str, ...] = (
     "s3sync/transfer",
 )
 DOCKERFILE = "container/Dockerfile"
+WHEELS_DIR = "wheels"  # in the image build context: written by `package`, not copied from the sources
 ZIP_PREFIX = "s3sync-functions-"
 IMAGE_DIR = "worker-image"
 MANIFEST = "package.json"
@@ -109,6 +113,8 @@ class PackageResult:
     templates: Mapping[str, Path]  # "ecs.yaml" -> path
     template_sizes: Mapping[str, int]  # bytes
     documents: Mapping[str, Mapping[str, Any]]  # "ecs" -> the template as a dict
+    sdk: tuple[sdk.Wheel, ...] = ()  # the pinned SDK, in the zip and (as wheels) in the image context
+    installer: tuple[sdk.Wheel, ...] = ()  # the pip that installs them in the image build
     upload: Upload | None = None
 
     @property
@@ -155,16 +161,32 @@ def lambda_files(root: Path | None = None) -> list[tuple[str, Path]]:
     return sorted(files.items())
 
 
-def build_zip(files: list[tuple[str, Path]]) -> bytes:
-    """A deterministic zip of (name, file): sorted, fixed time and mode, deflated at a fixed level."""
+def sdk_entries(wheels: list[sdk.Wheel]) -> list[tuple[str, bytes]]:
+    """The installed files of the SDK's wheels (site-packages layout), for the zip's root."""
+    entries: dict[str, bytes] = {}
+    for wheel in wheels:
+        for name, data in sdk.install_entries(wheel):
+            if name in entries:
+                raise UserError(f"{wheel.filename}: {name} is in two wheels")
+            entries[name] = data
+    return sorted(entries.items())
+
+
+def build_zip(files: list[tuple[str, Path | bytes]]) -> bytes:
+    """A deterministic zip of (name, file or bytes): sorted, fixed time and mode, deflated at a fixed level."""
+    names = [name for name, _ in files]
+    if len(set(names)) != len(names):
+        raise UserError("two zip entries with the same name: " + ", ".join(sorted({n for n in names
+                                                                                     if names.count(n) > 1})))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, path in sorted(files):
+        for name, content in sorted(files, key=lambda f: f[0]):
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
             info.create_system = 3  # unix, so that external_attr carries the mode on every platform
             info.external_attr = (stat.S_IFREG | ZIP_FILE_MODE) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, path.read_bytes(), compresslevel=ZIP_COMPRESSLEVEL)
+            data = content if isinstance(content, bytes) else content.read_bytes()
+            zf.writestr(info, data, compresslevel=ZIP_COMPRESSLEVEL)
     return buf.getvalue()
 
 
@@ -206,16 +228,42 @@ def dockerfile_sources(text: str) -> list[str]:
     return sources
 
 
-def image_files(root: Path | None = None) -> list[tuple[str, Path]]:
-    """container/Dockerfile and every file its COPY lines copy, sorted by path in the build context."""
+def image_files(root: Path | None = None, wheels: list[sdk.Wheel] | None = None) -> list[tuple[str, Path]]:
+    """container/Dockerfile, every file its COPY lines copy and the wheels, sorted by path in the build context."""
     root = root or source_root()
     dockerfile = root / DOCKERFILE
     if not dockerfile.is_file():
         raise UserError(f"{dockerfile} is missing: package from a source checkout of s3sync (pip install -e .)")
     files = {DOCKERFILE: dockerfile}
     for src in dockerfile_sources(dockerfile.read_text(encoding="utf-8")):
-        files.update(_files(root, src))
+        if src != WHEELS_DIR:
+            files.update(_files(root, src))
+    for wheel in wheels or ():
+        files[f"{WHEELS_DIR}/{wheel.filename}"] = wheel.path
     return sorted(files.items())
+
+
+def dockerfile_env(text: str) -> dict[str, str]:
+    """The variables of a Dockerfile's `ENV k=v ...` lines (the form used here; not `ENV k v`)."""
+    env: dict[str, str] = {}
+    joined = re.sub(r"\\\n", " ", text)
+    for line in joined.splitlines():
+        instruction, _, rest = line.strip().partition(" ")
+        if instruction.upper() == "ENV":
+            for word in shlex.split(rest):
+                key, eq, value = word.partition("=")
+                if not eq:
+                    raise UserError(f"Dockerfile: write ENV as key=value: {line.strip()!r}")
+                env[key] = value
+    return env
+
+
+def dockerfile_base_image(text: str) -> str:
+    """The default of the Dockerfile's `ARG BASE_IMAGE=...`."""
+    m = re.search(r"^ARG\s+BASE_IMAGE=(\S+)", text, re.MULTILINE)
+    if not m:
+        raise UserError("container/Dockerfile has no `ARG BASE_IMAGE=<default>`")
+    return m.group(1)
 
 
 def _digest(files: list[tuple[str, Path]]) -> str:
@@ -318,9 +366,11 @@ def do_package(
     _prepare_out(out)
     root = root or source_root()
 
-    # 1. the Lambda zip
-    zfiles = lambda_files(root)
-    unzipped = sum(p.stat().st_size for _, p in zfiles)
+    # 1. the Lambda zip: the code and the pinned SDK
+    runtime_wheels = sdk.fetch(sdk.read_lock(root / sdk.RUNTIME_LOCK))
+    installer_wheels = sdk.fetch(sdk.read_lock(root / sdk.IMAGE_BUILD_LOCK))
+    zfiles: list[tuple[str, Path | bytes]] = [*lambda_files(root), *sdk_entries(runtime_wheels)]
+    unzipped = sum(len(c) if isinstance(c, bytes) else c.stat().st_size for _, c in zfiles)
     if unzipped > LAMBDA_UNZIPPED_LIMIT:
         raise UserError(f"the functions' code is {unzipped} bytes unzipped; Lambda takes at most 250 MB")
     data = build_zip(zfiles)
@@ -333,7 +383,7 @@ def do_package(
     try:
         zip_path.write_bytes(data)
         # 2. the worker image build context
-        ifiles = image_files(root)
+        ifiles = image_files(root, [*runtime_wheels, *installer_wheels])
         image = out / IMAGE_DIR
         _write_image_context(image, ifiles)
     except OSError as exc:
@@ -374,8 +424,10 @@ def do_package(
         templates=templates,
         template_sizes=sizes,
         documents=documents,
+        sdk=tuple(runtime_wheels),
+        installer=tuple(installer_wheels),
     )
-    _write_manifest(result)
+    _write_manifest(result, (root / DOCKERFILE).read_text(encoding="utf-8"))
     if bucket is None:
         return result
 
@@ -539,7 +591,8 @@ def split_parameters(
     return out["ecs"], out["lambda"]
 
 
-def _write_manifest(result: PackageResult) -> None:
+def _write_manifest(result: PackageResult, dockerfile: str) -> None:
+    versions = {w.pin.name: w.pin.version for w in result.sdk}
     manifest = {
         "lambda": {
             "zip": result.zip_path.name,
@@ -547,8 +600,21 @@ def _write_manifest(result: PackageResult) -> None:
             "sha256": result.zip_sha256,
             "code_key": result.code_key,
             "handlers": sorted(contract.HANDLERS.values()),
+            "packages": versions,  # installed at the zip's root
         },
-        "image": {"context": result.image_dir.name, "sha256": result.image_sha256, "files": list(result.image_files)},
+        "image": {
+            "context": result.image_dir.name,
+            "sha256": result.image_sha256,
+            "files": list(result.image_files),
+            "base_image": dockerfile_base_image(dockerfile),  # the default of ARG BASE_IMAGE
+            "packages": versions,  # installed in /app/lib; nothing else is installed
+            "installer": {w.pin.name: w.pin.version for w in result.installer},  # build stage only
+        },
+        "sdk": {
+            "lock": sdk.RUNTIME_LOCK,
+            "wheels": {w.pin.name: {"version": w.pin.version, "wheel": w.filename, "sha256": w.pin.sha256}
+                       for w in (*result.sdk, *result.installer)},
+        },
         "templates": {name: {"bytes": size} for name, size in result.template_sizes.items()},
     }
     (result.out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -573,10 +639,13 @@ __all__ = [
     "Upload",
     "build_zip",
     "do_package",
+    "dockerfile_base_image",
+    "dockerfile_env",
     "dockerfile_sources",
     "image_files",
     "lambda_files",
     "normalize_prefix",
+    "sdk_entries",
     "parse_key_values",
     "split_parameters",
 ]

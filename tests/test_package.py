@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from s3sync import contract
+from s3sync import contract, sdk
 from s3sync.cli import cli
 from s3sync.deploy import check_value
 from s3sync.errors import UserError
@@ -29,12 +29,18 @@ from s3sync.package import (
     dockerfile_sources,
     lambda_files,
     normalize_prefix,
+    sdk_entries,
     source_root,
 )
 from s3sync.stacks import StackConfig, render_all
 
 ROOT = source_root()
 RUNTIME = {"s3sync/__init__.py", "s3sync/contract.py", "s3sync/errors.py"}
+LOCKS = ("requirements/runtime.txt", "requirements/image-build.txt")
+
+
+def sdk_wheels() -> list[sdk.Wheel]:
+    return sdk.fetch(sdk.read_lock(ROOT / sdk.RUNTIME_LOCK))
 
 
 def run(*args: str) -> Result:
@@ -56,7 +62,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def copy_sources(target: Path, *, mode: int, mtime: int, reverse: bool) -> Path:
     """A copy of what packaging reads, written in another order with other permissions and times."""
     files = [*lambda_files(ROOT), *((n, ROOT / n) for n in ("container/Dockerfile", "container/__init__.py",
-                                                            "container/worker.py"))]  # fmt: skip
+                                                            "container/worker.py", *LOCKS))]  # fmt: skip
     for name, path in sorted(files, reverse=reverse):
         dest = target / name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -67,9 +73,14 @@ def copy_sources(target: Path, *, mode: int, mtime: int, reverse: bool) -> Path:
 
 
 # --- the Lambda zip ---------------------------------------------------------------------------------------------------
-def test_zip_holds_the_handlers_and_the_runtime_only(packaged: Any) -> None:
+def test_zip_holds_the_handlers_the_runtime_and_the_pinned_sdk_only(packaged: Any) -> None:
     names = zipfile.ZipFile(packaged.zip_path).namelist()
     assert names == sorted(names)
+    # the SDK: exactly what installing the locked wheels puts in site-packages, at the zip's root
+    sdk_names = {name for name, _ in sdk_entries(sdk_wheels())}
+    assert sdk_names <= set(names)
+    assert {"boto3/__init__.py", "botocore/__init__.py", "botocore-1.44.8.dist-info/METADATA"} <= sdk_names
+    names = [n for n in names if n not in sdk_names]
     assert {n.split("/")[0] for n in names} == {"functions", "s3sync"}
     assert RUNTIME <= set(names)
     for handler in contract.HANDLERS.values():
@@ -91,7 +102,8 @@ def test_zip_entries_have_fixed_time_mode_and_compression(packaged: Any) -> None
 def test_zip_is_deterministic_whatever_the_file_times_modes_and_order(tmp_path: Path, packaged: Any) -> None:
     a = copy_sources(tmp_path / "a", mode=0o600, mtime=1_000_000_000, reverse=False)
     b = copy_sources(tmp_path / "b", mode=0o755, mtime=1_700_000_000, reverse=True)
-    zip_a, zip_b = build_zip(lambda_files(a)), build_zip(lambda_files(b))
+    wheels = sdk_entries(sdk_wheels())
+    zip_a, zip_b = build_zip([*lambda_files(a), *wheels]), build_zip([*lambda_files(b), *wheels])
     assert zip_a == zip_b
     assert hashlib.sha256(zip_a).hexdigest() == packaged.zip_sha256  # the same bytes as the checkout's package
     # A second package run gives the same bytes, hash and key; a changed source gives another hash and key.
@@ -106,10 +118,12 @@ def test_zip_is_deterministic_whatever_the_file_times_modes_and_order(tmp_path: 
 
 
 def test_zip_imports_every_handler_without_dev_dependencies(tmp_path: Path, packaged: Any) -> None:
-    """Extracted alone, with the dev packages and the rest of s3sync made unimportable, every handler imports."""
+    """Extracted alone, with no site-packages (python -S), the dev packages and the rest of s3sync made
+    unimportable, every handler imports, on the zip's own boto3 and botocore of the locked versions."""
     zipfile.ZipFile(packaged.zip_path).extractall(tmp_path / "task")
+    versions = {p.name: p.version for p in sdk.read_lock(ROOT / sdk.RUNTIME_LOCK)}
     code = f"""
-import importlib, importlib.abc, sys
+import importlib, importlib.abc, importlib.metadata, sys
 BLOCKED = ("troposphere", "awacs", "click", "rich", "cfnlint", "moto", "pytest", "yaml", "container", "tests",
            "s3sync.stacks", "s3sync.local", "s3sync.cli", "s3sync.render", "s3sync.package", "s3sync.deploy")
 class Block(importlib.abc.MetaPathFinder):
@@ -124,9 +138,14 @@ for handler in {sorted(contract.HANDLERS.values())!r}:
 import s3sync, functions
 assert s3sync.__file__.startswith({str(tmp_path / "task")!r}), s3sync.__file__
 assert functions.__file__.startswith({str(tmp_path / "task")!r}), functions.__file__
+import boto3, botocore
+for module in (boto3, botocore):
+    assert module.__file__.startswith({str(tmp_path / "task")!r}), module.__file__
+assert {{name: importlib.metadata.version(name) for name in {sorted(versions)!r}}} == {versions!r}
+assert botocore.__version__ == {versions["botocore"]!r}
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60,
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
@@ -138,14 +157,25 @@ def test_image_context_is_the_dockerfile_and_what_it_copies(packaged: Any) -> No
     assert "container/Dockerfile" in files and "container/worker.py" in files
     assert RUNTIME <= files
     assert not any(f.startswith(("s3sync/stacks", "s3sync/local", "s3sync/cli", "tests", "functions")) for f in files)
+    locked = {p.sha256: p for p in (*sdk.read_lock(ROOT / LOCKS[0]), *sdk.read_lock(ROOT / LOCKS[1]))}
+    wheels = [n for n in packaged.image_files if n.startswith("wheels/")]
+    assert sorted(locked[sdk.sha256_file(packaged.image_dir / n)].name for n in wheels) == sorted(
+        p.name for p in locked.values())  # every locked wheel, with its hash, and nothing else
     for name in packaged.image_files:
-        assert (packaged.image_dir / name).read_bytes() == (ROOT / name).read_bytes(), name
+        if name not in wheels:
+            assert (packaged.image_dir / name).read_bytes() == (ROOT / name).read_bytes(), name
     # Every COPY source of the Dockerfile is in the context.
     for src in dockerfile_sources((ROOT / "container/Dockerfile").read_text()):
         assert any(f == src or f.startswith(src + "/") for f in files), src
     manifest = json.loads((packaged.out_dir / "package.json").read_text())
     assert manifest["image"]["sha256"] == packaged.image_sha256
     assert manifest["lambda"]["sha256"] == packaged.zip_sha256
+    # the SDK's versions are recorded for both artifacts, with each wheel's name and hash
+    pins = {p.name: p for p in sdk.read_lock(ROOT / LOCKS[0])}
+    assert manifest["lambda"]["packages"] == manifest["image"]["packages"] == {n: p.version for n, p in pins.items()}
+    assert manifest["image"]["installer"] == {p.name: p.version for p in sdk.read_lock(ROOT / LOCKS[1])}
+    for name, wheel in manifest["sdk"]["wheels"].items():
+        assert f"wheels/{wheel['wheel']}" in files and wheel["sha256"] == locked[wheel["sha256"]].sha256, name
 
 
 def test_dockerfile_sources_reads_copy_and_add_lines() -> None:
