@@ -38,3 +38,4 @@ def _run(fn, *args, **kwargs):
 # Each area registers its commands on `cli`; imported last so that they can import `cli` from here.
 from s3sync.cli import deploy, local, templates  # noqa: E402,F401
 from s3sync.cli import ops  # noqa: E402,F401
+from s3sync.cli import image  # noqa: E402,F401
