@@ -44,6 +44,7 @@ from s3sync.package import (
 )
 from s3sync.render import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region, _STACK_NAME
 from s3sync.stacks import StackBuilder, StackConfig, sizes
+from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
 
 #: The NoEcho parameters of ecs.yaml and where the CLI takes them from.
 SECRET_PARAMETERS: Mapping[str, str] = {
@@ -490,9 +491,13 @@ def _deploy(
         ecs_given["DestAccessKeyId"] = key_id
         ecs_given["DestSecretAccessKey"] = secret_key
     fixed = {"EcsStackName": ecs_stack_name, "CodeBucket": bucket, "CodeKey": package.code_key}
+    if SETTINGS_PARAMETER in package.documents["lambda"].get("Parameters", {}):
+        # always given (an SSM-typed parameter: CloudFormation reads the parameter it names on every update)
+        fixed[SETTINGS_PARAMETER] = settings_parameter_name(ecs_stack_name)
     for key, value in fixed.items():
         if lambda_given.get(key, value) != value:
-            source = "--ecs-stack-name" if key == "EcsStackName" else "the package (--bucket, --prefix)"
+            by_name = key in ("EcsStackName", SETTINGS_PARAMETER)
+            source = "--ecs-stack-name" if by_name else "the package (--bucket, --prefix)"
             raise UserError(f"{key} comes from {source}; do not set it with --param")
     lambda_given.update(fixed)
     plan = []

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from s3sync.errors import UserError
 from s3sync.stacks import FORMATS, STACKS, StackBuilder, StackConfig, render_all
+from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
 
 DEFAULT_DIR = Path("templates")
 DEFAULT_REGION = "us-east-1"  # where the original's quick-create links point
@@ -86,12 +87,16 @@ def do_links(
         raise UserError("the ECS and Lambda stacks need different names")
     console = f"https://{region}.console.aws.amazon.com/cloudformation/home?region={region}"
     links = []
+    by_ecs_name = {"EcsStackName": ecs_stack_name}
+    if SETTINGS_PARAMETER in template_parameters("lambda", documents):
+        by_ecs_name[SETTINGS_PARAMETER] = settings_parameter_name(ecs_stack_name)
     for stem, stack_name, given in (
         ("ecs", ecs_stack_name, ecs_parameters or {}),
-        ("lambda", lambda_stack_name, {**(lambda_parameters or {}), "EcsStackName": ecs_stack_name}),
+        ("lambda", lambda_stack_name, {**(lambda_parameters or {}), **by_ecs_name}),
     ):
-        if stem == "lambda" and (lambda_parameters or {}).get("EcsStackName", ecs_stack_name) != ecs_stack_name:
-            raise UserError("EcsStackName is the ECS stack's name: set the ECS stack name instead")
+        for key, value in by_ecs_name.items():
+            if stem == "lambda" and (lambda_parameters or {}).get(key, value) != value:
+                raise UserError(f"{key} follows the ECS stack's name: set the ECS stack name instead")
         declared = template_parameters(stem, documents)
         for key in sorted(given):
             if key not in declared:

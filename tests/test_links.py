@@ -79,6 +79,7 @@ def test_links_carry_stack_name_template_url_and_given_parameters() -> None:
         "templateURL": [f"{BASE}/lambda.yaml"],
         "stackName": ["controlStack"],
         "param_EcsStackName": ["dataStack"],  # always: the lambda stack imports from the ECS stack by name
+        "param_EcsSettings": ["/s3sync/dataStack/settings"],  # and reads the settings parameter it writes
         "param_MaxTasks": ["20"],
         "param_Email": ["ops+s3sync@example.com"],  # '+' survives the URL encoding
     }
@@ -88,7 +89,7 @@ def test_links_carry_stack_name_template_url_and_given_parameters() -> None:
 def test_links_without_parameters_carry_only_the_stack_names() -> None:
     ecs, lam = do_links(BASE)
     assert set(query(ecs.url)[1]) == {"templateURL", "stackName"}
-    assert set(query(lam.url)[1]) == {"templateURL", "stackName", "param_EcsStackName"}
+    assert set(query(lam.url)[1]) == {"templateURL", "stackName", "param_EcsStackName", "param_EcsSettings"}
 
 
 @pytest.mark.parametrize(
@@ -99,6 +100,7 @@ def test_links_without_parameters_carry_only_the_stack_names() -> None:
         ({"ecs_parameters": {"DestSecretAccessKey": "x" * 40}}, "NoEcho"),
         ({"ecs_parameters": {"DestAccessKeyId": "AKIAIOSFODNN7EXAMPLE"}}, "NoEcho"),
         ({"lambda_parameters": {"EcsStackName": "other"}}, "ECS stack"),
+        ({"lambda_parameters": {"EcsSettings": "/s3sync/other/settings"}}, "ECS stack"),
     ],
 )
 def test_links_refuse_unknown_and_noecho_parameters(kwargs: dict[str, Any], message: str) -> None:
@@ -124,7 +126,8 @@ def test_every_settable_parameter_can_go_into_a_link() -> None:
     """Each parameter the console labels, NoEcho ones aside, is accepted as a link value."""
     for stem in STACKS:
         declared = template_parameters(stem)
-        values = {k: "1" for k, d in declared.items() if not d.get("NoEcho") and k != "EcsStackName"}
+        values = {k: "1" for k, d in declared.items()
+                  if not d.get("NoEcho") and k not in ("EcsStackName", "EcsSettings")}
         kwargs = {f"{stem}_parameters": values}
         link = do_links(BASE, **kwargs)[0 if stem == "ecs" else 1]
         assert {k for k in query(link.url)[1] if k.startswith("param_")} >= {f"param_{k}" for k in values}

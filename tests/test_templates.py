@@ -15,6 +15,7 @@ from s3sync import contract
 from s3sync.contract import Env
 from s3sync.render import lint_text
 from s3sync.stacks import render_all
+from s3sync.stacks.common import SETTINGS_FIELDS, Exports
 from s3sync.stacks.iam import UNSCOPABLE
 from tests.cfn_support import moto_cloudformation, params, pin_secret
 
@@ -180,7 +181,12 @@ def test_scale_functions_touch_only_the_one_service(lam: dict[str, Any]) -> None
         for policy in lam["Resources"][role]["Properties"]["Policies"]:
             for st in policy["PolicyDocument"]["Statement"]:
                 if any(a.startswith("ecs:") for a in as_list(st["Action"])):
-                    assert st["Resource"] == [{"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-ServiceArn"}}]
+                    # service/<cluster>/<service>: the cluster imported, the service's name from the settings
+                    # parameter (a LaunchType change replaces the service: its name may not be an import)
+                    [(text, names)] = [r["Fn::Sub"] for r in st["Resource"]]
+                    assert text == "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/${Cluster}/${Service}"
+                    assert names["Cluster"] == {"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-ClusterName"}}
+                    assert names["Service"] == {"Fn::Select": [0, {"Fn::Split": ["|", {"Ref": "EcsSettings"}]}]}
 
 
 def test_worker_reads_the_source_bucket_through_a_policy_on_the_imported_role(lam: dict[str, Any]) -> None:
@@ -469,7 +475,10 @@ def test_names_follow_the_conventions(docs: dict[str, dict[str, Any]], name: str
     prefixes = tuple(doc["Resources"]) + tuple(doc["Parameters"])
     for out_name, out in doc["Outputs"].items():
         assert out_name.startswith(prefixes), out_name
-        assert out["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{out_name}"}
+        if out_name in Exports.NOT_EXPORTED:
+            assert "Export" not in out, out_name
+        else:
+            assert out["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{out_name}"}
         assert out.get("Description"), out_name
 
 
@@ -481,7 +490,7 @@ def test_user_facing_outputs(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
 
 def test_every_import_matches_an_ecs_export(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
     exports = {out["Export"]["Name"]["Fn::Sub"].replace("${AWS::StackName}", "${EcsStackName}")
-               for out in ecs["Outputs"].values()}  # fmt: skip
+               for out in ecs["Outputs"].values() if "Export" in out}  # fmt: skip
     imports = [n["Fn::ImportValue"] for n in walk(lam) if isinstance(n, dict) and "Fn::ImportValue" in n]
     assert imports
     for imported in imports:
@@ -624,3 +633,98 @@ def test_every_service_principal_is_the_documented_one_in_each_partition(
     assert seen == set(SERVICE_PRINCIPALS)  # the table holds no principal the stacks do not use
     for service, entry in SERVICE_PRINCIPALS.items():
         assert "https://" in entry["source"] or "github.com" in entry["source"], service
+
+
+# --- no setting a user may change later is locked by an export (issue 12 item 5) -----------------------------------
+def _references(node: Any) -> Iterator[str]:
+    """Logical ids and parameter names a template fragment refers to (Ref, Fn::GetAtt, ${...} in Fn::Sub)."""
+    for n in walk(node):
+        if not isinstance(n, dict) or len(n) != 1:
+            continue
+        (fn, arg), = n.items()
+        if fn == "Ref":
+            yield arg
+        elif fn == "Fn::GetAtt":
+            yield arg[0] if isinstance(arg, list) else arg.split(".")[0]
+        elif fn == "Fn::Sub":
+            text, names = (arg, {}) if isinstance(arg, str) else arg
+            yield from (v.split(".")[0] for v in re.findall(r"\$\{([^}!]+)\}", text) if v not in names)
+
+
+def _replaced_by(doc: dict[str, Any], logical_id: str, seen: set[str] | None = None) -> set[str]:
+    """The parameters whose change replaces `logical_id` (or makes it disappear): through a Condition, a property
+    that requires replacement (createOnlyProperties of the resource type's CloudFormation schema, as cfn-lint ships
+    it, plus the documented ones the schema omits), or a resource such a property names, transitively."""
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    seen = seen if seen is not None else set()
+    if logical_id in seen or logical_id not in doc["Resources"]:
+        return set()
+    seen.add(logical_id)
+    res = doc["Resources"][logical_id]
+    found: set[str] = set()
+    if "Condition" in res:
+        found |= set(_references(doc["Conditions"][res["Condition"]])) - {"AWS::Region", "AWS::Partition"}
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", res["Type"]).schema
+    create_only = {p.split("/")[2] for p in schema.get("createOnlyProperties", [])}
+    # AWS::ECS::Service "LaunchType ... Update requires: Replacement" (CloudFormation user guide)
+    create_only |= {"AWS::ECS::Service": {"LaunchType"}}.get(res["Type"], set())
+    for prop, value in res.get("Properties", {}).items():
+        if prop not in create_only:
+            continue
+        conditions = [doc["Conditions"][n["Fn::If"][0]] for n in walk(value) if isinstance(n, dict) and "Fn::If" in n]
+        for ref in [*_references(value), *_references(conditions)]:
+            if ref in doc.get("Parameters", {}):
+                found.add(ref)
+            elif not ref.startswith("AWS::"):
+                found |= _replaced_by(doc, ref, seen)
+    return found
+
+
+def test_lambda_imports_nothing_a_parameter_or_an_update_can_change(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+    """CloudFormation refuses to update an export another stack imports ("Cannot update export ... as it is in use
+    by ..."): every export lambda.yaml imports must keep its value whatever parameter of ecs.yaml changes. An
+    exported value may refer to no parameter, and to no resource that a parameter change replaces or removes."""
+    imported = {n["Fn::ImportValue"]["Fn::Sub"].split("-", 1)[1]
+                for n in walk(lam) if isinstance(n, dict) and "Fn::ImportValue" in n}  # fmt: skip
+    assert imported and not imported & Exports.NOT_EXPORTED
+    for name in sorted(imported):
+        value = ecs["Outputs"][name]["Value"]
+        for ref in _references(value):
+            assert ref not in ecs["Parameters"], f"{name} exports parameter {ref}"
+            assert not _replaced_by(ecs, ref), f"{name}: {ref} is replaced when {_replaced_by(ecs, ref)} change"
+    # the check does catch what used to be imported: the service (LaunchType replaces it), the destination
+    assert _replaced_by(ecs, "Service") >= {"LaunchType"}
+    assert "DestBucket" in set(_references(ecs["Outputs"]["DestBucket"]["Value"]))
+
+
+def test_what_may_change_reaches_lambda_through_the_settings_parameter(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+    """ecs.yaml writes the fields in SETTINGS_FIELDS order; each function variable of lambda.yaml picks its own."""
+    param = ecs["Resources"]["SettingsParameter"]
+    assert param["Type"] == "AWS::SSM::Parameter" and "Condition" not in param
+    assert param["Properties"]["Name"] == {"Fn::Sub": "/s3sync/${AWS::StackName}/settings"}
+    written = param["Properties"]["Value"]["Fn::Sub"]
+    assert written == "|".join("${%s}" % ("Service.Name" if f == "ServiceName" else f) for f in SETTINGS_FIELDS)
+    declared = lam["Parameters"]["EcsSettings"]
+    assert declared["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert declared["Default"] == "/s3sync/ecsStack/settings"
+    # a value as the ECS stack would write it, read back through the functions' environment
+    fields = {"ServiceName": "svc-1", "DestBucket": "dest", "DestRegion": "cn-north-1", "DestPrefix": "",
+              "DestEndpointUrl": "https://s3.example"}  # fmt: skip
+    stored = "|".join(fields[f] for f in SETTINGS_FIELDS)
+
+    def read(node: Any) -> Any:
+        if isinstance(node, dict) and "Fn::Select" in node:
+            index, split = node["Fn::Select"]
+            sep, source = split["Fn::Split"]
+            assert source == {"Ref": "EcsSettings"}
+            return stored.split(sep)[index]
+        return node
+
+    expected = {Env.DEST_BUCKET: "dest", Env.DEST_REGION: "cn-north-1", Env.DEST_PREFIX: "",
+                Env.DEST_ENDPOINT_URL: "https://s3.example", Env.SERVICE: "svc-1"}  # fmt: skip
+    for fn in of_type(lam, "AWS::Lambda::Function").values():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        for var, want in expected.items():
+            if var in variables:
+                assert read(variables[var]) == want, var

@@ -1,7 +1,13 @@
 """What both stacks share: logical IDs, export names, the step-runner base class, parameter/output helpers, rendering.
 
 Logical IDs and export names are constants here because ecs.yaml exports what lambda.yaml imports: one name, one
-place. Outputs are `<LogicalId><Attr>`, exported as `${AWS::StackName}-<Output>`.
+place. Outputs are `<LogicalId><Attr>`, exported as `${AWS::StackName}-<Output>` unless their value may change.
+
+CloudFormation refuses to change (or remove) an export another stack imports, so lambda.yaml imports only what no
+parameter and no update can change (tables, queues, the secret, the cluster, the task role). What can change (the
+destination, and the service, which a LaunchType change replaces) reaches lambda.yaml through one SSM parameter that
+ecs.yaml writes, `/s3sync/<ECS stack>/settings`, read by an SSM-typed parameter of lambda.yaml (`EcsSettings`):
+CloudFormation resolves it on every create and update of that stack, and nothing locks it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from troposphere import (
     ImportValue,
     Output,
     Parameter,
+    Ref,
     Select,
     Split,
     Sub,
@@ -54,6 +61,7 @@ class Ids:
     AUTO_SCALING_GROUP = "AutoScalingGroup"
     CAPACITY_PROVIDER = "CapacityProvider"
     CAPACITY_ASSOCIATION = "CapacityProviderAssociation"
+    SETTINGS_PARAMETER = "SettingsParameter"
     # lambda.yaml
     BUCKET = "SourceBucket"
     BUCKET_POLICY = "SourceBucketPolicy"
@@ -79,7 +87,8 @@ FUNCTIONS: dict[str, str] = {
 
 
 class Exports:
-    """Outputs of ecs.yaml that lambda.yaml imports as `${EcsStackName}-<name>`."""
+    """Outputs of ecs.yaml; lambda.yaml imports the exported ones as `${EcsStackName}-<name>` (not those in
+    `NOT_EXPORTED`)."""
 
     CLUSTER_NAME = "ClusterName"
     SERVICE_NAME = "ServiceName"
@@ -98,6 +107,22 @@ class Exports:
     DEST_REGION = "DestRegion"
     DEST_PREFIX = "DestPrefix"  # exported with OPTIONAL_MARK in front (an export value may not be empty)
     DEST_ENDPOINT_URL = "DestEndpointUrl"  # idem
+
+    #: Outputs whose value a parameter change or a replacement changes: not exported, so that nothing can import
+    #: (and so lock) them. lambda.yaml reads them from the settings parameter instead (`ecs_setting`).
+    NOT_EXPORTED = frozenset({SERVICE_NAME, SERVICE_ARN, DEST_BUCKET, DEST_REGION, DEST_PREFIX, DEST_ENDPOINT_URL})
+
+
+#: What ecs.yaml's settings parameter holds, in order, joined by OPTIONAL_MARK (an SSM value may not be empty, and
+#: DestPrefix and DestEndpointUrl may be; neither may contain the mark).
+SETTINGS_FIELDS: tuple[str, ...] = ("ServiceName", "DestBucket", "DestRegion", "DestPrefix", "DestEndpointUrl")
+#: lambda.yaml's parameter (Type AWS::SSM::Parameter::Value<String>) naming ecs.yaml's settings parameter.
+SETTINGS_PARAMETER = "EcsSettings"
+
+
+def settings_parameter_name(ecs_stack_name: str) -> str:
+    """The SSM parameter ecs.yaml writes its changeable settings to (`${AWS::StackName}` in the template)."""
+    return f"/s3sync/{ecs_stack_name}/settings"
 
 
 #: checkov checks that these stacks skip, with the reason, on the resources named in `skip_checks` calls. The reason
@@ -196,10 +221,11 @@ class StackBuilder:
 
     # --- outputs --------------------------------------------------------------------------------------------------
     def output(self, name: str, value: Any, description: str, condition: str | None = None) -> Output:
-        """An output named `name`, exported as `${AWS::StackName}-<name>`."""
+        """An output named `name`, exported as `${AWS::StackName}-<name>` unless it is in Exports.NOT_EXPORTED."""
         kwargs: dict[str, Any] = {"Condition": condition} if condition else {}
-        export = Export(Sub(f"${{AWS::StackName}}-{name}"))
-        return self.t.add_output(Output(name, Description=description, Value=value, Export=export, **kwargs))
+        if name not in Exports.NOT_EXPORTED:
+            kwargs["Export"] = Export(Sub(f"${{AWS::StackName}}-{name}"))
+        return self.t.add_output(Output(name, Description=description, Value=value, **kwargs))
 
     def resource_output(self, logical_id: str, attr: str, description: str, value: Any = None) -> Output:
         """Output `<LogicalId><Attr>`: `value` when given (e.g. a Ref that yields the name), else `GetAtt`."""
@@ -244,9 +270,9 @@ def marked(parameter: str) -> Sub:
     return Sub(f"{OPTIONAL_MARK}${{{parameter}}}")
 
 
-def import_marked(name: str) -> Select:
-    """The original value of an export made by `marked`, "" when the parameter was empty."""
-    return Select(1, Split(OPTIONAL_MARK, import_value(name)))
+def ecs_setting(field: str) -> Select:
+    """One of SETTINGS_FIELDS, as ecs.yaml's settings parameter holds it now (lambda.yaml only)."""
+    return Select(SETTINGS_FIELDS.index(field), Split(OPTIONAL_MARK, Ref(SETTINGS_PARAMETER)))
 
 
 def render(template: Template, fmt: str = "yaml") -> str:

@@ -1,4 +1,5 @@
-"""`ecs.yaml`: the data plane the workers need, deployed first; it exports what `lambda.yaml` imports.
+"""`ecs.yaml`: the data plane the workers need, deployed first; it exports what `lambda.yaml` imports (what never
+changes), and writes what may change (destination, service) to an SSM parameter that lambda.yaml reads.
 
 Cluster, worker task definition and service (EC2 through an Auto Scaling group capacity provider, as in the
 original design, or Fargate), the part queue and its dead-letter queue, the transfers and parts tables, and the
@@ -11,7 +12,7 @@ import json
 from typing import Any
 
 from troposphere import And, Base64, Equals, GetAtt, If, Not, NoValue, Ref, Sub, Tags, Template
-from troposphere import autoscaling, dynamodb, ec2, ecs, sqs
+from troposphere import autoscaling, dynamodb, ec2, ecs, sqs, ssm
 from troposphere.iam import InstanceProfile
 from troposphere.secretsmanager import Secret
 
@@ -20,7 +21,16 @@ import awacs.dynamodb as ddb
 from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam, sizes
-from s3sync.stacks.common import OPTIONAL_MARK, Exports, Ids, StackBuilder, marked, skip_checks
+from s3sync.stacks.common import (
+    OPTIONAL_MARK,
+    SETTINGS_FIELDS,
+    Exports,
+    Ids,
+    StackBuilder,
+    marked,
+    settings_parameter_name,
+    skip_checks,
+)
 from s3sync.stacks.config import DEST_REGIONS, LAUNCH_TYPES, StackConfig
 
 IS_EC2 = "IsEc2"
@@ -70,6 +80,7 @@ class EcsStack(StackBuilder):
         "add_capacity_provider",
         "add_service",
         "add_destination_outputs",
+        "add_settings_parameter",
     )
 
     # --- parameters (deploy-time choices only) ---------------------------------------------------------------------
@@ -110,7 +121,7 @@ class EcsStack(StackBuilder):
                    ConstraintDescription=f"any text without {OPTIONAL_MARK!r}")
         self.param("DestEndpointUrl", G_DEST, "Destination endpoint URL (optional)",
                    "S3 endpoint of the destination (e.g. https://s3.cn-north-1.amazonaws.com.cn); empty for the "
-                   "region's public endpoint.", Default="", AllowedPattern=r"^(https?://[^\s|]+)?$",
+                   "region's public endpoint.", Default="", MaxLength=2048, AllowedPattern=r"^(https?://[^\s|]+)?$",
                    ConstraintDescription="empty, or an http(s) URL")
         self.param("DestAccessKeyId", G_DEST, "China access key ID",
                    "Access key ID of an IAM user in the China account allowed to write the destination bucket; kept "
@@ -507,6 +518,30 @@ class EcsStack(StackBuilder):
                     f"Destination key prefix, after a leading {OPTIONAL_MARK!r} (an export may not be empty)")
         self.output(Exports.DEST_ENDPOINT_URL, marked("DestEndpointUrl"),
                     f"Destination endpoint URL, after a leading {OPTIONAL_MARK!r} (an export may not be empty)")
+
+
+    def add_settings_parameter(self) -> None:
+        """What lambda.yaml needs and a user may change (the destination; the service, which a LaunchType change
+        replaces), in one SSM parameter instead of exports: CloudFormation refuses to change an export another stack
+        imports, and an SSM parameter locks nothing. lambda.yaml's `EcsSettings` (an SSM-typed parameter) reads it
+        on every create and update: "CloudFormation always fetches the latest values from Parameter Store when it
+        updates stacks" (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/
+        systems-manager-parameter-types.html). A String of at most 4 KB (standard tier): the fields' limits keep it
+        under 3 KB."""
+        names = {"ServiceName": "Service.Name"}
+        value = OPTIONAL_MARK.join("${%s}" % names.get(f, f) for f in SETTINGS_FIELDS)
+        self.add(
+            ssm.Parameter(
+                Ids.SETTINGS_PARAMETER,
+                Name=Sub(settings_parameter_name("${AWS::StackName}")),
+                Type="String",
+                Value=Sub(value),
+                Description=Sub("s3sync: settings of stack ${AWS::StackName} that its lambda stack reads ("
+                                + ", ".join(SETTINGS_FIELDS) + f", joined by {OPTIONAL_MARK!r})"),
+            )
+        )
+        self.resource_output(Ids.SETTINGS_PARAMETER, "Name", "SSM parameter the lambda stack's EcsSettings names",
+                             Ref(Ids.SETTINGS_PARAMETER))
 
 
 def build_ecs(config: StackConfig | None = None, *, builder: type[EcsStack] = EcsStack) -> Template:

@@ -1,4 +1,5 @@
-"""`lambda.yaml`: the source bucket and the control plane; imports `${EcsStackName}-<Output>` from ecs.yaml.
+"""`lambda.yaml`: the source bucket and the control plane; imports `${EcsStackName}-<Output>` from ecs.yaml (only
+what never changes), and reads the destination and the service from ecs.yaml's settings parameter (`EcsSettings`).
 
 The bucket's name is a parameter, so the splitter's permission and role build the bucket ARN from it instead of
 referring to the bucket: that breaks the classic bucket -> notification -> permission -> bucket cycle.
@@ -20,7 +21,17 @@ from s3sync.stacks.operations import OperationsSteps
 from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam
-from s3sync.stacks.common import FUNCTIONS, Exports, Ids, StackBuilder, import_marked, import_value, skip_checks
+from s3sync.stacks.common import (
+    FUNCTIONS,
+    SETTINGS_PARAMETER,
+    Exports,
+    Ids,
+    StackBuilder,
+    ecs_setting,
+    import_value,
+    settings_parameter_name,
+    skip_checks,
+)
 from s3sync.stacks.config import StackConfig
 
 G_SOURCE = "Source"
@@ -69,6 +80,11 @@ class LambdaStack(OperationsSteps, StackBuilder):
                    "Name of the stack made from ecs.yaml (deployed first); its exports are imported.",
                    Default=c.ecs_stack_name, AllowedPattern=r"^[A-Za-z][A-Za-z0-9-]{0,127}$",
                    ConstraintDescription="a CloudFormation stack name")
+        self.param(SETTINGS_PARAMETER, G_CODE, "ECS stack settings (SSM parameter)",
+                   "The SSM parameter the ECS stack writes, /s3sync/<ECS stack name>/settings: its destination and "
+                   "worker service, read again on every create and update of this stack (a change of the ECS "
+                   "stack's destination or launch type reaches the functions with an update of this stack).",
+                   Type="AWS::SSM::Parameter::Value<String>", Default=settings_parameter_name(c.ecs_stack_name))
         self.param("CodeBucket", G_CODE, "Code bucket",
                    "Bucket (in this region) holding the functions' deployment package.",
                    AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
@@ -151,14 +167,15 @@ class LambdaStack(OperationsSteps, StackBuilder):
         return fn
 
     def destination_environment(self) -> dict[str, Any]:
-        """What splitter and completion need to reach the destination (imported from ecs.yaml)."""
+        """What splitter and completion need to reach the destination (tables and secret imported from ecs.yaml,
+        the destination from its settings parameter)."""
         return {
             Env.TRANSFERS_TABLE: import_value(Exports.TRANSFERS_TABLE_NAME),
             Env.PARTS_TABLE: import_value(Exports.PARTS_TABLE_NAME),
-            Env.DEST_BUCKET: import_value(Exports.DEST_BUCKET),
-            Env.DEST_PREFIX: import_marked(Exports.DEST_PREFIX),
-            Env.DEST_REGION: import_value(Exports.DEST_REGION),
-            Env.DEST_ENDPOINT_URL: import_marked(Exports.DEST_ENDPOINT_URL),
+            Env.DEST_BUCKET: ecs_setting("DestBucket"),
+            Env.DEST_PREFIX: ecs_setting("DestPrefix"),
+            Env.DEST_REGION: ecs_setting("DestRegion"),
+            Env.DEST_ENDPOINT_URL: ecs_setting("DestEndpointUrl"),
             Env.DEST_SECRET_ARN: import_value(Exports.SECRET_ARN),
         }
 
@@ -233,13 +250,15 @@ class LambdaStack(OperationsSteps, StackBuilder):
     def _scale_function(self, key: str, topic: str) -> None:
         env = {
             Env.CLUSTER: import_value(Exports.CLUSTER_NAME),
-            Env.SERVICE: import_value(Exports.SERVICE_NAME),
+            Env.SERVICE: ecs_setting("ServiceName"),
             Env.MAX_TASKS: Ref("MaxTasks"),
             Env.MIN_TASKS: Ref("MinTasks"),
             # the queue's name is the dimension of the task counts both functions report (s3sync.transfer.scaling)
             Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
         }
-        statements = [iam.manage_service(import_value(Exports.SERVICE_ARN))]
+        statements = [iam.manage_service(iam.arn("ecs", "service/${Cluster}/${Service}",
+                                                 Cluster=import_value(Exports.CLUSTER_NAME),
+                                                 Service=ecs_setting("ServiceName")))]
         if key == "scale_in":  # the queue has drained: sweep jobs left without progress (s3sync.transfer.sweeper)
             env.update({
                 Env.TRANSFERS_TABLE: import_value(Exports.TRANSFERS_TABLE_NAME),

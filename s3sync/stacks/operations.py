@@ -27,7 +27,7 @@ from troposphere.iam import ManagedPolicy
 
 from s3sync import contract
 from s3sync.stacks import iam
-from s3sync.stacks.common import FUNCTIONS, Exports, Ids, import_value
+from s3sync.stacks.common import FUNCTIONS, Exports, Ids, ecs_setting, import_value
 
 G_OPS = "Operations"
 DELETES_ON = "PropagateDeletesOn"
@@ -105,7 +105,7 @@ class OperationsSteps:
                  "Dlq": Select(5, Split(":", import_value(f"{Ids.DLQ}Arn"))),
                  **{fn: Ref(fn) for fn in FUNCTIONS.values()}}
         if insights:  # Container Insights' metrics are per cluster and service
-            names.update({"Cluster": import_value(Exports.CLUSTER_NAME), "Service": import_value(Exports.SERVICE_NAME)})
+            names.update({"Cluster": import_value(Exports.CLUSTER_NAME), "Service": ecs_setting("ServiceName")})
         body = dashboard_body(container_insights=insights,
                               tasks_period_s=60 * self.cfg.sweep_every_min)  # type: ignore[attr-defined]
         board = cloudwatch.Dashboard(OpsIds.DASHBOARD, DashboardName=Sub("${AWS::StackName}-s3sync"),
