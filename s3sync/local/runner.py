@@ -7,6 +7,12 @@ What AWS does between the pieces, the runner does here, with the event shapes AW
 - the ECS service: as many worker processes (`python -m container.worker`) as its desired count says, restarted
   when one dies, stopped with SIGTERM on scale-in.
 Handlers are loaded by the handler strings the template declares (contract.HANDLERS), as Lambda loads them.
+
+What AWS enforces, the runner enforces where it can (s3sync.local.cfn, s3sync.local.iam): both templates are built
+in-process with the local parameters and resolved against the local resources; each function runs with exactly its
+template environment plus what the Lambda runtime sets, and every call of a function or worker is checked against
+its own role's statements. A refused call fails as in AWS (AccessDenied naming action, resource and role), and fails
+the run.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import boto3
 from botocore.config import Config
@@ -49,11 +55,16 @@ from s3sync.contract import (
 )
 from s3sync.errors import UserError
 from s3sync.local import alarms, events, patterns
+from s3sync.local.cfn import LocalStacks, lambda_runtime_environment
+from s3sync.local.iam import ROLE_POLICY_ENV, CallLedger, Denial, Enforcer, Where
 from s3sync.local.servers import MotoServer
+from s3sync.stacks import STACKS, StackConfig
+from s3sync.stacks.common import Ids
 from s3sync.local.streams import StreamReader
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
 from s3sync.transfer.ledger import Job, Ledger
+from s3sync.transfer.runtime import Runtime
 from s3sync.transfer.splitter import job_id_for
 
 log = logging.getLogger("s3sync.local")
@@ -105,6 +116,12 @@ class LocalOptions:
     name: str = "s3sync"  # resource name prefix
     propagate_deletes: bool = False  # deleting a source object deletes its copy (PropagateDeletes in the stacks)
     moto_patches: bool = True  # the embedded moto with s3sync.local.moto_patches (False: as shipped, to compare)
+    # IAM: every call of a function or worker is checked against its role in the templates; False records the calls
+    # and the refusals without refusing them (to list what a role lacks in one run)
+    iam_enforce: bool = True
+    # the two templates as dicts ({"ecs": ..., "lambda": ...}); None builds them from s3sync.stacks with the local
+    # settings (local_templates). Pass customized ones to run your own stacks' roles and environments.
+    templates: Mapping[str, Mapping[str, Any]] | None = None
 
 
 @dataclass
@@ -112,6 +129,7 @@ class Resources:
     queue_url: str = ""
     queue_arn: str = ""
     dlq_url: str = ""
+    dlq_arn: str = ""
     intake_url: str = ""  # where the splitter sends when messages are duplicated by the runner
     events_url: str = ""  # S3 notifications from moto's S3
     notify_url: str = ""  # subscribed to the completion topic, so the runner sees what users would get by email
@@ -134,10 +152,11 @@ class Summary:
     max_workers: int
     desired_counts: list[int]
     elapsed: float
+    denied: list[Denial] = field(default_factory=list)  # calls a role did not allow (s3sync.local.iam)
 
     @property
     def ok(self) -> bool:
-        return self.dlq_messages == 0 and all(j.status == Status.DONE for j in self.jobs)
+        return not self.denied and self.dlq_messages == 0 and all(j.status == Status.DONE for j in self.jobs)
 
 
 def bucket_client(spec: BucketSpec, control_endpoint_url: str) -> Any:
@@ -151,6 +170,29 @@ def load_handler(name: str) -> Callable[[dict[str, Any], Any], Any]:
     """Resolve a handler string as Lambda does: module path, then attribute."""
     module_name, attr = HANDLERS[name].rsplit(".", 1)
     return getattr(importlib.import_module(module_name), attr)
+
+
+def local_templates(options: LocalOptions) -> dict[str, dict[str, Any]]:
+    """Both templates as `s3sync render` builds them, with the render-time settings the local run uses."""
+    config = StackConfig(stuck_after_s=options.stuck_after)
+    return {stem: json.loads(json.dumps(cls(config).build().to_dict())) for stem, cls in STACKS.items()}
+
+
+def local_parameters(options: LocalOptions, endpoint_url: str) -> dict[str, str]:
+    """The stacks' Parameters as the local run sets them (the rest keep their defaults, or a placeholder)."""
+    o, dest = options, options.dest
+    values: dict[str, Any] = {
+        "SourceBucketName": o.source.name, "DestBucket": dest.name, "DestRegion": dest.region,
+        "DestPrefix": o.dest_prefix, "DestEndpointUrl": dest.endpoint_url or endpoint_url,
+        "DestAccessKeyId": dest.access_key_id or DUMMY_KEY, "DestSecretAccessKey": dest.secret_access_key or DUMMY_KEY,
+        "DestSse": o.dest_encryption.mode, "DestSseKmsKeyId": o.dest_encryption.kms_key_id,
+        "WorkerThreads": o.worker_threads, "MinTasks": o.min_tasks, "MaxTasks": o.max_tasks,
+        "VisibilityTimeout": o.visibility_timeout, "MaxReceiveCount": o.max_receive_count,
+        "ScaleOutThreshold": o.scale_out_threshold, "PartSizeMiB": o.part_size_mib,
+        "PropagateDeletes": "true" if o.propagate_deletes else "false", "FinderSchedule": "",
+        "SourceKmsKeyArn": "", "ImageUri": "s3sync-worker:local", "LaunchType": "EC2", "Email": "ops@example.com",
+    }
+    return {k: str(v) for k, v in values.items()}
 
 
 class LocalRunner:
@@ -175,6 +217,10 @@ class LocalRunner:
         self._desired: int | None = None
         self._desired_at = float("-inf")  # never read: the monotonic clock's origin is arbitrary
         self._pids_written: list[int] | None = None
+        self.iam = CallLedger()  # the functions' calls (in this process); the workers' refusals come from a file
+        self.runtimes: dict[str, Runtime] = {}  # one per function: its template environment, its role
+        self._worker_denials: list[Denial] = []
+        self._worker_denials_size = 0
 
     # --- public ---------------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -196,6 +242,9 @@ class LocalRunner:
                 self._threads.append(t)
             idle_since: float | None = None
             while not self._stop.wait(0.25):
+                if self.o.iam_enforce and self.denials():
+                    log.error("a role refused a call; stopping", extra={"denied": self.denials()[0].line()})
+                    break
                 self._reconcile_workers()
                 if on_tick:
                     on_tick(self)
@@ -212,12 +261,23 @@ class LocalRunner:
             self._stop.set()
             for t in self._threads:
                 t.join(timeout=25)
+            self._stop_workers()  # their refusals and calls are on file once they exit
+            self.iam.dump(self.state_dir / "iam" / "calls.json")
             return Summary(jobs=self.jobs(), dlq_messages=self._queue_depth(self.r.dlq_url)[0],
                            notifications=list(self.notifications), max_workers=self.max_workers_seen,
-                           desired_counts=list(self.desired_counts), elapsed=time.monotonic() - start)
+                           desired_counts=list(self.desired_counts), elapsed=time.monotonic() - start,
+                           denied=self.denials())
 
     def jobs(self) -> list[Job]:
         return self.ledger.scan_jobs()
+
+    def denials(self) -> list[Denial]:
+        """Every call a role refused so far: the functions' (this process) and the workers' (their file)."""
+        path = self.state_dir / "iam" / "worker-denials.jsonl"
+        size = path.stat().st_size if path.exists() else 0
+        if size != self._worker_denials_size:
+            self._worker_denials, self._worker_denials_size = CallLedger.read_denials(path), size
+        return list(self.iam.denials) + self._worker_denials
 
     def client(self, service: str) -> Any:
         """One control-plane client per service, shared by the runner's threads (boto3 clients are thread-safe;
@@ -245,11 +305,14 @@ class LocalRunner:
         else:
             self.state_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="s3sync-")))
         (self.state_dir / "logs").mkdir(exist_ok=True)
+        (self.state_dir / "iam").mkdir(exist_ok=True)
         self.source_s3 = self.s3(self.o.source)
         self.dest_s3 = self.s3(self.o.dest)
         self._create_resources()
         self.ledger = Ledger(self.client("dynamodb"), self.r.transfers_table, self.r.parts_table)
+        self._load_stacks()
         self._export_environment()
+        self._workers_role()
         self._cold_start()
         log.info("control plane ready", extra={"endpoint_url": self.endpoint_url, "prefix": self.o.name})
 
@@ -257,7 +320,8 @@ class LocalRunner:
         n, r = self.o.name, self.r
         sqs, ddb, sns = self.client("sqs"), self.client("dynamodb"), self.client("sns")
         r.dlq_url = sqs.create_queue(QueueName=f"{n}-parts-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=r.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        dlq_arn = r.dlq_arn = sqs.get_queue_attributes(QueueUrl=r.dlq_url,
+                                                       AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         r.queue_url = sqs.create_queue(QueueName=f"{n}-parts", Attributes={
             "VisibilityTimeout": str(self.o.visibility_timeout),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
@@ -391,31 +455,99 @@ class LocalRunner:
             Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
             Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
         }
-        saved = dict(os.environ)
-        self._stack.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
-        for k in (Env.DEST_ACCESS_KEY_ID, Env.DEST_SECRET_ACCESS_KEY):
-            os.environ.pop(k, None)  # functions read the secret, as in Lambda
-        os.environ.update(env)
+        # The functions no longer read this process's environment (each has its template environment: _cold_start);
+        # the worker processes still get this one on top of the runner's.
         # ECS injects the secret's two keys into the task's environment; the ARN lets a worker re-read the secret
         # when the destination refuses the keys (rotated credentials)
-        self.worker_env = {**os.environ, Env.QUEUE_URL: r.queue_url,
+        self.worker_env = {**os.environ, **env, Env.QUEUE_URL: r.queue_url,
                            Env.DEST_ACCESS_KEY_ID: o.dest.access_key_id or DUMMY_KEY,
                            Env.DEST_SECRET_ACCESS_KEY: o.dest.secret_access_key or DUMMY_KEY}
 
+    # --- the stacks: environments and roles ------------------------------------------------------------------------
+    def _load_stacks(self) -> None:
+        """Both templates resolved against the resources just created (s3sync.local.cfn)."""
+        r, n = self.r, self.o.name
+        self.where = Where(partition="aws", region=REGION, account=ACCOUNT,
+                           secrets={f"{n}-dest-credentials": r.secret_arn})
+        tables = {t: self.client("dynamodb").describe_table(TableName=t)["Table"]
+                  for t in (r.transfers_table, r.parts_table)}
+        ecs_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}"  # the service's long ARN format, as requests_for builds it
+        ecs = {
+            Ids.QUEUE: {"Ref": r.queue_url, "Arn": r.queue_arn, "QueueName": r.queue_url.rsplit("/", 1)[-1]},
+            Ids.DLQ: {"Ref": r.dlq_url, "Arn": r.dlq_arn, "QueueName": r.dlq_url.rsplit("/", 1)[-1]},
+            Ids.TRANSFERS_TABLE: {"Ref": r.transfers_table, "Arn": tables[r.transfers_table]["TableArn"],
+                                  "StreamArn": r.stream_arn},
+            Ids.PARTS_TABLE: {"Ref": r.parts_table, "Arn": tables[r.parts_table]["TableArn"]},
+            Ids.SECRET: {"Ref": r.secret_arn, "Id": r.secret_arn},
+            Ids.CLUSTER: {"Ref": r.cluster, "Arn": f"{ecs_arn}:cluster/{r.cluster}"},
+            Ids.SERVICE: {"Ref": f"{ecs_arn}:service/{r.cluster}/{r.service}",
+                          "ServiceArn": f"{ecs_arn}:service/{r.cluster}/{r.service}", "Name": r.service},
+        }
+        lam = {
+            Ids.BUCKET: {"Ref": self.o.source.name, "Arn": f"arn:aws:s3:::{self.o.source.name}"},
+            Ids.COMPLETION_TOPIC: {"Ref": r.completion_topic, "TopicName": r.completion_topic.rsplit(":", 1)[-1]},
+            Ids.SCALE_OUT_TOPIC: {"Ref": r.scale_out_topic, "TopicName": r.scale_out_topic.rsplit(":", 1)[-1]},
+            Ids.SCALE_IN_TOPIC: {"Ref": r.scale_in_topic, "TopicName": r.scale_in_topic.rsplit(":", 1)[-1]},
+        }
+        templates = self.o.templates or local_templates(self.o)
+        self.stacks = LocalStacks(templates, local_parameters(self.o, self.endpoint_url), self.where,
+                                  physical={"ecs": ecs, "lambda": lam})  # the default stack names
+        # fault injection (duplicate_messages): the functions send to the intake queue, which stands in for the
+        # part queue (the runner relays every message to it N times)
+        self._aliases: dict[str, str] = {}
+        if r.intake_url:
+            intake_arn = self.client("sqs").get_queue_attributes(
+                QueueUrl=r.intake_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self._aliases[intake_arn] = r.queue_arn
+
+    def _enforcer(self, component: str, role: Any) -> Enforcer:
+        return Enforcer(component, role, self.where, self.iam, enforce=self.o.iam_enforce, aliases=self._aliases)
+
+    def _function_environment(self, name: str) -> dict[str, str]:
+        """Exactly what the function has in AWS (its template's Environment.Variables and what the Lambda runtime
+        sets), plus the local stand-ins for AWS's endpoints: the control plane's URL, and the source bucket's
+        server and keys (contract.Env: local only, never set by the templates)."""
+        fn = self.stacks.function(name)
+        env = {**fn.environment,
+               **lambda_runtime_environment(fn, REGION, (DUMMY_KEY, DUMMY_KEY, DUMMY_KEY), str(_project_root()))}
+        o = self.o
+        env.update({
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
+            Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
+            Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
+        })
+        if self.r.intake_url and Env.QUEUE_URL in env:
+            env[Env.QUEUE_URL] = self.r.intake_url
+        return env
+
+    def _workers_role(self) -> None:
+        """Worker processes check their calls against the task role: the runner writes it to a file they read
+        (ROLE_POLICY_ENV, read by s3sync.transfer.runtime.Runtime), and reads their refusals back."""
+        iam_dir = self.state_dir / "iam"
+        path = self._enforcer("worker", self.stacks.task_role()).to_file(
+            iam_dir / "task-role.json", iam_dir / "worker-denials.jsonl", iam_dir / "worker-calls")
+        self.worker_env[ROLE_POLICY_ENV] = str(path)
+
     def _cold_start(self) -> None:
-        """Fresh handler modules, as a new Lambda execution environment would load them."""
+        """Fresh handler modules, as a new Lambda execution environment would load them, and one Runtime per
+        function: its own environment, its own role."""
         self.handlers = {}
         common = importlib.import_module("functions._common")
         common.runtime.cache_clear()
         for name in HANDLERS:
             self.handlers[name] = load_handler(name)
-        common.runtime().warm()  # the INIT phase: clients made before the first event, as outside a handler
+            enforcer = self._enforcer(f"function {name}", self.stacks.function_role(name))
+            # the INIT phase: clients made before the first event, as outside a handler
+            self.runtimes[name] = Runtime(self._function_environment(name), on_client=enforcer.instrument).warm()
 
     def invoke(self, name: str, event: dict[str, Any], attempts: int = 3) -> Any:
         """Invoke a handler in-process; like Lambda's async invocation, retry a failed one twice."""
+        common = importlib.import_module("functions._common")
         for attempt in range(1, attempts + 1):
             try:
-                return self.handlers[name](event, None)
+                with common.invoked_with(self.runtimes[name]):
+                    return self.handlers[name](event, None)
             except Exception as exc:  # noqa: BLE001
                 log.warning("handler failed", extra={"handler": name, "attempt": attempt, "reason": repr(exc)})
                 if attempt == attempts:
@@ -487,7 +619,13 @@ class LocalRunner:
         """Transfers-table stream -> completion, filtered by the event source mapping's patterns."""
         # one page per poll: reading on until an empty page doubled the reads (a backlog still drains, a page of up
         # to 1,000 records per poll, without waiting while it holds records for the completion function)
-        reader = StreamReader(self.client("dynamodbstreams"), self.r.stream_arn, max_batches_per_shard=1)
+        # the event source mapping reads the stream with the function's execution role
+        streams = boto3.client("dynamodbstreams", endpoint_url=self.endpoint_url, region_name=REGION,
+                               aws_access_key_id=DUMMY_KEY, aws_secret_access_key=DUMMY_KEY,
+                               config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        self._enforcer("completion event source mapping", self.stacks.function_role("completion")).instrument(
+            "control", streams)
+        reader = StreamReader(streams, self.r.stream_arn, max_batches_per_shard=1)
         # as the mapping's ParallelizationFactor: up to that many batches at once, each job's records in one of them
         pool = self._stack.enter_context(ThreadPoolExecutor(DEFAULT_STREAM_PARALLELIZATION,
                                                             thread_name_prefix="completion"))
@@ -673,7 +811,8 @@ def _project_root() -> Path:
     return Path(importlib.import_module("container").__file__).resolve().parent.parent  # type: ignore[arg-type]
 
 
-__all__ = ["BucketSpec", "LocalOptions", "LocalRunner", "Summary", "bucket_client", "do_local", "load_handler"]
+__all__ = ["BucketSpec", "LocalOptions", "LocalRunner", "Summary", "bucket_client", "do_local", "load_handler",
+           "local_parameters", "local_templates"]
 
 
 def do_local(options: LocalOptions, console: Any = None) -> int:
@@ -698,6 +837,8 @@ def do_local(options: LocalOptions, console: Any = None) -> int:
         table.add_row(job.source_key, f"{job.size:,}", f"{job.done}/{job.total}", job.status,
                       job.error or job.dest_etag or "")
     console.print(table)
+    for denial in summary.denied:
+        console.print(denial.line(), style="bold red", markup=False)
     console.print(f"{sum(j.status == Status.DONE for j in summary.jobs)} done, "
                   f"{sum(j.status == Status.FAILED for j in summary.jobs)} failed, "
                   f"{sum(j.status not in Status.FINAL for j in summary.jobs)} unfinished; "
