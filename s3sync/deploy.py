@@ -5,8 +5,11 @@
     do_destroy()
 
 Deploy packages (`s3sync.package.do_package`, with upload), then creates or updates the ECS stack and then the
-Lambda stack from the uploaded templates (TemplateURL), printing every stack event as it comes (describe_stack_events
-is polled) until the stack settles, then the outputs. Destroy deletes the Lambda stack, then the ECS stack (the
+Lambda stack from the uploaded templates (TemplateURL) through change sets, as `aws cloudformation deploy` and `sam
+deploy` do: each change set's changes are printed, a removal or a replacement (a LaunchType change replaces the
+service; a replaced table would lose the ledger) is executed only after a yes (`yes=True` / `--yes`), and
+`execute=False` (`--no-execute`) only shows them. Then every stack event is printed as it comes
+(describe_stack_events is polled) until the stack settles, then the outputs. Destroy deletes the Lambda stack, then the ECS stack (the
 Lambda stack imports the ECS stack's exports). Both wait for each stack like boto3's waiters do, but poll the events
 too.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +85,7 @@ Echo = Callable[[str], None]
 class StackOutcome:
     name: str
     stack_id: str
-    action: str  # create | update | unchanged | delete | absent
+    action: str  # create | update | unchanged | shown (--no-execute) | delete | absent
     status: str
     outputs: Mapping[str, str] = field(default_factory=dict)
 
@@ -232,6 +236,78 @@ def capabilities(document: Mapping[str, Any]) -> list[str]:
     return caps
 
 
+#: Change set statuses while CloudFormation is still computing it.
+CHANGE_SET_PENDING = frozenset({"CREATE_PENDING", "CREATE_IN_PROGRESS"})
+#: How CloudFormation says a change set would change nothing (its Status is then FAILED).
+NO_CHANGES = ("didn't contain changes", NO_UPDATES)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource change of a change set (describe_change_set's ResourceChange)."""
+
+    action: str  # Add | Modify | Remove | Import | Dynamic
+    logical_id: str
+    resource_type: str
+    replacement: str = ""  # True | False | Conditional ("" when not given: an Add, a Remove, or moto)
+    causes: tuple[str, ...] = ()  # the properties whose change requires recreation
+
+    @property
+    def risky(self) -> bool:
+        """A removal or a replacement (certain or possible): the resource, and what it holds, goes away."""
+        return self.action == "Remove" or self.replacement in ("True", "Conditional")
+
+    def describe(self) -> str:
+        mark = {"True": "REPLACED", "Conditional": "MAY BE REPLACED"}.get(self.replacement, "")
+        if self.action == "Remove":
+            mark = "REMOVED"
+        causes = f" ({', '.join(self.causes)})" if self.causes and mark and self.action != "Remove" else ""
+        line = f"  {self.action:<8} {self.logical_id:<32} {self.resource_type}"
+        return f"{line}  {mark}{causes}" if mark else line
+
+
+def change_from(raw: Mapping[str, Any]) -> Change:
+    rc = raw.get("ResourceChange", {})
+    causes = []
+    for detail in rc.get("Details", []) or []:
+        target = detail.get("Target", {})
+        if target.get("RequiresRecreation", "Never") != "Never" and target.get("Name"):
+            causes.append(str(target["Name"]))
+    return Change(str(rc.get("Action", "")), str(rc.get("LogicalResourceId", "")), str(rc.get("ResourceType", "")),
+                  str(rc.get("Replacement", "") or ""), tuple(dict.fromkeys(causes)))
+
+
+def wait_for_change_set(cf: Any, name: str, change_set_id: str, poll_s: float,
+                        timeout_s: float) -> tuple[dict[str, Any], list[Change]]:  # fmt: skip
+    """describe_change_set until CloudFormation has computed it; (the last description, every change)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with aws_errors(f"reading the change set of {name}"):
+            desc = cf.describe_change_set(ChangeSetName=change_set_id)
+        if desc.get("Status") not in CHANGE_SET_PENDING:
+            break
+        if time.monotonic() > deadline:
+            raise UserError(f"the change set of {name} is still {desc.get('Status')} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+    raw = list(desc.get("Changes", []))
+    token = desc.get("NextToken")
+    while token:
+        with aws_errors(f"reading the change set of {name}"):
+            page = cf.describe_change_set(ChangeSetName=change_set_id, NextToken=token)
+        raw += page.get("Changes", [])
+        token = page.get("NextToken")
+    return desc, [change_from(c) for c in raw if c.get("Type", "Resource") == "Resource"]
+
+
+def _discard(cf: Any, name: str, change_set_id: str, created_stack: bool) -> None:
+    """Delete a change set that will not run, and the empty stack (REVIEW_IN_PROGRESS) a CREATE one made."""
+    with aws_errors(f"deleting the change set of {name}"):
+        if created_stack:
+            cf.delete_stack(StackName=name)  # deletes its change sets with it
+        else:
+            cf.delete_change_set(ChangeSetName=change_set_id)
+
+
 def apply_stack(
     cf: Any,
     name: str,
@@ -243,27 +319,61 @@ def apply_stack(
     secrets: tuple[str, ...],
     poll_s: float,
     timeout_s: float,
+    *,
+    execute: bool = True,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
 ) -> StackOutcome:
-    """Create or update one stack from `template_url` and wait for it; "no updates" is a success."""
+    """Create or update one stack through a change set, as `aws cloudformation deploy` does: create it (CREATE for a
+    new stack, UPDATE otherwise), print its changes, ask before any removal or replacement (unless `yes`; without a
+    `confirm` callback the answer is no), execute it (unless not `execute`: then only show it and delete it) and wait
+    with the stack's events. A change set with no changes is "no updates", a success."""
+    action = check_deployable(name, state)
+    change_set_type = "CREATE" if action == "create" else "UPDATE"
+    change_set_name = f"s3sync-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    doing = "creating" if action == "create" else "updating"
+    say(f"{name}: change set for {doing} ({describe_parameters(parameters, secrets)})")
     from botocore.exceptions import ClientError
 
-    action = check_deployable(name, state)
-    common = {"TemplateURL": template_url, "Parameters": parameters, "Capabilities": caps}
-    tail = EventTail(cf, state["StackId"] if state else None, say)
-    say(f"{name}: {'creating' if action == 'create' else 'updating'} ({describe_parameters(parameters, secrets)})")
-    with aws_errors(f"{'creating' if action == 'create' else 'updating'} stack {name}", secrets):
-        if action == "create":
-            stack_id = cf.create_stack(StackName=name, **common)["StackId"]
-        else:
-            stack_id = state["StackId"]  # type: ignore[index]
-            try:
-                cf.update_stack(StackName=stack_id, **common)
-            except ClientError as exc:
-                if NO_UPDATES not in _message(exc):
-                    raise
-                say(f"{name}: no changes (stays {state['StackStatus']})")  # type: ignore[index]
-                return StackOutcome(name, stack_id, "unchanged", state["StackStatus"], outputs_of(state))  # type: ignore[index]
-    tail.stack = stack_id
+    with aws_errors(f"{doing} stack {name} (change set)", secrets):
+        try:
+            made = cf.create_change_set(
+                StackName=name, ChangeSetName=change_set_name, ChangeSetType=change_set_type,
+                TemplateURL=template_url, Parameters=parameters, Capabilities=caps, Description="s3sync deploy",
+            )  # fmt: skip
+        except ClientError as exc:
+            if state is None or NO_UPDATES not in _message(exc):
+                raise
+            say(f"{name}: no changes (stays {state['StackStatus']})")
+            return StackOutcome(name, state["StackId"], "unchanged", state["StackStatus"], outputs_of(state))
+    change_set_id, stack_id = made["Id"], made.get("StackId") or (state or {}).get("StackId", name)
+    desc, changes = wait_for_change_set(cf, name, change_set_id, poll_s, timeout_s)
+    if desc.get("Status") != "CREATE_COMPLETE":
+        reason = str(desc.get("StatusReason") or desc.get("Status"))
+        _discard(cf, name, change_set_id, action == "create")
+        if action == "update" and any(text in reason for text in NO_CHANGES):
+            say(f"{name}: no changes (stays {state['StackStatus']})")  # type: ignore[index]
+            return StackOutcome(name, stack_id, "unchanged", state["StackStatus"], outputs_of(state))  # type: ignore[index]
+        raise UserError(redact(f"stack {name}: the change set failed: {reason}", secrets))
+    say(f"{name}: {len(changes)} change(s):")
+    for change in changes:
+        say(change.describe())
+    risky = [c for c in changes if c.risky]
+    if not execute:
+        _discard(cf, name, change_set_id, action == "create")
+        say(f"{name}: not executed (--no-execute); the change set was deleted")
+        return StackOutcome(name, stack_id, "shown", state["StackStatus"] if state else "", outputs_of(state or {}))
+    if risky and not yes:
+        fate = {"True": "replaced", "Conditional": "may be replaced"}
+        what = ", ".join(f"{c.logical_id} ({'removed' if c.action == 'Remove' else fate[c.replacement]})"
+                         for c in risky)
+        question = f"{name}: {what}: what these resources hold is lost. Execute the change set?"
+        if confirm is None or not confirm(question):
+            _discard(cf, name, change_set_id, action == "create")
+            raise UserError(f"stack {name} not changed: {what} needs a yes (answer y, or pass --yes)")
+    tail = EventTail(cf, stack_id, say)  # what happened before (REVIEW_IN_PROGRESS included) is not printed
+    with aws_errors(f"executing the change set of {name}", secrets):
+        cf.execute_change_set(ChangeSetName=change_set_id)
     final = wait_for_stack(cf, name, stack_id, tail, poll_s, timeout_s)
     if final["StackStatus"] != SUCCESS[action]:
         raise _fail(name, action, final["StackStatus"], tail)
@@ -432,8 +542,12 @@ def do_deploy(
     clients: Callable[[str], Any] | None = None,
     config: StackConfig | None = None,
     builders: Mapping[str, type[StackBuilder]] | None = None,
+    execute: bool = True,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
 ) -> DeployResult:
-    """Package and upload, then create or update the ECS stack and then the Lambda stack; print events and outputs."""
+    """Package and upload, then create or update the ECS stack and then the Lambda stack, each through a change set
+    (see `apply_stack`: `execute`, `yes`, `confirm`); print changes, events and outputs."""
     secrets = tuple(s for s in (dest_access_key_id, dest_secret_access_key) if s)
 
     def say(line: str) -> None:
@@ -443,7 +557,7 @@ def do_deploy(
         return _deploy(
             out_dir, bucket, prefix, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name,
             dict(parameters or {}), image_uri, dest_access_key_id, dest_secret_access_key, say, secrets, poll_s,
-            timeout_s, clients, config, builders,
+            timeout_s, clients, config, builders, execute, yes, confirm,
         )  # fmt: skip
     except UserError as exc:
         raise UserError(redact(str(exc), secrets)) from None
@@ -451,7 +565,7 @@ def do_deploy(
 
 def _deploy(
     out_dir, bucket, prefix, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name, given, image_uri,
-    key_id, secret_key, say, secrets, poll_s, timeout_s, clients, config, builders,
+    key_id, secret_key, say, secrets, poll_s, timeout_s, clients, config, builders, execute, yes, confirm,
 ) -> DeployResult:  # fmt: skip
     _check_stack_names(ecs_stack_name, lambda_stack_name)
     check_bucket_name(bucket)
@@ -510,12 +624,19 @@ def _deploy(
         plan.append((stem, name, params, capabilities(document)))
     check_sizes(values["ecs"], values["lambda"])
 
-    # 4. the ECS stack, then the Lambda stack (it imports the ECS stack's exports)
+    # 4. the ECS stack, then the Lambda stack (it imports the ECS stack's exports and reads its settings parameter)
     outcomes = []
     for stem, name, params, caps in plan:
+        if stem == "lambda" and not execute and states[ecs_stack_name] is None:
+            say(f"{name}: no change set yet: it imports from {ecs_stack_name}, which does not exist before it is "
+                "created")
+            continue
         url = package.upload.template_urls[f"{stem}.yaml"]
-        outcome = apply_stack(cf, name, states[name], url, params, caps, say, secrets, poll_s, timeout_s)
+        outcome = apply_stack(cf, name, states[name], url, params, caps, say, secrets, poll_s, timeout_s,
+                              execute=execute, yes=yes, confirm=confirm)  # fmt: skip
         outcomes.append(outcome)
+    if not execute:
+        return DeployResult(package, tuple(outcomes))
     for outcome in outcomes:
         say(f"outputs of {outcome.name}:")
         for key, value in sorted(outcome.outputs.items()):

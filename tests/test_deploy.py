@@ -9,6 +9,7 @@ the test's duration. The templates and the product code are used unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import datetime, timedelta, timezone
@@ -25,6 +26,7 @@ from s3sync.cli import cli
 from s3sync.contract import Env
 from s3sync.deploy import EventTail, apply_stack, do_deploy
 from s3sync.errors import UserError
+from s3sync.stacks import StackConfig
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -108,7 +110,72 @@ def moto_secrets(monkeypatch: pytest.MonkeyPatch) -> bool:
 
 
 @pytest.fixture
-def aws(fresh_moto: Any, boto_client: Any, moto_secrets: bool, tmp_path: Path) -> SimpleNamespace:
+def moto_change_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto (5.2) executes a change set with less than its create_stack / update_stack do: a stack made by a CREATE
+    change set sees no other stack's exports (its ImportValue fails: "No export named ... found"), its own exports are
+    never listed, and its outputs and parameters stay those it had before (none, for a new stack). For the test's
+    duration, a change set is applied as update_stack applies a template (resources, then outputs and parameters),
+    with the account's exports in view and registered afterwards, as create_stack does. The events, statuses and
+    describe_change_set answers stay moto's own."""
+    from moto.cloudformation.models import ChangeSet, CloudFormationBackend, Stack
+
+    create, execute = CloudFormationBackend.create_change_set, CloudFormationBackend.execute_change_set
+
+    def create_change_set(self: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
+        change_set_id, stack_id = create(self, *args, **kwargs)
+        stack = self.stacks[stack_id]
+        stack.cross_stack_resources = stack.resource_map.cross_stack_resources = self.exports
+        return change_set_id, stack_id
+
+    def apply(self: Any) -> None:  # Stack.update without its events
+        from moto.ssm.models import ssm_backends
+
+        stack = self.stack
+        stack.template = self.template
+        stack._parse_template()
+        resources = stack.resource_map
+        for key, decl in (stack.template_dict.get("Parameters") or {}).items():
+            # an SSM-typed parameter naming the same parameter, which now holds another value, is a change in AWS
+            # (see has_parameters below); moto would not update the resources that refer to it
+            if str(decl.get("Type", "")).startswith("AWS::SSM::Parameter::Value") and key in self.parameters:
+                found = ssm_backends[stack.account_id][stack.region_name].get_parameter(self.parameters[key])
+                if found is not None and found.value != resources.resolved_parameters.get(key):
+                    resources.input_parameters = {**resources.input_parameters, key: None}
+        resources.update(stack.template_dict, self.parameters)
+        stack.output_map = stack._create_output_map()
+        if self.parameters:
+            stack.parameters = self.parameters
+
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        execute(self, change_set_name, stack_name)
+        stack = self.stacks[self.describe_change_set(change_set_name).stack_id]
+        for export in stack.exports:
+            self.exports[export.name] = export
+
+    def has_parameters(self: Any, other: dict[str, Any]) -> bool:
+        """AWS resolves an SSM-typed parameter on every update ("CloudFormation always fetches the latest values
+        from Parameter Store when it updates stacks"): the same name with a new value is a change. moto compares
+        names only."""
+        from moto.ssm.models import ssm_backends
+
+        if self.parameters != other:
+            return False
+        for key, decl in (self.template_dict.get("Parameters") or {}).items():
+            if str(decl.get("Type", "")).startswith("AWS::SSM::Parameter::Value") and key in other:
+                found = ssm_backends[self.account_id][self.region_name].get_parameter(other[key])
+                if found is None or found.value != self.resource_map.resolved_parameters.get(key):
+                    return False
+        return True
+
+    monkeypatch.setattr(CloudFormationBackend, "create_change_set", create_change_set)
+    monkeypatch.setattr(CloudFormationBackend, "execute_change_set", execute_change_set)
+    monkeypatch.setattr(ChangeSet, "apply", apply)
+    monkeypatch.setattr(Stack, "has_parameters", has_parameters)
+
+
+@pytest.fixture
+def aws(fresh_moto: Any, boto_client: Any, moto_secrets: bool, moto_change_sets: None,
+        tmp_path: Path) -> SimpleNamespace:  # fmt: skip
     """An empty moto with a VPC, a subnet and the code bucket; `args` deploys the whole system."""
     ec2 = boto_client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -155,7 +222,9 @@ def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, c
     # 1. create: ECS stack first, then the Lambda stack, events and outputs shown
     out = ok(run(*aws.deploy, *aws.create, env=KEYS_ENV))
     lines = out.splitlines()
-    assert lines.index("ecsStack: CREATE_COMPLETE") < next(i for i, l in enumerate(lines) if l.startswith("lamStackS: creating"))
+    assert lines.index("ecsStack: CREATE_COMPLETE") < next(
+        i for i, l in enumerate(lines) if l.startswith("lamStackS: change set for creating"))
+    assert "  Add      TransferQueue                    AWS::SQS::Queue" in lines  # the change set, shown first
     assert any(l.endswith("ecsStack  ecsStack  AWS::CloudFormation::Stack  CREATE_IN_PROGRESS  User Initiated") for l in lines)
     assert "lamStackS: CREATE_COMPLETE" in lines and "outputs of ecsStack:" in lines and "outputs of lamStackS:" in lines
     assert "DestAccessKeyId=****" in out
@@ -214,7 +283,7 @@ def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, c
 
     # 2. update without the keys: they keep their previous values; new values for MaxTasks and VisibilityTimeout
     # (moto's queue update applies VisibilityTimeout, not a new redrive policy)
-    out2 = ok(run(*aws.deploy, "--param", "MaxTasks=20", "--param", "VisibilityTimeout=600"))
+    out2 = ok(run(*aws.deploy, "--param", "MaxTasks=20", "--param", "VisibilityTimeout=600", "--param", AMI_PARAM))
     assert "ecsStack: UPDATE_COMPLETE" in out2 and "lamStackS: UPDATE_COMPLETE" in out2
     assert "DestAccessKeyId=(previous)" in out2 and "SourceBucketName=(previous)" in out2
     assert "CREATE_IN_PROGRESS" not in out2  # the events of the first deploy are history
@@ -238,6 +307,86 @@ def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, c
     # The China keys never appear in what was printed or logged.
     for text in (out, out2, out3, caplog.text):
         assert KEY_ID not in text and SECRET not in text
+
+
+def parameter(cf: Any, stack: str, key: str) -> str:
+    params = cf.describe_stacks(StackName=stack)["Stacks"][0]["Parameters"]
+    return next(str(p["ParameterValue"]) for p in params if p["ParameterKey"] == key)
+
+
+def test_destination_and_launch_type_change_later_through_change_sets(aws: SimpleNamespace) -> None:
+    """Issue 12 items 5 and 9 (and 7 on an update): after both stacks exist, the destination bucket and the launch
+    type each change with one `s3sync deploy`; a change set that removes or replaces resources waits for a yes;
+    --no-execute changes nothing; an unchanged deploy is "no changes"; a size that stops fitting is refused before
+    any stack changes. moto lets an import be changed where AWS refuses it: tests/test_templates.py proves on the
+    templates that nothing lambda.yaml imports can change."""
+    cf, lam, ssm = aws.client("cloudformation"), aws.client("lambda"), aws.client("ssm")
+    ok(run(*aws.deploy, *aws.create, env=KEYS_ENV))
+    assert parameter(cf, "ecsStack", "LaunchType") == "EC2"
+
+    def env(logical: str) -> dict[str, str]:
+        return function(lam, outputs(cf, "lamStackS")[f"{logical}Name"])["Environment"]["Variables"]
+
+    # 1. another destination bucket: the ECS stack, its settings parameter and the functions all follow
+    out = ok(run(*aws.deploy, "--dest-bucket", "other-bucket", "--param", AMI_PARAM))
+    assert "ecsStack: UPDATE_COMPLETE" in out and "lamStackS: UPDATE_COMPLETE" in out
+    settings = ssm.get_parameter(Name="/s3sync/ecsStack/settings")["Parameter"]["Value"].split("|")
+    assert settings[1] == "other-bucket" and outputs(cf, "ecsStack")["DestBucket"] == "other-bucket"
+    assert env("Splitter")[Env.DEST_BUCKET] == env("Completion")[Env.DEST_BUCKET] == "other-bucket"
+
+    # 2. EC2 -> FARGATE with --no-execute: both change sets are shown, then deleted; nothing changes
+    switch = [*aws.deploy, "--launch-type", "FARGATE", "--param", "TaskCpu=4096", "--param", "TaskMemory=8192",
+              "--param", AMI_PARAM]  # fmt: skip
+    shown = ok(run(*switch, "--no-execute"))
+    assert "ecsStack: not executed (--no-execute); the change set was deleted" in shown
+    # the Lambda stack's change set is made against the ECS stack as it is now: nothing to change there yet
+    assert "lamStackS: no changes (stays UPDATE_COMPLETE)" in shown
+    assert parameter(cf, "ecsStack", "LaunchType") == "EC2" and "outputs of" not in shown
+    for stack in ("ecsStack", "lamStackS"):  # only the executed change sets are left
+        assert {c["ExecutionStatus"] for c in cf.list_change_sets(StackName=stack)["Summaries"]} == {"EXECUTE_COMPLETE"}
+
+    # 3. executed (--yes: in AWS this change set replaces the service and removes the instances' resources; moto's
+    # change sets list neither, see the stand-in tests below): the functions scale the service the stack has now
+    switched = ok(run(*switch, "--yes"))
+    assert "ecsStack: UPDATE_COMPLETE" in switched and "lamStackS: UPDATE_COMPLETE" in switched
+    assert parameter(cf, "ecsStack", "LaunchType") == "FARGATE"
+    service = outputs(cf, "ecsStack")["ServiceName"]
+    assert env("ScaleOut")[Env.SERVICE] == env("ScaleIn")[Env.SERVICE] == service
+    assert ssm.get_parameter(Name="/s3sync/ecsStack/settings")["Parameter"]["Value"].startswith(f"{service}|")
+
+    # 4. the same again: both change sets are empty, which is a success
+    again = ok(run(*aws.deploy, "--param", AMI_PARAM))
+    assert "ecsStack: no changes (stays UPDATE_COMPLETE)" in again and "lamStackS: no changes" in again
+
+    # 5. back to EC2 keeps TaskCpu 4096 (chosen before), which a c5.large cannot hold: refused, nothing changed
+    message = one_line_error(run(*aws.deploy, "--launch-type", "EC2", "--param", AMI_PARAM, "--yes"))
+    assert "TaskCpu 4096 does not fit InstanceType c5.large" in message and "nothing was changed" in message
+    assert parameter(cf, "ecsStack", "LaunchType") == "FARGATE"
+
+
+@pytest.mark.filterwarnings("ignore:Unable to delete:UserWarning")  # conditional resources moto never created
+def test_removing_resources_waits_for_a_yes(aws: SimpleNamespace, fresh_moto: Any) -> None:
+    """A change set that removes resources (here: a library user renders lambda.yaml without the operations
+    additions) runs only after a yes; declined, the stack and its change sets are as before."""
+    ok(run(*aws.deploy, *aws.create, env=KEYS_ENV))
+    cf = aws.client("cloudformation")
+    kwargs = dict(bucket="code-bucket", prefix="s3sync/v1", region="us-east-1", endpoint_url=fresh_moto.endpoint_url,
+                  parameters={"AmiId": AMI_PARAM.split("=", 1)[1]}, poll_s=0.01,
+                  config=dataclasses.replace(StackConfig(), operations=False))  # fmt: skip
+    asked: list[str] = []
+    printed: list[str] = []
+    with pytest.raises(UserError, match="stack lamStackS not changed: .*Dashboard \\(removed\\).* needs a yes"):
+        do_deploy(aws.out, echo=printed.append, confirm=lambda q: asked.append(q) or False, **kwargs)
+    assert len(asked) == 1 and "Dashboard (removed)" in asked[0] and "what these resources hold is lost" in asked[0]
+    assert "  Remove   Dashboard                        AWS::CloudWatch::Dashboard  REMOVED" in printed
+    resources = {r.get("LogicalResourceId") for r in cf.list_stack_resources(StackName="lamStackS")["StackResourceSummaries"]}
+    assert "Dashboard" in resources
+    assert {c["ExecutionStatus"] for c in cf.list_change_sets(StackName="lamStackS")["Summaries"]} == {"EXECUTE_COMPLETE"}
+
+    result = do_deploy(aws.out, echo=printed.append, confirm=lambda q: True, **kwargs)
+    assert [o.action for o in result.stacks] == ["unchanged", "update"]
+    resources = {r.get("LogicalResourceId") for r in cf.list_stack_resources(StackName="lamStackS")["StackResourceSummaries"]}
+    assert "Dashboard" not in resources
 
 
 # --- user mistakes against moto ---------------------------------------------------------------------------------------
@@ -268,6 +417,8 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     return SimpleNamespace(cf=cf, uploads=uploads)
 
 
+#: The calls that change (or prepare to change) a stack.
+CHANGING = {"create_change_set", "execute_change_set", "create_stack", "update_stack"}
 CREATE = ["--image-uri", IMAGE, "--dest-bucket", "dest-bucket", "--vpc-id", "vpc-1", "--subnet-id", "subnet-1",
           "--source-bucket", "src-bucket", "--email", "ops@example.com"]  # fmt: skip
 
@@ -278,7 +429,7 @@ def test_a_bad_key_is_refused_without_being_repeated(fake_aws: SimpleNamespace, 
     message = one_line_error(result)
     assert "DestAccessKeyId" in message and "upper-case letters and digits" in message
     assert "akia-not-a-key-id-0000" not in result.output and SECRET not in result.output
-    assert "create_stack" not in fake_aws.cf.calls
+    assert not CHANGING & set(fake_aws.cf.calls)
 
 
 @pytest.mark.parametrize(
@@ -311,7 +462,7 @@ def test_deploy_option_mistakes_are_one_line_errors(
     result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, *args, env=env)
     assert message in one_line_error(result)
     assert SECRET not in result.output and KEY_ID not in result.output
-    assert "create_stack" not in fake_aws.cf.calls
+    assert not CHANGING & set(fake_aws.cf.calls)
 
 
 # --- what moto cannot show: a stand-in for the CloudFormation API -------------------------------------------------------
@@ -322,8 +473,11 @@ class FakeCloudFormation:
     meta = SimpleNamespace(region_name="us-east-1")
 
     def __init__(self, name: str = "ecsStack", status: str | None = None, steps: list[tuple] | None = None,
-                 no_updates: bool = False) -> None:  # fmt: skip
+                 no_updates: bool = False, changes: list[dict[str, Any]] | None = None) -> None:  # fmt: skip
         self.name, self.status, self.steps, self.no_updates = name, status, list(steps or []), no_updates
+        self.changes = changes or [{"Type": "Resource", "ResourceChange": {
+            "Action": "Add", "LogicalResourceId": "TransferQueue", "ResourceType": "AWS::SQS::Queue"}}]
+        self.change_set_type = ""
         self.stack_id = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{name}/1"
         self.events: list[dict[str, Any]] = []
         self.calls: list[str] = []
@@ -359,18 +513,26 @@ class FakeCloudFormation:
     def get_template(self, StackName: str) -> dict[str, Any]:  # noqa: N803
         return {"TemplateBody": "Parameters: {}\n"}
 
-    def create_stack(self, **kwargs: Any) -> dict[str, str]:
-        self.calls.append("create_stack")
-        self._event(self.name, "CREATE_IN_PROGRESS", "User Initiated")
-        return {"StackId": self.stack_id}
+    def create_change_set(self, **kwargs: Any) -> dict[str, str]:
+        self.calls.append("create_change_set")
+        self.change_set_type = kwargs["ChangeSetType"]
+        if self.change_set_type == "CREATE":  # the stack exists from now on, empty
+            self._event(self.name, "REVIEW_IN_PROGRESS", "User Initiated")
+        return {"Id": f"arn:aws:cloudformation:us-east-1:123456789012:changeSet/{kwargs['ChangeSetName']}/1",
+                "StackId": self.stack_id}  # fmt: skip
 
-    def update_stack(self, **kwargs: Any) -> dict[str, str]:
-        self.calls.append("update_stack")
+    def describe_change_set(self, ChangeSetName: str, NextToken: str | None = None) -> dict[str, Any]:  # noqa: N803
         if self.no_updates:
-            raise ClientError({"Error": {"Code": "ValidationError", "Message": "No updates are to be performed."}},
-                              "UpdateStack")  # fmt: skip
-        self._event(self.name, "UPDATE_IN_PROGRESS", "User Initiated")
-        return {"StackId": self.stack_id}
+            return {"Status": "FAILED", "Changes": [], "StatusReason": "The submitted information didn't contain "
+                    "changes. Submit different information to create a change set."}  # fmt: skip
+        return {"Status": "CREATE_COMPLETE", "Changes": self.changes}
+
+    def execute_change_set(self, ChangeSetName: str) -> None:  # noqa: N803
+        self.calls.append("execute_change_set")
+        self._event(self.name, f"{self.change_set_type}_IN_PROGRESS", "User Initiated")
+
+    def delete_change_set(self, ChangeSetName: str) -> None:  # noqa: N803
+        self.calls.append("delete_change_set")
 
     def delete_stack(self, **kwargs: Any) -> None:
         self.calls.append("delete_stack")
@@ -404,7 +566,7 @@ def test_events_are_printed_as_they_come_once_each_oldest_first() -> None:
     ]
     # The resource events were printed while the stack was still being created, not at the end.
     assert [status for line, status in printed if "TransferDeadLetterQueue" in line] == ["CREATE_IN_PROGRESS"] * 2
-    assert events[0].startswith("00:00:01  ecsStack  ")
+    assert events[0].startswith("00:00:02  ecsStack  ")  # the change set's REVIEW_IN_PROGRESS is not printed
     assert (outcome.action, outcome.status, dict(outcome.outputs)) == ("create", "CREATE_COMPLETE",
                                                                        {"QueueUrl": "https://q"})  # fmt: skip
 
@@ -466,7 +628,7 @@ def test_a_stack_in_a_bad_state_is_a_one_line_error_before_anything_is_uploaded(
     monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
     result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), env=KEYS_ENV)
     assert f"Error: stack ecsStack {message}" in one_line_error(result)
-    assert "create_stack" not in cf.calls and "update_stack" not in cf.calls
+    assert not CHANGING & set(cf.calls)
     assert not (tmp_path / "package.json").exists()
 
 
@@ -492,3 +654,81 @@ def test_tail_prints_nothing_of_the_history_of_an_existing_stack() -> None:
     tail.poll()
     tail.poll()
     assert len(printed) == 1 and "TransferQueue" in printed[0]
+
+
+# --- change sets: what moto's cannot show (replacements), against the stand-in -----------------------------------------
+RISKY = [
+    {"Type": "Resource", "ResourceChange": {
+        "Action": "Modify", "LogicalResourceId": "Service", "ResourceType": "AWS::ECS::Service", "Replacement": "True",
+        "Details": [{"Target": {"Attribute": "Properties", "Name": "LaunchType", "RequiresRecreation": "Always"}},
+                    {"Target": {"Attribute": "Properties", "Name": "DesiredCount", "RequiresRecreation": "Never"}}]}},
+    {"Type": "Resource", "ResourceChange": {
+        "Action": "Remove", "LogicalResourceId": "CapacityProvider", "ResourceType": "AWS::ECS::CapacityProvider"}},
+    {"Type": "Resource", "ResourceChange": {
+        "Action": "Modify", "LogicalResourceId": "TaskDefinition", "ResourceType": "AWS::ECS::TaskDefinition",
+        "Replacement": "Conditional"}},
+    {"Type": "Resource", "ResourceChange": {
+        "Action": "Modify", "LogicalResourceId": "TransferQueue", "ResourceType": "AWS::SQS::Queue",
+        "Replacement": "False"}},
+]  # fmt: skip
+
+
+def test_change_set_lines_say_what_is_replaced_and_why() -> None:
+    cf = FakeCloudFormation(status="UPDATE_COMPLETE", changes=RISKY, steps=[("ecsStack", "UPDATE_COMPLETE")])
+    printed: list[str] = []
+    outcome = apply_stack(cf, "ecsStack", cf.describe_stacks(StackName="ecsStack")["Stacks"][0], "https://t", [], [],
+                          printed.append, (), 0.0, 5.0, yes=True)  # fmt: skip
+    assert outcome.action == "update" and "execute_change_set" in cf.calls
+    lines = [line for line in printed if line.startswith("  ")]
+    assert lines == [
+        "  Modify   Service                          AWS::ECS::Service  REPLACED (LaunchType)",
+        "  Remove   CapacityProvider                 AWS::ECS::CapacityProvider  REMOVED",
+        "  Modify   TaskDefinition                   AWS::ECS::TaskDefinition  MAY BE REPLACED",
+        "  Modify   TransferQueue                    AWS::SQS::Queue",
+    ]
+
+
+@pytest.mark.parametrize(("answer", "executed"), [("n\n", False), ("", False), ("y\ny\n", True)])
+def test_the_cli_asks_before_a_replacement_or_removal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, answer: str, executed: bool
+) -> None:
+    """No answer (end of input) is a no; a declined change set is deleted and nothing runs."""
+    cf = FakeCloudFormation(status="UPDATE_COMPLETE", changes=RISKY, steps=[("ecsStack", "UPDATE_COMPLETE")] * 2)
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+                         put_object=lambda **kw: None)  # fmt: skip
+    monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
+    result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, env=KEYS_ENV, input=answer)
+    assert "ecsStack: Service (replaced), CapacityProvider (removed), TaskDefinition (may be replaced): what " \
+           "these resources hold is lost. Execute the change set? [y/N]" in result.output
+    if executed:
+        ok(result)
+        assert cf.calls.count("execute_change_set") == 2  # both stacks (the stand-in plays both)
+    else:
+        assert "needs a yes (answer y, or pass --yes)" in one_line_error(result)
+        assert "execute_change_set" not in cf.calls and "delete_change_set" in cf.calls
+
+
+def test_yes_skips_the_question_and_no_execute_only_shows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+                         put_object=lambda **kw: None)  # fmt: skip
+    cf = FakeCloudFormation(status="UPDATE_COMPLETE", changes=RISKY, steps=[("ecsStack", "UPDATE_COMPLETE")] * 2)
+    monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
+    out = ok(run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, "--yes", env=KEYS_ENV))
+    assert "Execute the change set?" not in out and cf.calls.count("execute_change_set") == 2
+
+    cf = FakeCloudFormation(status="UPDATE_COMPLETE", changes=RISKY)
+    monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
+    out = ok(run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, "--no-execute", env=KEYS_ENV))
+    assert "  Modify   Service                          AWS::ECS::Service  REPLACED (LaunchType)" in out
+    assert "execute_change_set" not in cf.calls and cf.calls.count("delete_change_set") == 2
+    assert "Execute the change set?" not in out and "outputs of" not in out
+
+
+def test_a_failed_change_set_is_a_one_line_error_and_a_new_stack_is_removed() -> None:
+    cf = FakeCloudFormation()
+    cf.describe_change_set = lambda **kw: {"Status": "FAILED",  # type: ignore[method-assign]
+                                           "StatusReason": "No export named ecsStack-TransferQueueArn found"}
+    cf.delete_stack = lambda **kw: cf.calls.append("delete_stack")  # type: ignore[method-assign]
+    with pytest.raises(UserError, match="stack ecsStack: the change set failed: No export named"):
+        _apply(cf, print)
+    assert "delete_stack" in cf.calls and "execute_change_set" not in cf.calls

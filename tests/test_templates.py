@@ -703,8 +703,9 @@ def test_what_may_change_reaches_lambda_through_the_settings_parameter(ecs: dict
     param = ecs["Resources"]["SettingsParameter"]
     assert param["Type"] == "AWS::SSM::Parameter" and "Condition" not in param
     assert param["Properties"]["Name"] == {"Fn::Sub": "/s3sync/${AWS::StackName}/settings"}
-    written = param["Properties"]["Value"]["Fn::Sub"]
-    assert written == "|".join("${%s}" % ("Service.Name" if f == "ServiceName" else f) for f in SETTINGS_FIELDS)
+    sep, written = param["Properties"]["Value"]["Fn::Join"]
+    assert sep == "|" and written == [{"Fn::GetAtt": ["Service", "Name"]} if f == "ServiceName" else {"Ref": f}
+                                      for f in SETTINGS_FIELDS]  # fmt: skip
     declared = lam["Parameters"]["EcsSettings"]
     assert declared["Type"] == "AWS::SSM::Parameter::Value<String>"
     assert declared["Default"] == "/s3sync/ecsStack/settings"

@@ -96,15 +96,19 @@ def _print_package(result) -> None:
 @click.option("--subnet-id", help="Public subnet of that VPC (SubnetId).")
 @click.option("--launch-type", type=click.Choice(["EC2", "FARGATE"]), help="LaunchType.")
 @_PARAM_OPTION
+@click.option("--yes", is_flag=True, help="Execute change sets that remove or replace resources without asking.")
+@click.option("--no-execute", is_flag=True,
+              help="Only show each stack's change set (then delete it); change nothing.")
 @click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(0.01, 60),
               help="How often to poll stack events.")
 @click.option("--timeout-minutes", default=60.0, show_default=True, type=click.FloatRange(0.1),
               help="Give up waiting for a stack after this long.")
 def deploy_command(bucket, prefix, out_dir, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name,
                    image_uri, source_bucket, email, dest_bucket, dest_region, dest_prefix, dest_access_key_id,
-                   dest_secret_access_key, vpc_id, subnet_id, launch_type, params, poll_seconds,
+                   dest_secret_access_key, vpc_id, subnet_id, launch_type, params, yes, no_execute, poll_seconds,
                    timeout_minutes) -> None:  # fmt: skip
-    """Package, then create or update the ECS stack and then the Lambda stack, showing events and outputs."""
+    """Package, then create or update the ECS stack and then the Lambda stack through change sets: show the
+    changes, ask before a removal or replacement, then show events and outputs."""
     from s3sync.deploy import do_deploy
 
     parameters = _parse_params(params)
@@ -118,8 +122,17 @@ def deploy_command(bucket, prefix, out_dir, region, endpoint_url, profile, ecs_s
         ecs_stack_name=ecs_stack_name, lambda_stack_name=lambda_stack_name, parameters=parameters,
         image_uri=image_uri, dest_access_key_id=dest_access_key_id or None,
         dest_secret_access_key=dest_secret_access_key or None, echo=click.echo, poll_s=poll_seconds,
-        timeout_s=timeout_minutes * 60,
+        timeout_s=timeout_minutes * 60, execute=not no_execute, yes=yes, confirm=_confirm,
     )  # fmt: skip
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; no answer (end of input) is a no."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        click.echo()  # end the question's line
+        return False
 
 
 @cli.command("destroy")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from troposphere import And, Base64, Equals, GetAtt, If, Not, NoValue, Ref, Sub, Tags, Template
+from troposphere import And, Base64, Equals, GetAtt, If, Join, Not, NoValue, Ref, Sub, Tags, Template
 from troposphere import autoscaling, dynamodb, ec2, ecs, sqs, ssm
 from troposphere.iam import InstanceProfile
 from troposphere.secretsmanager import Secret
@@ -528,14 +528,13 @@ class EcsStack(StackBuilder):
         updates stacks" (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/
         systems-manager-parameter-types.html). A String of at most 4 KB (standard tier): the fields' limits keep it
         under 3 KB."""
-        names = {"ServiceName": "Service.Name"}
-        value = OPTIONAL_MARK.join("${%s}" % names.get(f, f) for f in SETTINGS_FIELDS)
+        fields = [GetAtt(Ids.SERVICE, "Name") if f == "ServiceName" else Ref(f) for f in SETTINGS_FIELDS]
         self.add(
             ssm.Parameter(
                 Ids.SETTINGS_PARAMETER,
                 Name=Sub(settings_parameter_name("${AWS::StackName}")),
                 Type="String",
-                Value=Sub(value),
+                Value=Join(OPTIONAL_MARK, fields),
                 Description=Sub("s3sync: settings of stack ${AWS::StackName} that its lambda stack reads ("
                                 + ", ".join(SETTINGS_FIELDS) + f", joined by {OPTIONAL_MARK!r})"),
             )
