@@ -23,8 +23,31 @@ DEFAULT_LAMBDA_STACK = "lamStackS"
 
 _REGION = re.compile(r"[a-z]{2}-[a-z]+-\d{1,2}")
 _STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
-# Path-style or virtual-hosted S3 endpoints: CloudFormation only reads templates from S3.
-_S3_HOST = re.compile(r"([a-z0-9.-]+\.)?s3([.-][a-z0-9-]+)*\.amazonaws\.com")
+# Path-style or virtual-hosted S3 endpoints, in either partition: CloudFormation only reads templates from S3.
+_S3_HOST = re.compile(r"([a-z0-9.-]+\.)?s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?")
+
+#: The partitions the stacks deploy in: id -> (its regions' prefix, endpoint domain, console). China (aws-cn) has its
+#: own domain for endpoints, amazonaws.com.cn ("The endpoint domain for both the Beijing and Ningxia Regions is
+#: amazonaws.com.cn", https://docs.amazonaws.cn/en_us/general/latest/gr/endpoints-Ningxia.html) and its own console,
+#: console.amazonaws.cn (https://docs.amazonaws.cn/en_us/aws/latest/userguide/general-info.html: "The domain for
+#: Amazon Web Services China is www.amazonaws.cn"). Other partitions (GovCloud, the isolated ones) are not offered.
+CHINA_REGION_PREFIX = "cn-"
+
+
+def partition_of(region: str) -> str:
+    return "aws-cn" if region.startswith(CHINA_REGION_PREFIX) else "aws"
+
+
+def url_suffix(region: str) -> str:
+    """AWS::URLSuffix of `region`: the domain of its endpoints."""
+    return "amazonaws.com.cn" if partition_of(region) == "aws-cn" else "amazonaws.com"
+
+
+def console_url(region: str) -> str:
+    """The CloudFormation console of `region`."""
+    if partition_of(region) == "aws-cn":
+        return f"https://console.amazonaws.cn/cloudformation/home?region={region}"
+    return f"https://{region}.console.aws.amazon.com/cloudformation/home?region={region}"
 
 
 def do_render(
@@ -80,12 +103,17 @@ def do_links(
     """
     base = _check_base_url(template_base_url)
     _check_region(region)
+    in_china = urlsplit(base).hostname.endswith(".amazonaws.com.cn")  # type: ignore[union-attr]
+    if in_china != (partition_of(region) == "aws-cn"):
+        where = "a China region's S3 (amazonaws.com.cn)" if in_china else "S3 outside China (amazonaws.com)"
+        raise UserError(f"the templates are in {where}, but the stacks go to {region}: CloudFormation reads a "
+                        "template from S3 in its own partition; upload them to a bucket in that region")
     for name in (ecs_stack_name, lambda_stack_name):
         if not _STACK_NAME.fullmatch(name):
             raise UserError(f"invalid stack name {name!r}: a letter, then up to 127 letters, digits or hyphens")
     if ecs_stack_name == lambda_stack_name:
         raise UserError("the ECS and Lambda stacks need different names")
-    console = f"https://{region}.console.aws.amazon.com/cloudformation/home?region={region}"
+    console = console_url(region)
     links = []
     by_ecs_name = {"EcsStackName": ecs_stack_name}
     if SETTINGS_PARAMETER in template_parameters("lambda", documents):
@@ -138,24 +166,25 @@ def s3_url(bucket: str, region: str, key: str = "") -> str:
     """
     path = quote(key.strip("/"), safe="/")
     if "." in bucket:
-        url = f"https://s3.{region}.amazonaws.com/{bucket}"
+        url = f"https://s3.{region}.{url_suffix(region)}/{bucket}"
     else:
-        url = f"https://{bucket}.s3.{region}.amazonaws.com"
+        url = f"https://{bucket}.s3.{region}.{url_suffix(region)}"
     return f"{url}/{path}" if path else url
 
 
 def _check_region(region: str) -> None:
-    if region.startswith("cn-"):
-        raise UserError(f"{region} is a China region: the stacks deploy in the global region of the source bucket")
-    if not _REGION.fullmatch(region) or region.startswith("us-gov-"):
-        raise UserError(f"invalid region {region!r}: expected a commercial AWS region such as us-east-1")
+    """A region of a partition the stacks deploy in: a global (commercial) one such as us-east-1, or a China one."""
+    if region.startswith("us-gov-"):
+        raise UserError(f"{region} is an AWS GovCloud region: the stacks deploy in the global regions and in China")
+    if not _REGION.fullmatch(region):
+        raise UserError(f"invalid region {region!r}: expected an AWS region such as us-east-1 or cn-north-1")
 
 
 def _check_base_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme != "https" or not parts.hostname:
         raise UserError(
-            f"invalid template base URL {url!r}: expected https://<bucket>.s3.<region>.amazonaws.com/<prefix>"
+            f"invalid template base URL {url!r}: expected https://<bucket>.s3.<region>.amazonaws.com[.cn]/<prefix>"
         )
     if parts.query or parts.fragment:
         raise UserError(f"invalid template base URL {url!r}: no query string or fragment, only the folder")

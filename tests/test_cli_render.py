@@ -94,8 +94,9 @@ def test_links_cli_with_options() -> None:
     ("args", "message"),
     [
         (["--region", "us-east"], "invalid region"),
-        (["--region", "cn-north-1"], "China region"),
-        (["--region", "us-gov-west-1"], "invalid region"),
+        # a China region reads its templates from S3 in China (amazonaws.com.cn), not from this global URL
+        (["--region", "cn-north-1"], "the templates are in S3 outside China (amazonaws.com), but the stacks go to"),
+        (["--region", "us-gov-west-1"], "GovCloud region"),
         (["--ecs-stack-name", "1bad"], "invalid stack name"),
         (["--ecs-stack-name", "same", "--lambda-stack-name", "same"], "different names"),
     ],
@@ -127,6 +128,26 @@ def test_links_refuses_a_template_url_cloudformation_cannot_read(url: str) -> No
 )
 def test_links_accepts_s3_url_styles(url: str) -> None:
     assert len(do_links(url, region="ap-southeast-1")) == 2
+
+
+def test_links_in_a_china_region_open_the_china_console_on_a_china_s3_url() -> None:
+    """Issue 12 item 10: the templates claim aws-cn, so the links work there: S3 at amazonaws.com.cn (both URL
+    styles), the console at console.amazonaws.cn."""
+    for url in ("https://my-bucket.s3.cn-north-1.amazonaws.com.cn/s3sync/v1/",
+                "https://s3.cn-north-1.amazonaws.com.cn/my.bucket/s3sync/v1"):  # fmt: skip
+        result = run("links", "--template-base-url", url, "--region", "cn-north-1")
+        assert result.exit_code == 0, result.output
+        links = [line.strip() for line in result.output.splitlines() if line.startswith("  ")]
+        assert len(links) == 2
+        for link in links:
+            parts = urlsplit(link)
+            assert (parts.scheme, parts.netloc, parts.path) == ("https", "console.amazonaws.cn", "/cloudformation/home")
+            assert parse_qs(parts.query) == {"region": ["cn-north-1"]}
+            template = parse_qs(parts.fragment.partition("?")[2])["templateURL"][0]
+            assert template.startswith(url.rstrip("/")) and template.endswith(".yaml")
+    message = assert_one_line_error(run("links", "--template-base-url", "https://b.s3.cn-north-1.amazonaws.com.cn/p",
+                                        "--region", "eu-west-1"))  # fmt: skip
+    assert "the templates are in a China region's S3 (amazonaws.com.cn), but the stacks go to eu-west-1" in message
 
 
 def test_links_needs_the_base_url() -> None:

@@ -445,7 +445,7 @@ def test_a_bad_key_is_refused_without_being_repeated(fake_aws: SimpleNamespace, 
         (["--param", "MinTasks=-1"], KEYS_ENV, "below the minimum 0"),
         (["--email", "nobody"], KEYS_ENV, "is not an email address"),
         (["--lambda-stack-name", "ecsStack"], KEYS_ENV, "different names"),
-        (["--region", "cn-north-1"], KEYS_ENV, "China region"),
+        (["--region", "us-gov-west-1"], KEYS_ENV, "GovCloud region"),
         (["--param", "CodeKey=other.zip"], KEYS_ENV, "CodeKey comes from the package"),
         (["--param", "EcsStackName=other"], KEYS_ENV, "EcsStackName comes from --ecs-stack-name"),
         # sizes AWS would refuse (ecs.yaml's Rules say the same), and part buffers larger than the task

@@ -29,7 +29,9 @@ def _partition_regions() -> dict[str, list[str]]:
 
 PARTITIONS = _partition_regions()
 COMMERCIAL = PARTITIONS["aws"]
-OTHERS = sorted(r for pid, regions in PARTITIONS.items() if pid != "aws" for r in regions)
+CHINA = PARTITIONS["aws-cn"]
+OTHERS = sorted(r for pid, regions in PARTITIONS.items() if pid not in ("aws", "aws-cn") for r in regions)
+CHINA_BASE = "https://code-bucket.s3.cn-north-1.amazonaws.com.cn/s3sync/v1"
 
 
 def query(url: str) -> tuple[str, dict[str, list[str]]]:
@@ -40,7 +42,44 @@ def query(url: str) -> tuple[str, dict[str, list[str]]]:
 
 def test_botocore_knows_the_commercial_regions() -> None:
     assert len(COMMERCIAL) >= 30 and "us-east-1" in COMMERCIAL and "ap-southeast-7" in COMMERCIAL
-    assert any(r.startswith("cn-") for r in OTHERS) and any(r.startswith("us-gov-") for r in OTHERS)
+    assert CHINA == ["cn-north-1", "cn-northwest-1"] and any(r.startswith("us-gov-") for r in OTHERS)
+
+
+@pytest.mark.parametrize("region", CHINA)
+def test_china_regions_link_to_the_china_console(region: str) -> None:
+    """aws-cn: the console is console.amazonaws.cn and the templates come from S3 at amazonaws.com.cn."""
+    base = s3_url("code-bucket", region, "s3sync/v1/")
+    assert base == f"https://code-bucket.s3.{region}.amazonaws.com.cn/s3sync/v1"
+    for link in do_links(base, region):
+        url = urlsplit(link.url)
+        assert url.netloc == "console.amazonaws.cn" and parse_qs(url.query) == {"region": [region]}
+        assert query(link.url)[1]["templateURL"] == [f"{base}/{link.template}"]
+
+
+@pytest.mark.parametrize(("base", "region"), [(CHINA_BASE, "us-east-1"), (BASE, "cn-northwest-1")])
+def test_a_template_url_of_the_other_partition_is_refused(base: str, region: str) -> None:
+    with pytest.raises(UserError, match="CloudFormation reads a template from S3 in its own partition"):
+        do_links(base, region)
+
+
+def test_package_uploads_to_a_china_bucket_and_links_the_china_console(
+    fresh_moto: Any, boto_client: Any, tmp_path: Any
+) -> None:
+    """`s3sync package --bucket` in a China region: the bucket's region is found, the upload lands there, and the
+    template URLs and links are China's."""
+    from s3sync.package import do_package
+
+    s3 = boto_client("s3", region_name="cn-north-1")
+    s3.create_bucket(Bucket="code-bucket-cn", CreateBucketConfiguration={"LocationConstraint": "cn-north-1"})
+    result = do_package(tmp_path / "out", bucket="code-bucket-cn", prefix="s3sync/", region="cn-north-1",
+                        endpoint_url=fresh_moto.endpoint_url)  # fmt: skip
+    assert result.upload is not None and result.upload.region == "cn-north-1"
+    assert result.upload.template_urls["ecs.yaml"] == "https://code-bucket-cn.s3.cn-north-1.amazonaws.com.cn/s3sync/ecs.yaml"
+    assert all(urlsplit(link.url).netloc == "console.amazonaws.cn" for link in result.upload.links)
+    assert s3.head_object(Bucket="code-bucket-cn", Key="s3sync/lambda.yaml")["ContentLength"] > 0
+    # without --region the bucket's region decides (found from any region)
+    found = do_package(tmp_path / "out", bucket="code-bucket-cn", endpoint_url=fresh_moto.endpoint_url)
+    assert found.upload is not None and found.upload.region == "cn-north-1"
 
 
 @pytest.mark.parametrize("region", COMMERCIAL)

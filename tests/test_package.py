@@ -284,7 +284,7 @@ def test_package_to_a_bucket_in_another_region_is_a_one_line_error(
         (["--bucket", "Bad_Bucket"], "invalid bucket name"),
         (["--bucket", "code-bucket", "--prefix", "a b"], "invalid prefix"),
         (["--bucket", "code-bucket", "--prefix", "a/../b"], "invalid prefix"),
-        (["--bucket", "code-bucket", "--region", "cn-north-1"], "China region"),
+        (["--bucket", "code-bucket", "--region", "us-gov-west-1"], "GovCloud region"),  # China: tests/test_links.py
         (["--prefix", "x/"], "need --bucket"),
     ],
 )

@@ -11,7 +11,8 @@ _STACK_OPTIONS = (
     click.option("--lambda-stack-name", default="lamStackS", show_default=True, help="Name of the Lambda stack."),
 )
 _AWS_OPTIONS = (
-    click.option("--region", help="Commercial AWS region of the stacks (default: AWS_REGION or the profile's)."),
+    click.option("--region", help="AWS region of the stacks, global or China (default: AWS_REGION or the "
+                 "profile's)."),
     click.option("--endpoint-url", help="Endpoint for every AWS API call (e.g. a local moto server)."),
     click.option("--profile", help="AWS profile to use."),
 )

@@ -22,8 +22,10 @@ def render_command(out_dir: str, fmt: str) -> None:
 
 @cli.command("links")
 @click.option("--template-base-url", required=True,
-              help="S3 URL of the folder holding the uploaded ecs.yaml and lambda.yaml.")
-@click.option("--region", default="us-east-1", show_default=True, help="Commercial AWS region to deploy in.")
+              help="S3 URL of the folder holding the uploaded ecs.yaml and lambda.yaml (amazonaws.com.cn in "
+                   "China).")
+@click.option("--region", default="us-east-1", show_default=True,
+              help="AWS region to deploy in: a global one, or a China one (cn-north-1, cn-northwest-1).")
 @click.option("--ecs-stack-name", default="ecsStack", show_default=True, help="Name of the ECS stack.")
 @click.option("--lambda-stack-name", default="lamStackS", show_default=True, help="Name of the Lambda stack.")
 def links_command(template_base_url: str, region: str, ecs_stack_name: str, lambda_stack_name: str) -> None:
