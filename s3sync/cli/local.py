@@ -54,6 +54,9 @@ def _spec(name, endpoint_url, key_id, secret, region):
               help="Fault injection: deliver every part message this many times.")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Keep worker logs here.")
 @click.option("--propagate-deletes", is_flag=True, help="Deleting a source object deletes its copy.")
+@click.option("--worker-image", metavar="IMAGE", help="Run the workers as containers of this image (`s3sync image "
+              "build`), with the task definition's environment, user, entry point and stop timeout; default: host "
+              "processes.")
 def local_command(**kw) -> None:
     """Run the whole system on this machine: splitter, queue, ledger, workers, completion, scaling."""
     from pathlib import Path
@@ -73,7 +76,7 @@ def local_command(**kw) -> None:
         visibility_timeout=kw["visibility_timeout"], max_receive_count=kw["max_receive_count"],
         scale_out_threshold=kw["scale_out_threshold"], until_idle=kw["until_idle"], timeout=kw["timeout"],
         duplicate_messages=kw["duplicate_messages"], propagate_deletes=kw["propagate_deletes"],
-        state_dir=Path(kw["state_dir"]) if kw["state_dir"] else None,
+        state_dir=Path(kw["state_dir"]) if kw["state_dir"] else None, worker_image=kw["worker_image"] or None,
     )
     if _run(do_local, options) != 0:
         raise SystemExit(1)

@@ -4,8 +4,9 @@ What AWS does between the pieces, the runner does here, with the event shapes AW
 - S3 notifications -> splitter (moto's S3 notifies an internal SQS queue; other servers are listed for new objects);
 - the transfers table's stream -> completion, through the same filter patterns as the event source mapping;
 - CloudWatch alarms A and B on the queue's depth -> SNS-wrapped alarm messages -> scale_out / scale_in;
-- the ECS service: as many worker processes (`python -m container.worker`) as its desired count says, restarted
-  when one dies, stopped with SIGTERM on scale-in.
+- the ECS service: as many worker processes (`python -m container.worker`, or containers of the worker image with
+  `worker_image`) as its desired count says, restarted when one dies, stopped as ECS stops a task on scale-in
+  (SIGTERM, SIGKILL after StopTimeout), each with exactly the task definition's environment (s3sync.local.workers).
 Handlers are loaded by the handler strings the template declares (contract.HANDLERS), as Lambda loads them.
 
 What AWS enforces, the runner enforces where it can (s3sync.local.cfn, s3sync.local.iam): both templates are built
@@ -22,8 +23,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -61,6 +60,16 @@ from s3sync.local.servers import MotoServer
 from s3sync.stacks import STACKS, StackConfig
 from s3sync.stacks.common import Ids
 from s3sync.local.streams import StreamReader
+from s3sync.local.workers import (
+    ContainerWorker,
+    HostWorker,
+    Worker,
+    check_image,
+    host_environment,
+    remove_containers,
+    stop_all,
+    task_launch,
+)
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
 from s3sync.transfer.ledger import Job, Ledger
@@ -122,6 +131,8 @@ class LocalOptions:
     # the two templates as dicts ({"ecs": ..., "lambda": ...}); None builds them from s3sync.stacks with the local
     # settings (local_templates). Pass customized ones to run your own stacks' roles and environments.
     templates: Mapping[str, Mapping[str, Any]] | None = None
+    # the workers as containers of this image (`s3sync image build`) instead of host processes
+    worker_image: str | None = None
 
 
 @dataclass
@@ -201,7 +212,8 @@ class LocalRunner:
         self.r = Resources()
         self._stop = threading.Event()
         self._stack = ExitStack()
-        self._workers: list[subprocess.Popen[bytes]] = []
+        self._workers: list[Worker] = []
+        self.run_id = f"{os.getpid()}-{id(self) & 0xFFFFFF:06x}"  # labels this run's worker containers
         self._worker_seq = 0
         self.max_workers_seen = 0
         self.desired_counts: list[int] = []
@@ -295,6 +307,10 @@ class LocalRunner:
 
     # --- setup ----------------------------------------------------------------------------------------------------
     def _setup(self) -> None:
+        if self.o.worker_image:
+            check_image(self.o.worker_image)  # before anything starts: a run never pulls
+            log.warning("container workers run the image as built: their calls are not checked against the task "
+                        "role (s3sync.local.iam is not in the image)")
         if self.o.endpoint_url:
             self.endpoint_url = self.o.endpoint_url.rstrip("/")
         else:
@@ -438,30 +454,27 @@ class LocalRunner:
                             f"{exc}") from None
 
     def _export_environment(self) -> None:
-        """The environment the templates give the functions (this process) and the task (worker processes)."""
-        r, o = self.r, self.o
-        env = {
-            "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        """The worker task's environment as ECS gives it (s3sync.local.workers): the task definition's Environment
+        and Secrets (read from the secret now, as ECS does when a task starts) and what ECS sets, plus the local
+        stand-ins for what AWS provides otherwise (workers.LOCAL_STAND_INS). Nothing of the runner's own
+        environment: a host worker gets PATH on top (workers.host_environment), a container nothing."""
+        o = self.o
+        self.task = task_launch(self.stacks.ecs, self._read_secret, region=REGION,
+                                launch_type=local_parameters(o, self.endpoint_url)["LaunchType"])
+        self.worker_env = {
+            **self.task.environment,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": DUMMY_KEY, "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
-            Env.QUEUE_URL: r.intake_url or r.queue_url, Env.TRANSFERS_TABLE: r.transfers_table,
-            Env.PARTS_TABLE: r.parts_table, Env.DEST_BUCKET: o.dest.name, Env.DEST_PREFIX: o.dest_prefix,
-            Env.DEST_REGION: o.dest.region, Env.DEST_ENDPOINT_URL: o.dest.endpoint_url or self.endpoint_url,
-            Env.DEST_SECRET_ARN: r.secret_arn, Env.PART_SIZE_MIB: str(o.part_size_mib),
-            Env.DEST_SSE: o.dest_encryption.mode, Env.DEST_SSE_KMS_KEY_ID: o.dest_encryption.kms_key_id,
-            Env.WORKER_THREADS: str(o.worker_threads), Env.CLUSTER: r.cluster, Env.SERVICE: r.service,
-            Env.MAX_TASKS: str(o.max_tasks), Env.MIN_TASKS: str(o.min_tasks),
-            Env.COMPLETION_TOPIC_ARN: r.completion_topic, Env.STUCK_AFTER_SECONDS: str(o.stuck_after),
             Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
             Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
             Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
         }
-        # The functions no longer read this process's environment (each has its template environment: _cold_start);
-        # the worker processes still get this one on top of the runner's.
-        # ECS injects the secret's two keys into the task's environment; the ARN lets a worker re-read the secret
-        # when the destination refuses the keys (rotated credentials)
-        self.worker_env = {**os.environ, **env, Env.QUEUE_URL: r.queue_url,
-                           Env.DEST_ACCESS_KEY_ID: o.dest.access_key_id or DUMMY_KEY,
-                           Env.DEST_SECRET_ACCESS_KEY: o.dest.secret_access_key or DUMMY_KEY}
+
+    def _read_secret(self, arn: str, stage: str, version: str) -> str:
+        """What the task's execution role reads for a task definition's Secrets (GetSecretValue)."""
+        kwargs = {"SecretId": arn, **({"VersionStage": stage} if stage else {}),
+                  **({"VersionId": version} if version else {})}
+        return self.client("secretsmanager").get_secret_value(**kwargs)["SecretString"]
 
     # --- the stacks: environments and roles ------------------------------------------------------------------------
     def _load_stacks(self) -> None:
@@ -734,42 +747,44 @@ class LocalRunner:
         desired = self._desired
         if not self.desired_counts or self.desired_counts[-1] != desired:
             self.desired_counts.append(desired)
-        for p in [p for p in self._workers if p.poll() is not None]:
-            log.info("worker exited", extra={"pid": p.pid, "code": p.returncode})
-            self._workers.remove(p)
+        for w in [w for w in self._workers if w.poll() is not None]:
+            log.info("worker exited", extra={"worker": w.name, "pid": w.pid, "code": w.poll()})
+            self._workers.remove(w)
         while len(self._workers) < desired:
             self._start_worker()
         while len(self._workers) > desired:
-            p = self._workers.pop()
-            p.send_signal(signal.SIGTERM)  # it releases its in-flight parts and exits
-            threading.Thread(target=p.wait, daemon=True).start()
+            w = self._workers.pop()
+            # as ECS stops a task: SIGTERM (it releases its in-flight parts and exits), SIGKILL after StopTimeout
+            threading.Thread(target=w.stop, args=(self.task.stop_timeout,), daemon=True).start()
         self.max_workers_seen = max(self.max_workers_seen, len(self._workers))
-        pids = [p.pid for p in self._workers]
+        pids = [pid for pid in (w.pid for w in self._workers) if pid is not None]
         if pids != self._pids_written:
             (self.state_dir / "workers.json").write_text(json.dumps(pids))
             self._pids_written = pids
 
+    @property
+    def workers(self) -> list[Worker]:
+        """The live workers (host processes or containers), oldest first."""
+        return list(self._workers)
+
     def _start_worker(self) -> None:
         self._worker_seq += 1
         log_path = self.state_dir / "logs" / f"worker-{self._worker_seq}.log"
-        with open(log_path, "ab") as out:
-            p = subprocess.Popen([sys.executable, "-m", "container.worker"], env=self.worker_env,
-                                 stdout=out, stderr=subprocess.STDOUT, cwd=str(_project_root()))
-        log.info("worker started", extra={"pid": p.pid, "log": str(log_path)})
-        self._workers.append(p)
+        if self.o.worker_image:
+            env = {k: v for k, v in self.worker_env.items() if k != ROLE_POLICY_ENV}
+            name = f"s3sync-worker-{self.run_id}-{self._worker_seq}"
+            w: Worker = ContainerWorker(name, self.o.worker_image, self.task, env, log_path, self.run_id)
+        else:
+            w = HostWorker(f"worker-{self._worker_seq}", host_environment(self.worker_env, _image_env()), log_path,
+                           _project_root())
+        log.info("worker started", extra={"worker": w.name, "kind": w.kind, "log": str(log_path)})
+        self._workers.append(w)
 
     def _stop_workers(self) -> None:
-        for p in self._workers:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 25
-        for p in self._workers:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(self._workers, getattr(self, "task", None) and self.task.stop_timeout or 30)
         self._workers.clear()
+        if self.o.worker_image:
+            remove_containers(self.run_id)
 
     # --- idleness -------------------------------------------------------------------------------------------------
     def _idle(self) -> bool:
@@ -804,6 +819,17 @@ def _removed_event(bucket: str, key: str) -> dict[str, Any]:
                          "eventName": "ObjectRemoved:Delete",
                          "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
                                 "object": {"key": quote_plus(key, safe="/")}}}]}
+
+
+def _image_env() -> dict[str, str]:
+    """The worker image's own ENV (its Dockerfile's), which a host worker gets too; {} outside a checkout."""
+    try:
+        text = (_project_root() / "container" / "Dockerfile").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    from s3sync.package import dockerfile_env  # noqa: PLC0415
+
+    return dockerfile_env(text)
 
 
 def _project_root() -> Path:
