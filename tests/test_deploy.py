@@ -348,7 +348,9 @@ def test_destination_and_launch_type_change_later_through_change_sets(aws: Simpl
     # 3. executed (--yes: in AWS this change set replaces the service and removes the instances' resources; moto's
     # change sets list neither, see the stand-in tests below): the functions scale the service the stack has now
     switched = ok(run(*switch, "--yes"))
-    assert "ecsStack: UPDATE_COMPLETE" in switched and "lamStackS: UPDATE_COMPLETE" in switched
+    assert "ecsStack: UPDATE_COMPLETE" in switched
+    # the Lambda stack changes when the service's name does (AWS replaces the service; moto updates it in place)
+    assert "lamStackS: UPDATE_COMPLETE" in switched or "lamStackS: no changes" in switched
     assert parameter(cf, "ecsStack", "LaunchType") == "FARGATE"
     service = outputs(cf, "ecsStack")["ServiceName"]
     assert env("ScaleOut")[Env.SERVICE] == env("ScaleIn")[Env.SERVICE] == service
