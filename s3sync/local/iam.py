@@ -545,8 +545,10 @@ class CallLedger:
             return []
         out = []
         for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+            try:
                 out.append(Denial(**json.loads(line)))
+            except (ValueError, TypeError):  # a line still being written (read again when the file grows)
+                continue
         return out
 
 
