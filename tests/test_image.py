@@ -185,6 +185,26 @@ def test_the_image_builds_from_the_packaged_context(built: Any) -> None:
     assert context == manifest["image"]["files"]
 
 
+def test_image_build_command_prints_id_size_and_tag(built: Any, base: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from s3sync.cli import cli
+
+    tag = "s3sync-worker:test-cli"
+    try:
+        result = CliRunner().invoke(cli, ["image", "build", "--out", str(tmp_path / "out"), "--base-image", base,
+                                          "--tag", tag])
+        assert result.exit_code == 0, result.output
+        info = inspect_image(tag)
+        assert info is not None
+        assert f"image:  {info['Id']}" in result.output and f"tag:    {tag}" in result.output
+        assert f"size:   {int(info['Size']) / 1e6:.1f} MB" in result.output
+        manifest = json.loads((tmp_path / "out" / "package.json").read_text())
+        assert info["Config"]["Labels"]["s3sync.context-sha256"] == manifest["image"]["sha256"]
+    finally:
+        docker("rmi", tag)
+
+
 def test_the_image_runs_as_non_root_and_cannot_change_its_code(built: Any) -> None:
     _, result = built
     assert inspect_image(result.image_id)["Config"]["User"] == "10001"
