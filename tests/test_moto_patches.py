@@ -47,7 +47,8 @@ def _stream(boto_client: Any, ddb: Any, table: str) -> tuple[Any, str]:
 
 def test_patches_are_applied_by_the_server() -> None:
     assert moto_patches.applied() == {"transactions": True, "key_query": True, "stream_records": True,
-                                      "sqs_counts": True, "sqs_clock": True, "dispatch": True}
+                                      "sqs_counts": True, "sqs_clock": True, "dispatch": True,
+                                      "no_such_upload": True}
 
 
 def test_transaction_writes_every_item_and_their_stream_records(ddb: Any, boto_client: Any, table: str) -> None:
@@ -161,3 +162,21 @@ def test_key_query_returns_the_partition_in_order_with_conditions_and_pages(ddb:
     assert [int(i["part"]["N"]) for i in first["Items"] + rest["Items"]] == [1, 2, 3, 10]
     assert ddb.query(TableName=name, KeyConditionExpression="job = :j",
                      ExpressionAttributeValues={":j": {"S": "none"}})["Items"] == []
+
+
+def test_an_upload_that_does_not_exist_answers_no_such_upload(boto_client: Any) -> None:
+    # S3: UploadPart / CompleteMultipartUpload on an aborted or completed upload -> 404 NoSuchUpload; moto as
+    # shipped raised a KeyError (500 InternalError, retried by botocore as if passing)
+    assert moto_patches.applied().get("no_such_upload")
+    s3 = boto_client("s3")
+    bucket = f"nsu-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"x")["ETag"]
+    s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload)
+    for call in (lambda: s3.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"x"),
+                 lambda: s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, MultipartUpload={
+                     "Parts": [{"PartNumber": 1, "ETag": etag}]})):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["Error"]["Code"] == "NoSuchUpload"

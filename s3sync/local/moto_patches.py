@@ -27,6 +27,11 @@ local runner's control plane that work dominates (README "Performance": measured
   in the wire format: patched to answer them as JSON directly (timestamps as epoch seconds, as the serializer does).
 - Every visibility and delay check computes "now" through datetime arithmetic: `unix_time_millis()` without an
   argument is computed from `time.time()` (the same value, ~15x cheaper).
+- Strictness, not speed: UploadPart and CompleteMultipartUpload for an upload that does not exist (aborted, or
+  already completed) raise a KeyError inside moto (an InternalError 500, which botocore retries); S3 answers
+  NoSuchUpload (404: "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart
+  upload might have been aborted or completed", S3 API reference, UploadPart/CompleteMultipartUpload errors), which
+  is what the engine must handle. Patched to answer NoSuchUpload.
 - The request dispatcher lists moto's package directory (os.listdir and ~150 isdir calls) on every request under
   its lock: listed once.
 
@@ -62,7 +67,8 @@ def apply() -> dict[str, bool]:
         for name, patch in (("transactions", _patch_transactions), ("key_query", _patch_key_query),
                             ("stream_records", _patch_stream_records),
                             ("sqs_counts", _patch_sqs_counts),
-                            ("sqs_clock", _patch_sqs_clock), ("dispatch", _patch_dispatch)):
+                            ("sqs_clock", _patch_sqs_clock), ("dispatch", _patch_dispatch),
+                            ("no_such_upload", _patch_no_such_upload)):
             try:
                 _applied[name] = bool(patch())
             except (ImportError, AttributeError):
@@ -286,6 +292,28 @@ def _patch_sqs_clock() -> bool:
         return time.time() * 1000.0 if dt is None else real(dt)
 
     models.unix_time_millis = unix_time_millis
+    return True
+
+
+# --- S3 -----------------------------------------------------------------------------------------------------------------
+def _patch_no_such_upload() -> bool:
+    import moto.s3.models as models  # noqa: PLC0415
+    from moto.s3.exceptions import NoSuchUpload  # noqa: PLC0415
+
+    backend = models.S3Backend
+    if not all(callable(getattr(backend, n, None)) for n in ("upload_part", "complete_multipart_upload", "get_bucket")):
+        return False
+
+    def checked(real: Any) -> Any:
+        def method(self: Any, bucket_name: str, multipart_id: str, *args: Any, **kwargs: Any) -> Any:
+            if multipart_id not in self.get_bucket(bucket_name).multiparts:
+                raise NoSuchUpload(upload_id=multipart_id)
+            return real(self, bucket_name, multipart_id, *args, **kwargs)
+        method.__wrapped__ = real  # type: ignore[attr-defined]
+        return method
+
+    backend.upload_part = checked(backend.upload_part)
+    backend.complete_multipart_upload = checked(backend.complete_multipart_upload)
     return True
 
 
