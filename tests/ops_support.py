@@ -73,18 +73,20 @@ def put_job(ledger: Ledger, status: str, *, key: str = "k.bin", total: int = 4, 
     size = total * part_size if size is None else size
     job = Job(job_id=uuid.uuid4().hex, status=Status.PLANNED, source_bucket="src", source_key=key,
               source_etag='"e"', dest_bucket="dst", dest_key=key, size=size, part_size=part_size, total=total,
-              remaining=total, upload_id=upload, created_at=ts, updated_at=ts)
+              remaining=total, upload_id=upload, created_at=ts, updated_at=ts, attempt=f"a-{upload}")
     assert ledger.create_job(job)
     for n in recorded:
-        ledger.record_part(job.job_id, upload, PartRecord(n, "e", "e", min(part_size, size - (n - 1) * part_size)))
+        ledger.record_part(job.job_id, job.attempt, upload,
+                           PartRecord(n, "e", "e", min(part_size, size - (n - 1) * part_size)))
     if status != Status.PLANNED:
-        ledger.mark_copying(job.job_id)
+        ledger.mark_copying(job)
+    elected = ledger.elect_completion(job.job_id) if status in (Status.COMPLETING, Status.DONE) else None
     if status in (Status.COMPLETING, Status.DONE):
-        assert ledger.elect_completion(job.job_id)
+        assert elected
     if status == Status.DONE:
-        ledger.mark_done(job.job_id, "etag-2")
+        ledger.mark_done(elected, "etag-2")
     if status == Status.FAILED:
-        ledger.mark_failed(job.job_id, error or "destination refused access (403)")
+        ledger.mark_failed(job, error or "destination refused access (403)", by="attempt")
     if age:  # as if the last change was `age` seconds ago
         ledger.ddb.update_item(TableName=ledger.transfers, Key={"job_id": {"S": job.job_id}},
                                UpdateExpression="SET updated_at = :t, created_at = :c",

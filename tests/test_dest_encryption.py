@@ -234,8 +234,8 @@ def split_and_copy(system: dict[str, Any], encryption: DestEncryption, dest: Any
         except (RetryableError, PermanentError) as exc:
             errors.append(exc)
             continue
-        system["ledger"].record_part(msg.job_id, msg.upload_id or "-",
-                                     PartRecord(copied.part, copied.etag, copied.md5, copied.size))
+        system["ledger"].record_part(msg.job_id, msg.attempt, msg.upload_id or "-",
+                                     PartRecord(copied.part, copied.etag, copied.md5, copied.size, copied.kms))
     return jobs, errors
 
 
@@ -259,8 +259,8 @@ def test_kms_etags_are_not_compared_with_md5s_but_content_md5_is_sent(system):
         body = system["s3"].get_object(Bucket=system["dst"], Key=key)["Body"].read()
         assert body == system["objects"][key]
         # what the copy recorded is S3's (rewritten) ETag, and the MD5 of the bytes sent
-        for part in system["ledger"].parts(job_id):
-            assert part.etag != part.md5
+        for part in system["ledger"].parts(job_id, job.attempt):
+            assert part.etag != part.md5 and part.kms
 
 
 def test_the_same_answers_are_refused_when_the_copy_is_not_kms_encrypted(system):
@@ -305,7 +305,7 @@ def test_under_kms_a_body_that_does_not_match_its_content_md5_is_refused(rclone_
     dest.meta.events.register("before-send.s3.PutObject", corrupt)
     msg = PartMessage(job_id="j", source_bucket=src, source_key="k", source_etag=etag, dest_bucket="dst",
                       dest_key="k", part_number=1, total_parts=1, start=0, end=len(data) - 1,
-                      headers={"ServerSideEncryption": "aws:kms"})
+                      headers={"ServerSideEncryption": "aws:kms"}, attempt="a")
     with pytest.raises(RetryableError, match="BadDigest"):
         copy_message(s3, dest, msg)
     assert "Contents" not in dest.list_objects_v2(Bucket="dst")

@@ -20,6 +20,7 @@ from s3sync.contract import Status
 from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner
 from s3sync.transfer.checksums import multipart_etag, strip_etag
 from s3sync.transfer.plan import MiB
+from s3sync.transfer.splitter import marker_of, source_metadata
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -96,10 +97,12 @@ def check_identical(runner: LocalRunner, summary, objects: dict[str, bytes], pre
         got = runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=prefix + key)
         assert got["Body"].read() == data, key
         assert got["ContentType"] == "application/x-test"
-        # S3 lower-cases metadata keys; rclone capitalises them: keys are case-insensitive
-        assert {k.lower(): v for k, v in got["Metadata"].items()} == {"origin": "e2e", "k": key[:8]}
+        # S3 lower-cases metadata keys; rclone capitalises them: keys are case-insensitive. The copy also names
+        # its job (the s3sync-job marker: completion's proof after a lost answer)
+        assert source_metadata(got["Metadata"]) == {"origin": "e2e", "k": key[:8]}
+        assert marker_of(got["Metadata"]) == job.job_id
         assert strip_etag(job.dest_etag) == expected_etag(data, job)
-        assert len(runner.ledger.parts(job.job_id)) == job.total
+        assert len(runner.ledger.parts(job.job_id, job.attempt)) == job.total
 
 
 def test_awkward_objects_arrive_identical_through_moto_notifications(moto_server):

@@ -11,7 +11,7 @@ from s3sync.transfer.message import PartMessage, decode
 def sample(**kw):
     base = dict(job_id="j1", source_bucket="src", source_key="a b/ü+%.bin", source_etag='"abc"',
                 dest_bucket="dst", dest_key="p/a b/ü+%.bin", part_number=2, total_parts=3, start=10, end=19,
-                upload_id="u-1")
+                upload_id="u-1", attempt="a-1")
     base.update(kw)
     return PartMessage(**base)
 
@@ -27,8 +27,8 @@ def test_round_trip_keeps_every_field():
 @pytest.mark.parametrize("body, reason", [
     ("not json", "not JSON"),
     ("[]", "not a JSON object"),
-    ('{"v": 2}', "unknown message version 2"),
-    ('{"v": 1}', "missing message.src"),
+    ('{"v": 1}', "unknown message version 1"),  # a message of a worker before attempt tokens
+    ('{"v": 2}', "missing message.src"),
 ])
 def test_garbage_is_rejected_with_a_reason(body, reason):
     with pytest.raises(MalformedMessage, match=reason):
@@ -51,6 +51,7 @@ def mutate(fn):
     (lambda d: d["src"].update(key=""), "empty"),
     (lambda d: d["src"].pop("etag"), "missing src.etag"),
     (lambda d: d["dst"].update(upload=None), "exactly one part"),
+    (lambda d: d["dst"].pop("attempt"), "missing dst.attempt"),
     (lambda d: d.update(headers=[1]), "headers"),
 ])
 def test_invalid_fields_are_rejected(change, reason):

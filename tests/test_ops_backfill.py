@@ -102,16 +102,16 @@ def test_a_done_copy_is_trusted_and_a_vanished_one_copied_again(system):
     split = rt.splitter().split(ObjectRef(system.src, "multi.bin"))
     job = system.ledger.get_job(split.job_id)
     for n, size in ((1, 5 * MiB), (2, 256)):  # as the workers and completion would leave it
-        system.ledger.record_part(job.job_id, job.upload_id, PartRecord(n, "e", "e", size))
-    system.ledger.elect_completion(job.job_id)
-    system.ledger.mark_done(job.job_id, "f" * 32 + "-2")
+        system.ledger.record_part(job.job_id, job.attempt, job.upload_id, PartRecord(n, "e", "e", size))
+    system.ledger.mark_done(system.ledger.elect_completion(job.job_id), "f" * 32 + "-2")
     system.messages()
     assert "multi.bin" not in {k for k, *_ in _differences(system)}  # the ledger vouches for it
     system.s3.delete_object(Bucket=system.dst, Key="copy/multi.bin")
     result = do_backfill(system.target, prefix="multi")
     assert result.outcomes == {"re-copied": 1}
     again = system.ledger.get_job(job.job_id)
-    assert again.status == Status.COPYING and again.upload_id != job.upload_id and system.ledger.parts(job.job_id) == []
+    assert again.status == Status.COPYING and again.upload_id != job.upload_id
+    assert again.attempt != job.attempt and system.ledger.parts(job.job_id, again.attempt) == []
     assert sorted(m["part"]["n"] for m in system.messages()) == [1, 2]
 
 
@@ -128,9 +128,9 @@ def test_a_copy_that_lands_after_the_listing_is_not_made_again(system):
     def completion_lands(**_kw):  # after the destination listing, the copy and its DONE record land
         if system.ledger.get_job(job.job_id).status != Status.DONE:
             dest.put_object(Bucket=system.dst, Key="copy/missing.txt", Body=b"only here")
-            system.ledger.record_part(job.job_id, job.upload_id, PartRecord(1, "e", "e", len(b"only here")))
-            system.ledger.elect_completion(job.job_id)
-            system.ledger.mark_done(job.job_id, "e")
+            system.ledger.record_part(job.job_id, job.attempt, job.upload_id,
+                                      PartRecord(1, "e", "e", len(b"only here")))
+            system.ledger.mark_done(system.ledger.elect_completion(job.job_id), "e")
 
     dest.meta.events.register("after-call.s3.ListObjectsV2", completion_lands)
     finder = Finder(source=rt.source, dest=dest, ledger=rt.ledger, splitter=splitter,

@@ -37,8 +37,8 @@ def failed_job(sys_, key: str = "big.bin", size: int = 5 * MiB + 1):
     rt = sys_.target.runtime()
     split = rt.splitter().split(ObjectRef(sys_.src, key))
     job = sys_.ledger.get_job(split.job_id)
-    sys_.ledger.record_part(job.job_id, job.upload_id, PartRecord(1, "e1", "e1", min(size, 5 * MiB)))
-    sys_.ledger.mark_failed(job.job_id, "destination refused access (AccessDenied)")
+    sys_.ledger.record_part(job.job_id, job.attempt, job.upload_id, PartRecord(1, "e1", "e1", min(size, 5 * MiB)))
+    sys_.ledger.mark_failed(job, "destination refused access (AccessDenied)", by="attempt")
     if job.multipart:
         sys_.s3.abort_multipart_upload(Bucket=sys_.dst, Key=key, UploadId=job.upload_id)
     sys_.messages()
@@ -48,7 +48,7 @@ def failed_job(sys_, key: str = "big.bin", size: int = 5 * MiB + 1):
 def test_a_failed_job_gets_a_fresh_attempt(moto_server):
     sys_ = make_system(moto_server.endpoint_url)
     old, _ = failed_job(sys_)
-    assert old.status == Status.FAILED and len(sys_.ledger.parts(old.job_id)) == 1
+    assert old.status == Status.FAILED and len(sys_.ledger.parts(old.job_id, old.attempt)) == 1
 
     report = do_retry(sys_.target, [old.job_id[:10]])  # a unique prefix, as `status` shows it
     [result] = report.jobs
@@ -58,9 +58,12 @@ def test_a_failed_job_gets_a_fresh_attempt(moto_server):
     assert (new.remaining, new.done, new.done_bytes, new.total, new.error) == (2, 0, 0, 2, None)
     raw = sys_.ddb.get_item(TableName=sys_.target.transfers_table, Key={"job_id": {"S": old.job_id}})["Item"]
     assert raw["previous_error"]["S"] == "destination refused access (AccessDenied)" and raw["attempts"]["N"] == "1"
-    assert sys_.ledger.parts(old.job_id) == []  # else part 1 of the new attempt would look counted already
+    # the old attempt's part 1 counts for nothing in the new one (issue 13 item 7: nothing to delete first)
+    assert new.attempt != old.attempt and sys_.ledger.parts(old.job_id, new.attempt) == []
+    assert not sys_.ledger.part_recorded(old.job_id, new.attempt, 1)
     msgs = [decode(json.dumps(m)) for m in sys_.messages()]
     assert sorted(m.part_number for m in msgs) == [1, 2] and {m.upload_id for m in msgs} == {new.upload_id}
+    assert {m.attempt for m in msgs} == {new.attempt}
     uploads = sys_.s3.list_multipart_uploads(Bucket=sys_.dst).get("Uploads", [])
     assert [u["UploadId"] for u in uploads] == [new.upload_id]
     # a second retry finds nothing to do: the job is no longer FAILED
@@ -115,8 +118,9 @@ def test_dead_letter_queue_moves_only_what_can_still_help(moto_server):
     done = put_job(sys_.ledger, Status.DONE, total=1, recorded=(1,), size=10, upload="up-d")
 
     def body(job_id: str, upload: str, part: int = 1) -> str:
-        return json.dumps({"v": 1, "job": job_id, "src": {"bucket": "src", "key": "k.bin", "etag": '"e"'},
-                           "dst": {"bucket": "dst", "key": "k.bin", "upload": upload},
+        # put_job's attempt token is "a-<upload>": a message of another upload is another attempt's
+        return json.dumps({"v": 2, "job": job_id, "src": {"bucket": "src", "key": "k.bin", "etag": '"e"'},
+                           "dst": {"bucket": "dst", "key": "k.bin", "upload": upload, "attempt": f"a-{upload}"},
                            "part": {"n": part, "of": 4, "start": 0, "end": 9}})
 
     for b in (body(active.job_id, "up-now", 2), body(active.job_id, "up-old", 3), body(done.job_id, "up-d"),

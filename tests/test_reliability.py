@@ -94,7 +94,7 @@ def check_identical(runner: LocalRunner, dest: Any, summary: Any, objects: dict[
         assert got["Body"].read() == data, key
         assert got["ContentType"] == CONTENT_TYPE, key
         assert strip_etag(job.dest_etag) == expected_etag(data, job), key
-        assert len(runner.ledger.parts(job.job_id)) == job.total, key
+        assert len(runner.ledger.parts(job.job_id, job.attempt)) == job.total, key
 
 
 def worker_lines(state_dir: Path) -> list[dict[str, Any]]:

@@ -26,20 +26,28 @@ def env(boto_client):
     settings = Settings(queue_url=queue_url, transfers_table=ledger.transfers, parts_table=ledger.parts_table)
     splitter = Splitter(source=boto_client("s3"), dest=None, sqs=sqs, ledger=ledger, settings=settings)
     sweeper = Sweeper(ledger=ledger, splitter=splitter, stale_after=60, max_redrives=2,
-                      clock=lambda: time.time() + LATER)
+                      clock=lambda: time.time() + LATER, queue_busy=lambda: busy[0])
     return ledger, sqs, queue_url, sweeper
+
+
+busy = [False]  # what the sweepers' queue_busy answers (the part queue as SQS counts it)
+
+
+@pytest.fixture(autouse=True)
+def queue_empty():
+    busy[0] = False
 
 
 def job(ledger: Ledger, status: str, total: int = 4, recorded: tuple[int, ...] = ()) -> Job:
     j = Job(job_id=uuid.uuid4().hex, status=Status.PLANNED, source_bucket="src", source_key="k.bin",
             source_etag='"e"', dest_bucket="dst", dest_key="k.bin", size=total * 5 * 2**20, part_size=5 * 2**20,
             total=total, remaining=total, upload_id="up-1", created_at=int(time.time()),
-            updated_at=int(time.time()))
+            updated_at=int(time.time()), attempt="a-1")
     assert ledger.create_job(j)
     for n in recorded:
-        ledger.record_part(j.job_id, "up-1", PartRecord(n, "e", "e", 5 * 2**20))
+        ledger.record_part(j.job_id, "a-1", "up-1", PartRecord(n, "e", "e", 5 * 2**20))
     if status in (Status.COPYING, Status.COMPLETING):
-        ledger.mark_copying(j.job_id)
+        ledger.mark_copying(j)
     if status == Status.COMPLETING:
         assert ledger.elect_completion(j.job_id)
     return ledger.get_job(j.job_id)
@@ -102,8 +110,36 @@ def test_fresh_and_finished_jobs_are_left_alone(env):
     fresh_sweeper = Sweeper(ledger=ledger, splitter=sweeper.splitter, stale_after=60)
     j = job(ledger, Status.COPYING, total=2)
     done = job(ledger, Status.COPYING, total=1, recorded=(1,))
-    ledger.elect_completion(done.job_id)
-    ledger.mark_done(done.job_id, "etag")
+    ledger.mark_done(ledger.elect_completion(done.job_id), "etag")
     result = fresh_sweeper.sweep()
     assert (result.redriven, result.resumed, result.retriggered, result.failed) == ({}, [], [], [])
     assert drain(sqs, url) == [] and ledger.get_job(j.job_id).redrives == 0
+
+
+def test_a_job_whose_parts_wait_in_a_busy_queue_is_not_stuck(env):
+    """Issue 13 item 4: after a backfill the queue holds thousands of parts; a job whose parts wait there makes no
+    progress for longer than stale_after, and is neither re-driven nor failed while anything is queued or in
+    flight. Once the queue is empty, what is still missing is re-driven."""
+    ledger, sqs, url, sweeper = env
+    j = job(ledger, Status.COPYING, total=3, recorded=(2,))
+    busy[0] = True
+    for _ in range(5):  # more sweeps than max_redrives
+        result = sweeper.sweep()
+        assert (result.redriven, result.failed) == ({}, [])
+    after = ledger.get_job(j.job_id)
+    assert after.status == Status.COPYING and after.redrives == 0 and drain(sqs, url) == []
+    busy[0] = False
+    assert sweeper.sweep().redriven == {j.job_id: 2}
+    assert drain(sqs, url) == [1, 3]
+
+
+def test_a_planned_job_whose_parts_are_all_counted_goes_on_to_completion(env):
+    """The splitter died after enqueueing (before PLANNED -> COPYING) and every part got counted: the sweep sends
+    nothing and moves it on, whatever its re-drive count (it was never failed as "parts never copied: []")."""
+    ledger, sqs, url, sweeper = env
+    j = job(ledger, Status.PLANNED, total=2, recorded=(1, 2))
+    for _ in range(3):
+        ledger.note_redrive(ledger.get_job(j.job_id))
+    assert sweeper.sweep().resumed == [j.job_id]
+    after = ledger.get_job(j.job_id)
+    assert after.status == Status.COPYING and after.remaining == 0 and drain(sqs, url) == []

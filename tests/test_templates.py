@@ -152,20 +152,23 @@ def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any
     assert role_actions(lam, "SplitterRole") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:GetObjectVersion", "sqs:SendMessage",
         "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue",
-        # the finder and a re-copy (tests/test_role_permissions.py has every call site), in every configuration
-        "s3:ListBucket", "dynamodb:Query", "dynamodb:BatchWriteItem",
+        # the finder (tests/test_role_permissions.py has every call site), in every configuration; a re-copy
+        # never touches the parts table (its new attempt token makes the old part items count for nothing)
+        "s3:ListBucket",
     }  # fmt: skip
     assert role_actions(lam, "CompletionRole") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DescribeStream", "dynamodb:GetRecords",
         "dynamodb:GetShardIterator", "dynamodb:ListStreams", "dynamodb:GetItem", "dynamodb:UpdateItem",
         "dynamodb:Query", "secretsmanager:GetSecretValue", "sns:Publish",
+        # a part the destination does not hold is taken back and sent again; the newest version is kept
+        "dynamodb:DeleteItem", "sqs:SendMessage", "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
     }  # fmt: skip
     scale = {"logs:CreateLogStream", "logs:PutLogEvents", "ecs:UpdateService", "ecs:DescribeServices"}
     assert role_actions(lam, "ScaleOutRole") == scale
     # scale_in runs the sweeper once the queue has drained: it reads the ledger and re-sends missing parts
     assert role_actions(lam, "ScaleInRole") == scale | {
         "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query", "sqs:SendMessage",
-        "s3:GetObject", "s3:GetObjectVersion",
+        "sqs:GetQueueAttributes", "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
     }  # fmt: skip
     assert role_actions(ecs, "TaskRole") == {
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
@@ -193,9 +196,11 @@ def test_worker_reads_the_source_bucket_through_a_policy_on_the_imported_role(la
     (policy,) = of_type(lam, "AWS::IAM::Policy").values()
     props = policy["Properties"]
     assert props["Roles"] == [{"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-TaskRoleName"}}]
-    (st,) = props["PolicyDocument"]["Statement"]
-    assert set(st["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
-    assert "SourceBucketName" in json.dumps(st["Resource"])
+    read, listing = props["PolicyDocument"]["Statement"]
+    assert set(read["Action"]) == {"s3:GetObject", "s3:GetObjectVersion"}
+    # without ListBucket, S3 answers 403 for a deleted object's GET: "source refused access" instead of "missing"
+    assert listing["Action"] == "s3:ListBucket" or listing["Action"] == ["s3:ListBucket"]
+    assert "SourceBucketName" in json.dumps(read["Resource"]) and "SourceBucketName" in json.dumps(listing["Resource"])
 
 
 # --- the design's resources and their wiring --------------------------------------------------------------------------
@@ -368,7 +373,8 @@ def test_each_function_gets_exactly_its_environment(lam: dict[str, Any]) -> None
             Env.DEST_ENDPOINT_URL, Env.DEST_SECRET_ARN}  # fmt: skip
     encryption = {Env.DEST_SSE, Env.DEST_SSE_KMS_KEY_ID}  # whoever plans objects: splitter, sweeper (scale_in)
     assert env_of(lam, "Splitter") == dest | encryption | {Env.QUEUE_URL, Env.PART_SIZE_MIB}
-    assert env_of(lam, "Completion") == dest | {Env.COMPLETION_TOPIC_ARN}
+    # completion sends a part again (the queue) and creates a re-copy's upload (the encryption)
+    assert env_of(lam, "Completion") == dest | encryption | {Env.COMPLETION_TOPIC_ARN, Env.QUEUE_URL}
     scale = {Env.CLUSTER, Env.SERVICE, Env.MAX_TASKS, Env.MIN_TASKS, Env.QUEUE_URL}  # queue: the metrics' dimension
     assert env_of(lam, "ScaleOut") == scale
     assert env_of(lam, "ScaleIn") == scale | encryption | {Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.PART_SIZE_MIB,

@@ -29,6 +29,7 @@ from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner, Summary, 
 from s3sync.local.servers import RcloneS3Server
 from s3sync.transfer.checksums import multipart_etag, strip_etag
 from s3sync.transfer.plan import MiB
+from s3sync.transfer.splitter import marker_of, source_metadata
 
 log = logging.getLogger("s3sync.demo")
 
@@ -140,8 +141,10 @@ def verify(runner: LocalRunner, samples: list[Sample], summary: Summary) -> list
             problems.append(f"size {head['ContentLength']}")
         if head.get("ContentType") != s.content_type:
             problems.append(f"Content-Type {head.get('ContentType')}")
-        if {k.lower(): v for k, v in head.get("Metadata", {}).items()} != s.metadata:  # keys are case-blind
+        if source_metadata(head.get("Metadata")) != s.metadata:  # keys are case-blind; the job's marker aside
             problems.append(f"metadata {head.get('Metadata')}")
+        if not marker_of(head.get("Metadata")):
+            problems.append("no s3sync-job marker")
         data = b"".join(src_blocks)
         if job.multipart:
             md5s = [hashlib.md5(data[i:i + job.part_size]).hexdigest() for i in range(0, len(data), job.part_size)]

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ClientError
 
 log = logging.getLogger("s3sync.local.iam")
 

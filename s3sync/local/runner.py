@@ -70,6 +70,7 @@ from s3sync.local.workers import (
     stop_all,
     task_launch,
 )
+from s3sync.transfer import logs
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
 from s3sync.transfer.ledger import Job, Ledger
@@ -548,6 +549,8 @@ class LocalRunner:
         self.handlers = {}
         common = importlib.import_module("functions._common")
         common.runtime.cache_clear()
+        if not logging.getLogger("s3sync").handlers:  # a function's cold start sets up its JSON logs (do_local has)
+            logs.setup(os.environ.get(Env.LOG_LEVEL, "INFO"))
         for name in HANDLERS:
             self.handlers[name] = load_handler(name)
             enforcer = self._enforcer(f"function {name}", self.stacks.function_role(name))
@@ -845,8 +848,6 @@ def do_local(options: LocalOptions, console: Any = None) -> int:
     """`s3sync local`: run until interrupted (or idle), then print what happened; 0 when nothing failed."""
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
-
-    from s3sync.transfer import logs  # noqa: PLC0415
 
     console = console or Console(stderr=True)
     logs.setup(os.environ.get(Env.LOG_LEVEL, "INFO"))

@@ -24,7 +24,7 @@ from s3sync.ops.context import Target
 from s3sync.ops.status import iter_jobs
 from s3sync.package import aws_errors
 from s3sync.transfer.errors import MalformedMessage, TransferError
-from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger
+from s3sync.transfer.ledger import Job, Ledger
 from s3sync.transfer.message import decode
 from s3sync.transfer.reattempt import ReattemptResult, Reattempter
 
@@ -146,7 +146,7 @@ def redrive_dlq(sqs: Any, dlq_url: str, queue_url: str, ledger: Ledger) -> DlqRe
                 jobs[msg.job_id] = ledger.get_job(msg.job_id)
             job = jobs[msg.job_id]
             active = (job is not None and job.status in (Status.PLANNED, Status.COPYING)
-                      and job.upload_id == (msg.upload_id or NO_UPLOAD))
+                      and job.attempt == msg.attempt)
             (move if active else drop).append(m)
         if move:
             resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=[

@@ -204,6 +204,11 @@ def send_messages(queue_arn: Any) -> Statement:
     return allow([sqs.SendMessage], [queue_arn])
 
 
+def queue_depth(queue_arn: Any) -> Statement:
+    """Read a queue's approximate message counts (GetQueueAttributes): the sweeper re-drives only when it is empty."""
+    return allow([sqs.GetQueueAttributes], [queue_arn])
+
+
 def consume_messages(queue_arn: Any) -> Statement:
     return allow(
         [sqs.ReceiveMessage, sqs.DeleteMessage, sqs.ChangeMessageVisibility, sqs.GetQueueAttributes], [queue_arn]

@@ -225,11 +225,10 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 # the finder lists the source (and, with the list right, HEAD of a missing key answers 404, not 403)
                 iam.list_objects(Ref("SourceBucketName")),
                 iam.send_messages(import_value(Exports.QUEUE_ARN)),
+                # the job's writes, and a re-copy's claim (an identical object written again after its job finished,
+                # the finder): its new attempt token makes the old attempt's part items count for nothing, so the
+                # splitter never touches the parts table (s3sync.transfer.reattempt)
                 iam.table_items([ddb.GetItem, ddb.PutItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
-                # a re-copy (an identical object written again after its job finished, the finder, a propagated
-                # delete followed by a new write) clears the old attempt's parts: s3sync.transfer.reattempt. Granted
-                # in every configuration: the code path exists whatever PropagateDeletes and FinderSchedule say.
-                iam.table_items([ddb.BatchWriteItem, ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
                 iam.read_secret(import_value(Exports.SECRET_ARN)),
                 iam.send_messages(dead_letter),
             ],
@@ -271,7 +270,10 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 iam.table_items([ddb.Scan, ddb.GetItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
                 iam.table_items([ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
                 iam.send_messages(import_value(Exports.QUEUE_ARN)),
+                # missing parts are re-sent only while the queue is empty (Sweeper.queue_busy)
+                iam.queue_depth(import_value(Exports.QUEUE_ARN)),
                 iam.read_objects(Ref("SourceBucketName")),  # HEAD, to re-send a small object's headers
+                iam.list_objects(Ref("SourceBucketName")),  # so that HEAD of a missing key answers 404, not 403
             ]
         self.function(key, env, statements)
         logical_id = FUNCTIONS[key]
@@ -312,16 +314,26 @@ class LambdaStack(OperationsSteps, StackBuilder):
         ))
 
     def add_completion(self) -> None:
-        env = {**self.destination_environment(), Env.COMPLETION_TOPIC_ARN: Ref(Ids.COMPLETION_TOPIC)}
+        env = {
+            **self.destination_environment(),
+            **self.encryption_environment(),  # a re-copy (the newest version first) creates its upload
+            Env.COMPLETION_TOPIC_ARN: Ref(Ids.COMPLETION_TOPIC),
+            Env.QUEUE_URL: import_value(Exports.QUEUE_URL),  # parts the destination does not hold are sent again
+        }
         self.function(
             "completion",
             env,
             [
                 *iam.read_stream(import_value(Exports.TRANSFERS_STREAM_ARN)),
                 iam.table_items([ddb.GetItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
-                iam.table_items([ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
+                # Query: the parts counted; DeleteItem: a counted part taken back (Ledger.uncount_part)
+                iam.table_items([ddb.Query, ddb.DeleteItem], import_value(Exports.PARTS_TABLE_ARN)),
                 iam.read_secret(import_value(Exports.SECRET_ARN)),
                 iam.publish(Ref(Ids.COMPLETION_TOPIC)),
+                iam.send_messages(import_value(Exports.QUEUE_ARN)),
+                # the source's current version after DONE (Completer._keep_newest), and a re-copy's HEAD
+                iam.read_objects(Ref("SourceBucketName")),
+                iam.list_objects(Ref("SourceBucketName")),
             ],
         )
 
@@ -391,7 +403,9 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 Ids.WORKER_SOURCE_POLICY,
                 PolicyName="WorkerSourceRead",
                 Roles=[import_value(Exports.TASK_ROLE_NAME)],
-                PolicyDocument=iam.document([iam.read_objects(Ref("SourceBucketName"))]),
+                # ListBucket: so that a ranged GET of a deleted object answers 404 (source missing), not 403
+                PolicyDocument=iam.document([iam.read_objects(Ref("SourceBucketName")),
+                                             iam.list_objects(Ref("SourceBucketName"))]),
             )
         )
 

@@ -33,6 +33,7 @@ class CopiedPart:
     etag: str  # the destination's ETag for the part (quotes stripped)
     md5: str  # hex MD5 of the bytes sent
     size: int
+    kms: bool = False  # written under SSE-KMS: the ETag is no MD5, and another upload of these bytes gets another
 
 
 def read_range(source: Any, msg: PartMessage) -> tuple[bytearray, str]:
@@ -139,7 +140,7 @@ def copy_part(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, "destination") from exc
     etag = _check_etag(resp, md5, f"part {msg.part_number}")
-    return CopiedPart(part=msg.part_number, etag=etag, md5=md5, size=msg.size)
+    return CopiedPart(part=msg.part_number, etag=etag, md5=md5, size=msg.size, kms=kms_encrypted(resp))
 
 
 def copy_whole(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
@@ -158,7 +159,7 @@ def copy_whole(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, "destination") from exc
     etag = _check_etag(resp, md5, "object", extra)
-    return CopiedPart(part=1, etag=etag, md5=md5, size=msg.size)
+    return CopiedPart(part=1, etag=etag, md5=md5, size=msg.size, kms=kms_encrypted(resp, extra))
 
 
 def copy_message(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:

@@ -1,13 +1,25 @@
 """The ledger over the two DynamoDB tables: transfers (T, one item per object) and parts (C, one item per part).
 
 Every state change is one conditional write, so concurrent and repeated callers (SQS delivers at least once,
-Lambda retries, workers die) cannot count a part twice or complete an object twice:
-- `record_part` puts the part item only if absent AND decrements `remaining` on the job, in one transaction;
-- `elect_completion` moves COPYING -> COMPLETING only while `remaining` is 0, so one completion wins.
+Lambda retries, workers die, answers get lost after the server acted) cannot count a part twice or complete an
+object twice:
+- every attempt at a job (the first, and each retry or re-copy) has its own random `attempt` token; part messages
+  carry it and part items record it, so a late message of an earlier attempt is never counted in a later one, and
+  an earlier attempt's part items count for nothing (they are overwritten, never in the way);
+- `record_part` puts the part item unless this attempt already has it AND decrements `remaining` on the job only
+  while the job is PLANNED/COPYING for this attempt, in one transaction;
+- `elect_completion` moves COPYING -> COMPLETING only while `remaining` is 0 and hands the winner a random `lease`;
+  everything the elected completion writes afterwards (DONE, FAILED, hand-back, un-counting) is conditioned on it,
+  so a completion whose election was taken back (by the sweeper) cannot act on the job any more;
+- every write adds 1 to the job's `rev`; writes decided on a read (the sweeper's, a retry's claim) are conditioned
+  on the `rev` they read, never on a timestamp (two writes can share a second);
+- a write whose answer was lost and which botocore then retried fails its own condition: callers re-read and
+  recognise their own write by the token they wrote (`attempt`, `lease`).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,6 +35,12 @@ _ser = TypeSerializer()
 _de = TypeDeserializer()
 
 NO_UPLOAD = "-"  # upload_id of a job copied whole (no multipart upload)
+UNFINISHED = (Status.PLANNED, Status.COPYING, Status.COMPLETING)
+
+
+def token() -> str:
+    """A fresh random token: an attempt's, or a completion's lease."""
+    return secrets.token_hex(8)
 
 
 def _item(values: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +64,14 @@ def from_image(image: dict[str, Any]) -> dict[str, Any]:
 
 def now() -> int:
     return int(time.time())
+
+
+def _counting_rev(update: str) -> str:
+    """Add `ADD #rev :rev_one` to an update expression (into its ADD clause when it has one)."""
+    head, sep, tail = update.partition(" ADD ")
+    if sep:
+        return f"{head} ADD #rev :rev_one, {tail}"
+    return f"{update} ADD #rev :rev_one"
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,13 @@ class Job:
     dest_etag: str | None = None
     completion_attempts: int = 0
     redrives: int = 0
+    attempt: str = ""  # this attempt's token (messages and part items carry it)
+    lease: str | None = None  # the elected completion's token while COMPLETING
+    rev: int = 0  # +1 on every write
+
+    @property
+    def finished(self) -> bool:
+        return self.status in Status.FINAL
 
     @property
     def multipart(self) -> bool:
@@ -93,6 +126,7 @@ class PartRecord:
     etag: str
     md5: str
     size: int
+    kms: bool = False  # the destination answered under SSE-KMS: its ETag is no MD5 and differs per upload
 
 
 class Outcome:
@@ -133,15 +167,15 @@ class Ledger:
     def update_job(self, job_id: str, update: str, condition: str, values: dict[str, Any],
                     names: dict[str, str] | None = None) -> Job | None:
         """One conditional update of a job; the new job on success, None when the condition does not hold (`#s` is
-        the status; other names in `names`)."""
+        the status; other names in `names`). Every update also adds 1 to `rev`."""
         try:
             resp = self.ddb.update_item(
                 TableName=self.transfers,
                 Key=_item({TRANSFERS_HASH_KEY: job_id}),
-                UpdateExpression=update,
+                UpdateExpression=_counting_rev(update),
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "status", **(names or {})},
-                ExpressionAttributeValues=_item(values),
+                ExpressionAttributeNames={"#s": "status", "#rev": "rev", **(names or {})},
+                ExpressionAttributeValues=_item({":rev_one": 1, **values}),
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
@@ -150,69 +184,94 @@ class Ledger:
             raise
         return Job.from_item(from_image(resp["Attributes"]))
 
-    def mark_copying(self, job_id: str) -> Job | None:
-        """PLANNED -> COPYING once every part message is enqueued."""
-        return self.update_job(job_id, "SET #s = :copying, updated_at = :now", "#s = :planned",
-                                {":copying": Status.COPYING, ":planned": Status.PLANNED, ":now": now()})
+    def mark_copying(self, job: Job) -> Job | None:
+        """PLANNED -> COPYING once every part message of this attempt is enqueued."""
+        return self.update_job(job.job_id, "SET #s = :copying, updated_at = :now",
+                                "#s = :planned AND attempt = :attempt",
+                                {":copying": Status.COPYING, ":planned": Status.PLANNED, ":attempt": job.attempt,
+                                 ":now": now()})
 
     def elect_completion(self, job_id: str) -> Job | None:
-        """COPYING -> COMPLETING when every part is counted; only one caller ever wins."""
+        """COPYING -> COMPLETING when every part is counted; only one caller ever wins, and gets the lease."""
         return self.update_job(
-            job_id, "SET #s = :completing, updated_at = :now",
+            job_id, "SET #s = :completing, lease = :lease, updated_at = :now",
             "#s = :copying AND remaining = :zero",
-            {":completing": Status.COMPLETING, ":copying": Status.COPYING, ":zero": 0, ":now": now()},
+            {":completing": Status.COMPLETING, ":copying": Status.COPYING, ":zero": 0, ":lease": token(),
+             ":now": now()},
         )
 
-    def release_completion(self, job_id: str) -> Job | None:
-        """COMPLETING -> COPYING after a passing failure: the stream record that follows elects again."""
+    def release_completion(self, job: Job, *, by_lease: bool = True) -> Job | None:
+        """COMPLETING -> COPYING, which re-triggers completion when every part is counted: by the completion that
+        holds the lease (`by_lease`), or by the sweeper, only if the job is still what it read (`rev`)."""
+        condition, values = self._as_read(job, by_lease)
         return self.update_job(
-            job_id, "SET #s = :copying, updated_at = :now ADD completion_attempts :one",
-            "#s = :completing",
-            {":completing": Status.COMPLETING, ":copying": Status.COPYING, ":one": 1, ":now": now()},
+            job.job_id, "SET #s = :copying, updated_at = :now REMOVE lease ADD completion_attempts :one",
+            "#s = :completing AND " + condition,
+            {":completing": Status.COMPLETING, ":copying": Status.COPYING, ":one": 1, ":now": now(), **values},
         )
 
-    def mark_done(self, job_id: str, dest_etag: str) -> Job | None:
+    def mark_done(self, job: Job, dest_etag: str) -> Job | None:
+        """COMPLETING -> DONE, by the completion that holds the lease."""
         return self.update_job(
-            job_id, "SET #s = :done, dest_etag = :etag, updated_at = :now", "#s = :completing",
-            {":done": Status.DONE, ":completing": Status.COMPLETING, ":etag": dest_etag, ":now": now()},
+            job.job_id, "SET #s = :done, dest_etag = :etag, updated_at = :now REMOVE lease",
+            "#s = :completing AND lease = :lease",
+            {":done": Status.DONE, ":completing": Status.COMPLETING, ":etag": dest_etag, ":lease": job.lease,
+             ":now": now()},
         )
 
-    def mark_failed(self, job_id: str, reason: str, upload_id: str | None = None) -> Job | None:
-        """Any unfinished state -> FAILED with a reason; None if the job is already DONE/FAILED or unknown, or
-        (with `upload_id`) if the job has moved on to another attempt."""
-        values = {":failed": Status.FAILED, ":reason": reason[:1000], ":planned": Status.PLANNED,
-                  ":copying": Status.COPYING, ":completing": Status.COMPLETING, ":now": now()}
-        condition = "#s IN (:planned, :copying, :completing)"
-        if upload_id is not None:
-            condition += " AND upload_id = :upload"
-            values[":upload"] = upload_id
-        return self.update_job(job_id, "SET #s = :failed, #e = :reason, updated_at = :now", condition, values,
-                                names={"#e": "error"})
+    def mark_failed(self, job: Job, reason: str, *, by: str) -> Job | None:
+        """An unfinished job -> FAILED with a reason, only if the failing party still speaks for it:
+        - by="attempt": a worker or the splitter, while the job is PLANNED/COPYING for the same attempt (a worker
+          never fails a job being completed: a part refused then may be a late duplicate of a finished upload);
+        - by="lease": the completion holding the lease;
+        - by="rev": the sweeper (or anyone who decided on a read), if nothing changed the job since it read it.
+        None when the condition does not hold."""
+        values: dict[str, Any] = {":failed": Status.FAILED, ":reason": reason[:1000], ":now": now()}
+        if by == "attempt":
+            condition = "#s IN (:planned, :copying) AND attempt = :attempt"
+            values.update({":planned": Status.PLANNED, ":copying": Status.COPYING, ":attempt": job.attempt})
+        elif by in ("lease", "rev"):
+            condition, extra = self._as_read(job, by == "lease")
+            condition = "#s IN (:planned, :copying, :completing) AND " + condition
+            values.update({":planned": Status.PLANNED, ":copying": Status.COPYING,
+                           ":completing": Status.COMPLETING, **extra})
+        else:
+            raise ValueError(f"mark_failed by {by!r}")
+        return self.update_job(job.job_id, "SET #s = :failed, #e = :reason, updated_at = :now REMOVE lease",
+                                condition, values, names={"#e": "error"})
 
-    def touch(self, job_id: str) -> Job | None:
-        """Rewrite a finished-copying job unchanged but for updated_at: a new stream record re-triggers completion."""
-        return self.update_job(job_id, "SET updated_at = :now", "#s = :copying AND remaining = :zero",
-                                {":copying": Status.COPYING, ":zero": 0, ":now": now()})
+    def touch(self, job: Job) -> Job | None:
+        """Rewrite a finished-copying job unchanged but for updated_at (if nothing changed it since it was read): a
+        new stream record re-triggers completion."""
+        return self.update_job(job.job_id, "SET updated_at = :now",
+                                "#s = :copying AND remaining = :zero AND #rev = :seen",
+                                {":copying": Status.COPYING, ":zero": 0, ":seen": job.rev, ":now": now()})
 
     def note_redrive(self, job: Job) -> Job | None:
         """Count a re-drive, only if nobody touched the job since it was read (so one sweeper acts)."""
         return self.update_job(job.job_id, "SET updated_at = :now ADD redrives :one",
-                                "#s = :status AND updated_at = :seen",
-                                {":status": job.status, ":seen": job.updated_at, ":one": 1, ":now": now()})
+                                "#s = :status AND #rev = :seen",
+                                {":status": job.status, ":seen": job.rev, ":one": 1, ":now": now()})
+
+    @staticmethod
+    def _as_read(job: Job, by_lease: bool) -> tuple[str, dict[str, Any]]:
+        if by_lease:
+            return "lease = :lease", {":lease": job.lease}
+        return "#rev = :seen", {":seen": job.rev}
 
     def unfinished_jobs(self) -> list[Job]:
         """Jobs not DONE or FAILED (a scan with a filter: fine for the thousands a sweep sees at once)."""
         return [j for j in self.scan_jobs(only_unfinished=True) if j.status not in Status.FINAL]
 
     # --- parts ----------------------------------------------------------------------------------------------------
-    def part_recorded(self, job_id: str, part: int) -> bool:
+    def part_recorded(self, job_id: str, attempt: str, part: int) -> bool:
+        """Whether this attempt has counted this part."""
         resp = self.ddb.get_item(TableName=self.parts_table,
                                  Key=_item({PARTS_HASH_KEY: job_id, PARTS_RANGE_KEY: part}),
-                                 ConsistentRead=True, ProjectionExpression="#p",
-                                 ExpressionAttributeNames={"#p": PARTS_RANGE_KEY})
-        return "Item" in resp
+                                 ConsistentRead=True, ProjectionExpression="attempt")
+        return resp.get("Item", {}).get("attempt", {}).get("S") == attempt
 
-    def record_part(self, job_id: str, upload_id: str, record: PartRecord) -> str:
+    def record_part(self, job_id: str, attempt: str, upload_id: str, record: PartRecord) -> str:
         """Record a copied part and count it, atomically. Returns an Outcome value."""
         ts = now()
         try:
@@ -220,21 +279,23 @@ class Ledger:
                 {"Put": {
                     "TableName": self.parts_table,
                     "Item": _item({PARTS_HASH_KEY: job_id, PARTS_RANGE_KEY: record.part, "etag": record.etag,
-                                   "md5": record.md5, "size": record.size, "upload_id": upload_id,
-                                   "recorded_at": ts}),
-                    "ConditionExpression": "attribute_not_exists(#p)",
+                                   "md5": record.md5, "size": record.size, "kms": record.kms or None,
+                                   "attempt": attempt, "upload_id": upload_id, "recorded_at": ts}),
+                    # an earlier attempt's item is overwritten: it counts for nothing in this one
+                    "ConditionExpression": "attribute_not_exists(#p) OR attempt <> :attempt",
                     "ExpressionAttributeNames": {"#p": PARTS_RANGE_KEY},
+                    "ExpressionAttributeValues": _item({":attempt": attempt}),
                 }},
                 {"Update": {
                     "TableName": self.transfers,
                     "Key": _item({TRANSFERS_HASH_KEY: job_id}),
                     "UpdateExpression": "SET remaining = remaining - :one, updated_at = :now "
-                                        "ADD done :one, done_bytes :size",
-                    "ConditionExpression": "#s IN (:planned, :copying) AND upload_id = :upload "
+                                        "ADD done :one, done_bytes :size, #rev :one",
+                    "ConditionExpression": "#s IN (:planned, :copying) AND attempt = :attempt "
                                            "AND remaining > :zero",
-                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeNames": {"#s": "status", "#rev": "rev"},
                     "ExpressionAttributeValues": _item({":one": 1, ":zero": 0, ":size": record.size,
-                                                        ":now": ts, ":upload": upload_id,
+                                                        ":now": ts, ":attempt": attempt,
                                                         ":planned": Status.PLANNED, ":copying": Status.COPYING}),
                 }},
             ])
@@ -244,10 +305,10 @@ class Ledger:
                 raise
             reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
             if not reasons:  # a server that does not say which condition failed: look
-                if self.part_recorded(job_id, record.part):
+                if self.part_recorded(job_id, attempt, record.part):
                     return Outcome.DUPLICATE
                 job = self.get_job(job_id)
-                if job is None or job.status not in (Status.PLANNED, Status.COPYING) or job.upload_id != upload_id:
+                if job is None or job.status not in (Status.PLANNED, Status.COPYING) or job.attempt != attempt:
                     return Outcome.INACTIVE
                 raise RetryableError(f"transaction cancelled without reasons: {exc}") from None
             if reasons[0] == "ConditionalCheckFailed":
@@ -256,8 +317,37 @@ class Ledger:
                 return Outcome.INACTIVE
             raise RetryableError(f"ledger transaction cancelled: {reasons}") from None
 
-    def parts(self, job_id: str) -> list[PartRecord]:
-        """Every recorded part of a job, sorted by part number (strongly consistent, paginated)."""
+    def uncount_part(self, job: Job, record: PartRecord) -> bool:
+        """Take back a counted part of the job being completed (its bytes at the destination are not the ones
+        counted): the part item goes, `remaining` goes up again; only by the completion holding the lease."""
+        try:
+            self.ddb.transact_write_items(TransactItems=[
+                {"Delete": {
+                    "TableName": self.parts_table,
+                    "Key": _item({PARTS_HASH_KEY: job.job_id, PARTS_RANGE_KEY: record.part}),
+                    "ConditionExpression": "attempt = :attempt",
+                    "ExpressionAttributeValues": _item({":attempt": job.attempt}),
+                }},
+                {"Update": {
+                    "TableName": self.transfers,
+                    "Key": _item({TRANSFERS_HASH_KEY: job.job_id}),
+                    "UpdateExpression": "SET remaining = remaining + :one, updated_at = :now "
+                                        "ADD done :minus, done_bytes :bytes, #rev :one",
+                    "ConditionExpression": "#s = :completing AND lease = :lease",
+                    "ExpressionAttributeNames": {"#s": "status", "#rev": "rev"},
+                    "ExpressionAttributeValues": _item({":one": 1, ":minus": -1, ":bytes": -record.size,
+                                                        ":now": now(), ":completing": Status.COMPLETING,
+                                                        ":lease": job.lease}),
+                }},
+            ])
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+
+    def parts(self, job_id: str, attempt: str) -> list[PartRecord]:
+        """The parts an attempt has counted, sorted by part number (strongly consistent, paginated)."""
         out: list[PartRecord] = []
         kwargs: dict[str, Any] = {
             "TableName": self.parts_table,
@@ -270,8 +360,9 @@ class Ledger:
             resp = self.ddb.query(**kwargs)
             for raw in resp.get("Items", []):
                 item = from_image(raw)
-                out.append(PartRecord(part=item[PARTS_RANGE_KEY], etag=item["etag"], md5=item["md5"],
-                                      size=item["size"]))
+                if item.get("attempt") == attempt:
+                    out.append(PartRecord(part=item[PARTS_RANGE_KEY], etag=item["etag"], md5=item["md5"],
+                                          size=item["size"], kms=bool(item.get("kms"))))
             if "LastEvaluatedKey" not in resp:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from s3sync.transfer.errors import MalformedMessage
 
-VERSION = 1
+VERSION = 2  # 2: every message names its job's attempt
 MAX_BODY_BYTES = 256 * 1024  # SQS message size limit
 
 # Headers the destination object keeps (CreateMultipartUpload / PutObject parameter names), plus user Metadata.
@@ -33,6 +33,7 @@ class PartMessage:
     end: int  # last byte, inclusive; end = start - 1 for an empty object
     upload_id: str | None = None  # None: the object is copied whole (GET + PUT)
     source_version: str | None = None
+    attempt: str = ""  # the job's attempt this part belongs to (Ledger: a later attempt never counts it)
     # whole copies only: KEPT_HEADERS + Metadata, and the destination encryption (encryption.SSE_PARAMS) that the
     # splitter chose; a multipart upload got both at CreateMultipartUpload
     headers: dict[str, Any] = field(default_factory=dict)
@@ -51,7 +52,8 @@ class PartMessage:
             "job": self.job_id,
             "src": {"bucket": self.source_bucket, "key": self.source_key, "etag": self.source_etag,
                     "version": self.source_version},
-            "dst": {"bucket": self.dest_bucket, "key": self.dest_key, "upload": self.upload_id},
+            "dst": {"bucket": self.dest_bucket, "key": self.dest_key, "upload": self.upload_id,
+                    "attempt": self.attempt},
             "part": {"n": self.part_number, "of": self.total_parts, "start": self.start, "end": self.end},
         }
         if self.headers:
@@ -117,6 +119,7 @@ def decode(body: str | bytes) -> PartMessage:
         dest_bucket=_text(dst, "bucket", "dst"),  # type: ignore[arg-type]
         dest_key=_text(dst, "key", "dst"),  # type: ignore[arg-type]
         upload_id=upload_id,
+        attempt=_text(dst, "attempt", "dst"),  # type: ignore[arg-type]
         part_number=number,
         total_parts=total,
         start=start,

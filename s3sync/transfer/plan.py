@@ -21,6 +21,7 @@ MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * TiB
 MULTIPART_THRESHOLD = 5 * MiB  # objects smaller than this are copied whole
+PART_SIZE_STEP = MiB  # part sizes are whole multiples of this
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def plan(size: int, target_part_size: int = 16 * MiB) -> Plan:
     if size < MULTIPART_THRESHOLD:
         return Plan(size=size, part_size=size, parts=1, multipart=False)
     part_size = max(target_part_size, MIN_PART_SIZE, -(-size // MAX_PARTS))
-    part_size = -(-part_size // MiB) * MiB  # whole MiB, rounded up
+    part_size = -(-part_size // PART_SIZE_STEP) * PART_SIZE_STEP  # whole MiB, rounded up
     part_size = min(part_size, MAX_PART_SIZE)
     parts = -(-size // part_size)
     return Plan(size=size, part_size=part_size, parts=parts, multipart=True)

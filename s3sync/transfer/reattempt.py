@@ -4,35 +4,30 @@
 A job's id is derived from the object (bucket, key, version, ETag), so a new attempt reuses the job item:
 1. HEAD the source: gone -> nothing to do; another ETag -> the object changed: split it as the new job it is;
 2. plan again (with the job's part size, unless another is asked for) and create the destination upload;
-3. claim the job with one conditional write: status still what we read AND `updated_at` unchanged -> PLANNED, with
+3. claim the job with one conditional write: still the job we read (its `rev`) -> PLANNED, with a new attempt token,
    the new upload, a fresh `remaining` and counters, the old error kept as `previous_error`. Two retries of the same
-   job cannot both win; the loser aborts its upload;
-4. delete the old attempt's part items (the parts table is keyed (job, part): left there, they would make every part
-   of the new attempt look counted already). Only the claim's winner deletes, and before any part is enqueued;
-5. enqueue every part (Splitter.enqueue), then PLANNED -> COPYING.
-A crash between 3 and 4 leaves old part items that make the new attempt stall: the sweeper fails it after its
-re-drives ("parts never copied: []"), and a second retry then succeeds.
+   job cannot both win; the loser aborts its upload. A claim applied whose answer was lost is recognised by its
+   attempt token when the job is read back;
+4. enqueue every part (Splitter.enqueue), then PLANNED -> COPYING.
+The old attempt's part items stay where they are: they name the old attempt, so they count for nothing in the new
+one and are overwritten as its parts are counted; a late message of the old attempt is refused by the ledger.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
-
-from s3sync.contract import PARTS_HASH_KEY, PARTS_RANGE_KEY, TRANSFERS_HASH_KEY, Status
+from s3sync.contract import Status
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import PermanentError, classify
 from s3sync.transfer.events import ObjectRef
-from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now
-from s3sync.transfer.plan import MIN_PART_SIZE, plan
-from s3sync.transfer.splitter import Splitter, kept_headers
+from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now, token
+from s3sync.transfer.plan import plan
+from s3sync.transfer.splitter import MISSING_CODES, Splitter, kept_headers
 
 log = logging.getLogger("s3sync.reattempt")
-
-_BATCH = 25  # BatchWriteItem limit
 
 
 @dataclass(frozen=True)
@@ -64,17 +59,22 @@ class Reattempter:
             return ReattemptResult(job.job_id, "superseded", f"source changed; split as job {split.outcome}",
                                    split.parts, split.job_id)
         size = int(head["ContentLength"])
-        the_plan = plan(size, self.part_size or max(job.part_size, MIN_PART_SIZE))
+        the_plan = plan(size, self.part_size or job.part_size)  # plan() raises a small part size to S3's minimum
         upload_id = NO_UPLOAD
         if the_plan.multipart:
-            params = self.splitter.upload_params(kept_headers(head))  # headers, metadata, encryption
+            params = self.splitter.upload_params(kept_headers(head), job.job_id)  # headers, metadata, encryption
             upload_id = self.dest.call(lambda c: c.create_multipart_upload(
                 Bucket=job.dest_bucket, Key=job.dest_key, **params)["UploadId"], self._where(job))
-        claimed = self._claim(job, size, the_plan.part_size, the_plan.parts, upload_id)
+        attempt = token()
+        claimed = self._claim(job, size, the_plan.part_size, the_plan.parts, upload_id, attempt)
         if claimed is None:
-            if upload_id != NO_UPLOAD:
-                self._abort(job, upload_id)
-            return ReattemptResult(job.job_id, "busy", "another retry (or a worker) changed the job first")
+            mine = self.ledger.get_job(job.job_id)
+            if mine is not None and mine.attempt == attempt:  # our claim, whose answer was lost
+                claimed = mine
+            else:
+                if upload_id != NO_UPLOAD:
+                    self._abort(job, upload_id)
+                return ReattemptResult(job.job_id, "busy", "another retry (or a worker) changed the job first")
         return self._finish(claimed, f"was {job.status}: {job.error or job.dest_etag or ''}"[:200])
 
     # --- steps ----------------------------------------------------------------------------------------------------
@@ -86,53 +86,34 @@ class Reattempter:
             return self.source.head_object(**kwargs)
         except Exception as exc:  # noqa: BLE001
             err = classify(exc, "source")
-            if isinstance(err, PermanentError):
+            if isinstance(err, PermanentError) and err.code in MISSING_CODES:
                 return None
-            raise err from exc
+            raise err from exc  # refused (403 ...) or passing: the caller is told why
 
-    def _claim(self, job: Job, size: int, part_size: int, total: int, upload_id: str) -> Job | None:
+    def _claim(self, job: Job, size: int, part_size: int, total: int, upload_id: str, attempt: str) -> Job | None:
         return self.ledger.update_job(
             job.job_id,
             "SET #s = :planned, #upload = :upload, #size = :size, #ps = :ps, #total = :total, "
             "#remaining = :total, #done = :zero, #done_bytes = :zero, #ca = :zero, #redrives = :zero, "
-            "#updated = :now, #prev = :prev REMOVE #e, #dest_etag ADD #attempts :one",
-            "#s = :seen_status AND #updated = :seen",
+            "#updated = :now, #prev = :prev, #attempt = :attempt REMOVE #e, #dest_etag, #lease ADD #attempts :one",
+            "#s = :seen_status AND #rev = :seen",
             {":planned": Status.PLANNED, ":upload": upload_id, ":size": size, ":ps": part_size, ":total": total,
-             ":zero": 0, ":one": 1, ":now": now(), ":seen_status": job.status, ":seen": job.updated_at,
-             ":prev": (job.error or f"re-copied after {job.status}")[:1000]},
+             ":zero": 0, ":one": 1, ":now": now(), ":seen_status": job.status, ":seen": job.rev,
+             ":attempt": attempt, ":prev": (job.error or f"re-copied after {job.status}")[:1000]},
             {  # every name aliased: several are DynamoDB reserved words (size, total)
                 "#e": "error", "#upload": "upload_id", "#size": "size", "#ps": "part_size", "#total": "total",
                 "#remaining": "remaining", "#done": "done", "#done_bytes": "done_bytes", "#ca": "completion_attempts",
                 "#redrives": "redrives", "#updated": "updated_at", "#prev": "previous_error",
-                "#dest_etag": "dest_etag", "#attempts": "attempts",
+                "#dest_etag": "dest_etag", "#attempts": "attempts", "#attempt": "attempt", "#lease": "lease",
             },
         )
 
     def _finish(self, job: Job, detail: str) -> ReattemptResult:
-        dropped = self.delete_parts(job.job_id)
         sent = self.splitter.enqueue(job)
-        self.ledger.mark_copying(job.job_id)
+        self.ledger.mark_copying(job)
         log.warning("job re-attempted", extra={"job": job.job_id, "key": job.source_key, "parts": sent,
-                                               "old_parts_dropped": dropped, "detail": detail})
+                                               "detail": detail})
         return ReattemptResult(job.job_id, "requeued", detail, sent)
-
-    def delete_parts(self, job_id: str) -> int:
-        """Delete every part item of a job (paginated query, batched deletes); returns how many."""
-        numbers = [p.part for p in self.ledger.parts(job_id)]
-        ser = _Ser()
-        for i in range(0, len(numbers), _BATCH):
-            requests = [{"DeleteRequest": {"Key": ser.item({PARTS_HASH_KEY: job_id, PARTS_RANGE_KEY: n})}}
-                        for n in numbers[i:i + _BATCH]]
-            pending: dict[str, Any] = {self.ledger.parts_table: requests}
-            for attempt in range(8):
-                resp = self.ledger.ddb.batch_write_item(RequestItems=pending)
-                pending = resp.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                time.sleep(min(2.0, 0.05 * 2 ** attempt))
-            else:
-                raise PermanentError(f"could not delete the old parts of job {job_id} (throttled)")
-        return len(numbers)
 
     def _where(self, job: Job) -> str:
         return f"s3://{job.dest_bucket}/{job.dest_key} at {self.dest.endpoint.describe()}"
@@ -143,13 +124,3 @@ class Reattempter:
                                                               UploadId=upload_id), self._where(job))
         except Exception:  # noqa: BLE001 - the bucket's lifecycle rule removes what we could not
             log.warning("could not abort an unused upload", extra={"job": job.job_id})
-
-
-class _Ser:
-    def __init__(self) -> None:
-        from boto3.dynamodb.types import TypeSerializer
-
-        self._s = TypeSerializer()
-
-    def item(self, values: dict[str, Any]) -> dict[str, Any]:
-        return {k: self._s.serialize(v) for k, v in values.items()}

@@ -28,11 +28,12 @@ import botocore.session
 from botocore import configprovider
 from botocore.config import Config
 
-from s3sync.contract import SECRET_ACCESS_KEY_ID_FIELD, SECRET_SECRET_ACCESS_KEY_FIELD, Env
+from s3sync.contract import SECRET_ACCESS_KEY_ID_FIELD, SECRET_SECRET_ACCESS_KEY_FIELD, Env, Status
 from s3sync.transfer.completion import Completer
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.endpoints import dest_endpoint, s3_client, share_models, source_endpoint
 from s3sync.transfer.ledger import Ledger
+from s3sync.transfer.reattempt import Reattempter
 from s3sync.transfer.settings import Settings
 from s3sync.transfer.splitter import Splitter
 from s3sync.transfer.sweeper import Sweeper
@@ -159,12 +160,26 @@ class Runtime:
         """Re-drives stuck jobs; needs the queue and the ledger, not the destination."""
         splitter = Splitter(source=self.source, dest=None, sqs=self.client("sqs"), ledger=self.ledger,
                             settings=self.settings)
-        return Sweeper(ledger=self.ledger, splitter=splitter, stale_after=self.settings.stuck_after)
+        return Sweeper(ledger=self.ledger, splitter=splitter, stale_after=self.settings.stuck_after,
+                       queue_busy=self.queue_busy)
+
+    def queue_busy(self) -> bool:
+        """Whether the part queue holds any message, visible, delayed or in flight (SQS's approximate counts)."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                 "ApproximateNumberOfMessagesDelayed"]
+        attrs = self.client("sqs").get_queue_attributes(QueueUrl=self.settings.queue_url,
+                                                        AttributeNames=names)["Attributes"]
+        return any(int(attrs.get(n, 0)) for n in names)
 
     def completer(self) -> Completer:
+        """Completion, with what it needs to send a wrong part again (the queue) and to keep the newest version
+        at the destination (the source, and re-copies of DONE jobs)."""
         topic = self.settings.completion_topic_arn
+        splitter = self.splitter()
+        reattempter = Reattempter(ledger=self.ledger, splitter=splitter, source=self.source, dest=self.dest)
         return Completer(dest=self.dest, ledger=self.ledger, sns=self.client("sns") if topic else None,
-                         topic_arn=topic)
+                         topic_arn=topic, requeue=lambda job, parts: splitter.enqueue(job, only=parts),
+                         source=self.source, reattempt=lambda job: reattempter.reattempt(job, (Status.DONE,)))
 
     def worker(self, **overrides: Any) -> Worker:
         self.settings.require("queue_url", "transfers_table", "parts_table")
@@ -175,7 +190,7 @@ class Runtime:
                                   "threads": self.settings.worker_threads}
         kwargs.update(overrides)
         return Worker(sqs=sqs, queue_url=self.settings.queue_url, ledger=self.ledger, source=self.source,
-                      dest=self.dest, **kwargs)
+                      dest=self.dest, dest_bucket=self.settings.dest_bucket, **kwargs)
 
 
 def _local_role_hook(env: Mapping[str, str]) -> ClientHook | None:

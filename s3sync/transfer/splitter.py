@@ -3,6 +3,19 @@
 Idempotent: the job id is derived from the object's identity (bucket, key, version, ETag), so a repeated S3 event
 finds the job and stops; a splitter that died while enqueueing left the job PLANNED, and the next attempt enqueues
 every part again (the ledger ignores parts counted twice) before it moves the job to COPYING.
+
+The job's conditional create can be applied and its answer lost; botocore's retry then fails the condition. The
+splitter then reads the job back: if it names the attempt token this splitter drew, the job is its own and it goes
+on; only an upload that the job does not name is aborted.
+
+A source object that cannot be read is never skipped silently: 404 (missing: deleted before we looked, its delete
+event follows) is skipped; anything else permanent (403: a bucket policy, a KMS key the role may not use, a missing
+permission; an archived object) becomes a FAILED job with the reason, so the user is told and `s3sync retry` can
+copy it once fixed. (S3 answers 403 rather than 404 for a missing key when the caller lacks s3:ListBucket: the
+splitter's role has it, so 403 means refused.)
+
+Every copy carries the user metadata `s3sync-job` = its job id (set at CreateMultipartUpload / PutObject): after
+a lost answer, the completion recognises its own copy by it (an object of the same size is no proof).
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from s3sync.contract import Status
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import PermanentError, RetryableError, classify
 from s3sync.transfer.events import ObjectRef
-from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now
+from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now, token
 from s3sync.transfer.message import KEPT_HEADERS, PartMessage
 from s3sync.transfer.plan import plan
 from s3sync.transfer.settings import Settings
@@ -26,6 +39,18 @@ log = logging.getLogger("s3sync.splitter")
 
 SEND_BATCH = 10  # SQS SendMessageBatch limit
 SEND_ATTEMPTS = 5
+MARKER = "s3sync-job"  # destination user metadata: the job whose copy the object is
+MISSING_CODES = ("NoSuchKey", "NoSuchVersion", "404")
+
+
+def marker_of(metadata: dict[str, Any] | None) -> str:
+    """The job id a destination object's metadata names (keys are case-blind: some servers capitalise them)."""
+    return next((str(v) for k, v in (metadata or {}).items() if k.lower() == MARKER), "")
+
+
+def source_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy's user metadata as the source had it: keys lower-cased (as S3 gives them), the marker left out."""
+    return {k.lower(): v for k, v in (metadata or {}).items() if k.lower() != MARKER}
 
 
 def job_id_for(bucket: str, key: str, version_id: str | None, etag: str) -> str:
@@ -43,7 +68,7 @@ def kept_headers(head: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class SplitResult:
     job_id: str
-    outcome: str  # "planned", "resumed", "duplicate", "missing", "failed"
+    outcome: str  # "planned", "resumed", "duplicate", "missing", "failed", "refused"
     parts: int = 0
 
 
@@ -70,11 +95,13 @@ class Splitter:
             head = self.source.head_object(**kwargs)
         except Exception as exc:  # noqa: BLE001
             err = classify(exc, "source")
-            if isinstance(err, PermanentError):  # deleted before we looked: nothing to copy
+            if not isinstance(err, PermanentError):
+                raise err from exc
+            if err.code in MISSING_CODES:  # deleted before we looked: nothing to copy (its delete event follows)
                 log.warning("source object gone before splitting",
                             extra={"bucket": ref.bucket, "key": ref.key, "reason": err.reason})
                 return SplitResult(job_id="", outcome="missing")
-            raise err from exc
+            return self._refused(ref, err.reason)
         etag = head["ETag"]
         version = head.get("VersionId") if ref.version_id else None
         job_id = job_id_for(ref.bucket, ref.key, version, etag)
@@ -89,7 +116,7 @@ class Splitter:
         failure = ""
         if the_plan.multipart:
             where = f"s3://{self.settings.dest_bucket}/{dest_key} at {self.dest.endpoint.describe()}"
-            params = self.upload_params(headers)  # headers, metadata, encryption
+            params = self.upload_params(headers, job_id)  # headers, metadata, encryption
             try:
                 upload_id = self.dest.call(lambda c: c.create_multipart_upload(
                     Bucket=self.settings.dest_bucket, Key=dest_key, **params)["UploadId"], where)
@@ -99,27 +126,46 @@ class Splitter:
         job = Job(job_id=job_id, status=Status.PLANNED, source_bucket=ref.bucket, source_key=ref.key,
                   source_etag=etag, source_version=version, dest_bucket=self.settings.dest_bucket,
                   dest_key=dest_key, size=size, part_size=the_plan.part_size, total=the_plan.parts,
-                  remaining=the_plan.parts, upload_id=upload_id, created_at=ts, updated_at=ts)
-        if not self.ledger.create_job(job):  # a concurrent splitter won: drop our upload, follow theirs
-            if upload_id != NO_UPLOAD:
-                self._abort(dest_key, upload_id)
+                  remaining=the_plan.parts, upload_id=upload_id, created_at=ts, updated_at=ts, attempt=token())
+        if not self.ledger.create_job(job):
             existing = self.ledger.get_job(job_id)
-            return self._resume(existing) if existing else SplitResult(job_id, "duplicate")
+            if existing is None or existing.attempt != job.attempt:  # another splitter won: follow theirs
+                if upload_id != NO_UPLOAD:
+                    self._abort(dest_key, upload_id)
+                return self._resume(existing) if existing else SplitResult(job_id, "duplicate")
+            job = existing  # our own write: its answer was lost and botocore's retry failed the condition
         if failure:
             log.error("destination refused the upload", extra={"job": job_id, "key": ref.key, "reason": failure})
-            self.ledger.mark_failed(job_id, failure)
+            self.ledger.mark_failed(job, failure, by="attempt")
             return SplitResult(job_id, "failed", the_plan.parts)
         log.info("planned", extra={"job": job_id, "key": ref.key, "size": size, "parts": the_plan.parts,
                                    "part_size": the_plan.part_size})
         self._enqueue(job, headers)
-        self.ledger.mark_copying(job_id)
+        self.ledger.mark_copying(job)
         return SplitResult(job_id, "planned", the_plan.parts)
+
+    def _refused(self, ref: ObjectRef, reason: str) -> SplitResult:
+        """The source refused the HEAD (403, archived, ...): a FAILED job with the reason, never a silent skip.
+        Its id uses the event's ETag (the object could not be read); `s3sync retry` re-reads it once fixed."""
+        job_id = job_id_for(ref.bucket, ref.key, ref.version_id, ref.etag or "")
+        ts = now()
+        job = Job(job_id=job_id, status=Status.PLANNED, source_bucket=ref.bucket, source_key=ref.key,
+                  source_etag=ref.etag or "", source_version=ref.version_id, dest_bucket=self.settings.dest_bucket,
+                  dest_key=self.settings.dest_prefix + ref.key, size=int(ref.size or 0), part_size=0, total=1,
+                  remaining=1, created_at=ts, updated_at=ts, attempt=token())
+        if not self.ledger.create_job(job):
+            existing = self.ledger.get_job(job_id)
+            if existing is None or existing.attempt != job.attempt:
+                return SplitResult(job_id, "duplicate")
+        log.error("source refused the object", extra={"job": job_id, "key": ref.key, "reason": reason})
+        self.ledger.mark_failed(job, reason, by="attempt")
+        return SplitResult(job_id, "refused")
 
     def _resume(self, job: Job) -> SplitResult:
         if job.status != Status.PLANNED:
             return SplitResult(job.job_id, "duplicate", job.total)
         self.enqueue(job)
-        self.ledger.mark_copying(job.job_id)
+        self.ledger.mark_copying(job)
         return SplitResult(job.job_id, "resumed", job.total)
 
     def enqueue(self, job: Job, only: set[int] | None = None) -> int:
@@ -137,15 +183,17 @@ class Splitter:
         self._send(msgs)
         return len(msgs)
 
-    def upload_params(self, headers: dict[str, Any]) -> dict[str, Any]:
-        """What the destination object is written with: the source's kept headers and metadata, and the configured
-        server-side encryption (CreateMultipartUpload here and in a re-attempt; PutObject via the part message)."""
-        return {**headers, **self.settings.dest_encryption.request_params()}
+    def upload_params(self, headers: dict[str, Any], job_id: str) -> dict[str, Any]:
+        """What the destination object is written with: the source's kept headers and metadata, the job's marker
+        (MARKER) and the configured server-side encryption (CreateMultipartUpload here and in a re-attempt;
+        PutObject via the part message)."""
+        metadata = {**headers.get("Metadata", {}), MARKER: job_id}
+        return {**headers, "Metadata": metadata, **self.settings.dest_encryption.request_params()}
 
     def messages(self, job: Job, headers: dict[str, Any]) -> list[PartMessage]:
         the_plan = plan(job.size, job.part_size) if job.multipart else None
         if not job.multipart:
-            headers = self.upload_params(headers)
+            headers = self.upload_params(headers, job.job_id)
         out = []
         for n in range(1, job.total + 1):
             start, end = the_plan.byte_range(n) if the_plan else (0, job.size - 1)
@@ -153,7 +201,7 @@ class Splitter:
                 job_id=job.job_id, source_bucket=job.source_bucket, source_key=job.source_key,
                 source_etag=job.source_etag, source_version=job.source_version, dest_bucket=job.dest_bucket,
                 dest_key=job.dest_key, part_number=n, total_parts=job.total, start=start, end=end,
-                upload_id=job.upload_id if job.multipart else None,
+                upload_id=job.upload_id if job.multipart else None, attempt=job.attempt,
                 headers={} if job.multipart else headers,
             ))
         return out

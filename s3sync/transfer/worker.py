@@ -1,12 +1,18 @@
 """The worker loop: long-poll SQS, copy one part per message on a pool of threads, count it in the ledger, and
 only then delete the message.
 
-- At least once in, exactly once counted: a part already in the ledger is acknowledged without copying again, and
-  `Ledger.record_part` counts a part at most once whatever the races.
+- At least once in, exactly once counted: a part already in the ledger for its attempt is acknowledged without
+  copying again, and `Ledger.record_part` counts a part at most once whatever the races. A message of an attempt
+  that is over (the job was retried or re-copied since: another attempt token) is never counted.
 - A part that takes long keeps its message invisible: a heartbeat extends the visibility of every message in flight.
 - A worker that dies (SIGKILL) just stops extending; its messages reappear after the visibility timeout.
 - On SIGTERM (`stop()`), the worker stops receiving, gives in-flight parts a grace period to finish, then releases
   the rest at once (visibility 0) so that another worker takes them without waiting.
+- Copy threads take the lowest part number a worker holds first (its waiting messages are a priority queue):
+  S3-compatible servers that assemble an upload in part order (rclone serve s3 buffers a bounded amount) block the
+  later parts until the earlier ones arrive, and a worker must not hold those earlier ones behind its own blocked
+  copies. Should its copies still make no progress for `park_after` seconds while messages wait, the waiting ones
+  are released at once (visibility 0) for another worker instead of being parked there.
 - Memory is bounded by threads x part size: only the copy threads hold part buffers. The receiver keeps up to
   `prefetch` more messages waiting (their visibility extended like the rest), so that a copy thread that finishes
   takes its next part at once instead of after a receive; it refills when half the room is free, so one receive
@@ -14,11 +20,20 @@ only then delete the message.
 - A copy thread only copies: once a part is uploaded, counting it in the ledger (and acknowledging its message)
   happens on a recorder thread, so the copy thread takes its next part at once. The message stays in flight (and
   the part stays "being copied here") until it is counted.
-- The ledger is asked whether a part is already counted only when that can be: on a redelivery (receive count > 1)
-  and for whole objects (a second PutObject would rewrite a finished destination object). A first delivery of a multipart part is copied straight away; should it be a duplicate
-  after all (the splitter or sweeper sent it again), the second UploadPart carries the same bytes (the GET is pinned
-  to the source ETag), the ledger counts it once, and an upload already completed answers NoSuchUpload, which is
-  then recognised as a duplicate, not a failure.
+- The ledger is asked whether a part is already counted before every copy (one strongly consistent GetItem): a
+  part sent again (a splitter's retry, a sweeper's re-drive, a dead-letter re-drive) is not carried across the
+  border twice, and under SSE-KMS a second UploadPart of the same bytes would change the part's ETag under the
+  ledger's feet. A duplicate that races past the check anyway is counted once; completion reconciles the ETags.
+- Nothing a message says is trusted: it must name a job in the ledger and agree with it on every field (source
+  object and version, destination bucket and key, upload, attempt, part count and the planned byte range), and the
+  job's destination must be this deployment's bucket. A message that does not is refused with its reason (never
+  acted on) and reaches the dead-letter queue, so that whoever may send to the queue cannot make the workers write
+  anything the ledger did not plan, or allocate an outsized buffer. (Jobs are written only by the functions'
+  roles.) A job's fixed fields are read once per attempt and kept (a bounded cache); for a whole object the job's
+  state itself says whether the copy is counted.
+- A permanent refusal fails the job only after the ledger is read again: a job being completed or finished, a part
+  counted meanwhile, or another attempt means this copy was a late duplicate (e.g. NoSuchUpload after completion),
+  never a failure. A worker never fails a job that is COMPLETING or finished.
 - Acknowledgements are batched: a counted part's message joins the next DeleteMessageBatch (at most
   `delete_every` seconds later, or as soon as 10 are waiting). One that is never deleted (the worker dies first)
   comes back and is acknowledged without a copy: the ledger has the part.
@@ -26,6 +41,8 @@ only then delete the message.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import queue
 import threading
@@ -37,8 +54,10 @@ from typing import Any, Callable
 from s3sync.transfer.copier import CopiedPart, copy_message
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import CredentialsError, MalformedMessage, PermanentError, classify
-from s3sync.transfer.ledger import NO_UPLOAD, Ledger, Outcome, PartRecord
+from s3sync.contract import Status
+from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, Outcome, PartRecord
 from s3sync.transfer.message import PartMessage, decode
+from s3sync.transfer.plan import plan
 from s3sync.transfer.metrics import MetricsLogger
 
 log = logging.getLogger("s3sync.worker")
@@ -53,6 +72,7 @@ class Stats:
     failed_jobs: int = 0
     retries: int = 0
     malformed: int = 0
+    refused: int = 0  # messages that do not agree with their job or this deployment (never acted on)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -68,12 +88,22 @@ class Stats:
 class _InFlight:
     receipt: str
     received: float
+    started: bool = False  # a copy thread took it (until then it waits in the priority queue)
+
+
+def _part_number(m: dict[str, Any]) -> int:
+    """The part number a message names, for ordering only (0 when unreadable: decode() says why later)."""
+    try:
+        return int(json.loads(m["Body"])["part"]["n"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 class Worker:
     def __init__(self, *, sqs: Any, queue_url: str, ledger: Ledger, source: Any, dest: Any, threads: int = 4,
                  visibility_timeout: int = 300, wait_seconds: int = 20, stop_grace: float = 20.0,
-                 prefetch: int | None = None, delete_every: float = 0.2) -> None:
+                 prefetch: int | None = None, delete_every: float = 0.2, park_after: float | None = None,
+                 dest_bucket: str = "") -> None:
         self.sqs, self.queue_url, self.ledger = sqs, queue_url, ledger
         self.source = source
         self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
@@ -85,11 +115,20 @@ class Worker:
         # out of order (see Splitter.send_threads)
         self.prefetch = max(1, threads // 2) if prefetch is None else max(0, prefetch)
         self.delete_every = delete_every
+        # waiting messages go back to the queue when no copy has finished for this long (blocked copies; a slow but
+        # moving link finishes a part well within a visibility timeout, and a hung request is cut off by the
+        # client's read timeout first, which counts as a finish: the thread then takes the lowest part held)
+        self.park_after = float(visibility_timeout) if park_after is None else park_after
+        # this deployment's destination bucket (Settings): a job naming another is never copied; "": not checked
+        self.dest_bucket = dest_bucket
+        self._jobs: dict[tuple[str, str], Job] = {}  # (job, attempt) -> the job as first read (its fixed fields)
         self.stats = Stats()
         self.metrics = MetricsLogger.for_queue(queue_url)  # CloudWatch embedded metric format, in the JSON logs
         self._stop = threading.Event()
-        self._work: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._work: queue.PriorityQueue[tuple[int, int, dict[str, Any]]] = queue.PriorityQueue()
+        self._order = itertools.count()  # ties between equal part numbers: first received, first copied
         self._inflight: dict[str, _InFlight] = {}
+        self._progress_at = time.monotonic()  # when a copy last finished (or the worker started)
         self._cond = threading.Condition()
         self._copying: set[tuple[str, int]] = set()  # (job, part) being copied by this worker
         # attempts (job, upload) found FAILED or finished: their leftover messages are dropped without a copy;
@@ -129,7 +168,7 @@ class Worker:
         with self._cond:
             while True:
                 try:
-                    m = self._work.get_nowait()
+                    _, _, m = self._work.get_nowait()
                 except queue.Empty:
                     break
                 flight = self._inflight.pop(m["MessageId"], None)
@@ -177,8 +216,8 @@ class Worker:
             with self._cond:
                 for m in messages:
                     self._inflight[m["MessageId"]] = _InFlight(m["ReceiptHandle"], time.monotonic())
-            for m in messages:
-                self._work.put(m)
+            for m in sorted(messages, key=_part_number):  # lowest first, even to a thread waking at the first put
+                self._work.put((_part_number(m), next(self._order), m))
 
     def _holding(self) -> int:
         """Messages that hold (or wait for) a copy thread: in flight, less those only being counted."""
@@ -187,12 +226,18 @@ class Worker:
     # --- copying --------------------------------------------------------------------------------------------------
     def _copy_loop(self) -> None:
         while True:
-            m = self._work.get()
+            _, _, m = self._work.get()
+            with self._cond:
+                flight = self._inflight.get(m["MessageId"])
+                if flight is None:  # released while it waited (stop, or parked behind blocked copies)
+                    continue
+                flight.started = True
             then: Callable[[], None] | None = None
             try:
                 then = self._process(m)
             except Exception:  # noqa: BLE001 - never lose a thread; the message comes back by itself
                 log.exception("unexpected error", extra={"message_id": m.get("MessageId")})
+            self._progress_at = time.monotonic()
             if then is None:
                 self._done_with(m)
                 continue
@@ -260,10 +305,17 @@ class Worker:
 
     def _copy(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any],
               receives: int) -> Callable[[], None] | None:
-        attempt = (msg.job_id, msg.upload_id or NO_UPLOAD)
-        ask_ledger = msg.whole or receives > 1  # see the module's docstring: when a part can be counted already
-        if (msg.upload_id and attempt in self._inactive) or (
-                ask_ledger and self.ledger.part_recorded(msg.job_id, msg.part_number)):
+        job = None if (msg.job_id, msg.attempt) in self._inactive else self._job(msg)
+        refusal = "no such job" if job is None and (msg.job_id, msg.attempt) not in self._inactive else None
+        if job is not None and job.attempt == msg.attempt:
+            refusal = self._refusal(msg, job)
+        if refusal:
+            self.stats.add(refused=1)
+            log.error("message refused: it does not agree with its job or this deployment",
+                      extra={**ids, "reason": refusal, "receives": receives})
+            self._retry_later(m, 0)  # never acted on; after maxReceiveCount it lands in the dead-letter queue
+            return None
+        if job is None or job.attempt != msg.attempt or self._counted(msg, job):  # inactive, another attempt's
             self.stats.add(skipped=1)
             log.info("part already counted or job inactive; acknowledged", extra=ids)
             self._delete(m)
@@ -272,11 +324,7 @@ class Worker:
         try:
             copied = self._copy_rotating(msg)
         except PermanentError as exc:
-            if not ask_ledger and self._counted_already(msg):
-                self.stats.add(duplicates=1)
-                log.info("part was already counted; its upload is over", extra={**ids, "reason": exc.reason})
-            else:
-                self._fail_job(msg, exc.reason)
+            self._refused(msg, ids, exc.reason)
             self._delete(m)
             return None
         except Exception as exc:  # noqa: BLE001
@@ -284,11 +332,58 @@ class Worker:
             return None
         return lambda: self._record(m, msg, ids, receives, copied)
 
-    def _counted_already(self, msg: PartMessage) -> bool:
-        try:
-            return self.ledger.part_recorded(msg.job_id, msg.part_number)
-        except Exception:  # noqa: BLE001 - cannot tell: the failure stands
-            return False
+    def _job(self, msg: PartMessage) -> Job | None:
+        """The job a message names, as first read for its attempt (whole objects: read each time, their state
+        tells whether the copy is counted)."""
+        key = (msg.job_id, msg.attempt)
+        job = None if msg.whole else self._jobs.get(key)
+        if job is None:
+            job = self.ledger.get_job(msg.job_id)
+            if job is not None and job.attempt == msg.attempt and not msg.whole:
+                if len(self._jobs) >= 10_000:
+                    self._jobs.clear()
+                self._jobs[key] = job
+        return job
+
+    def _counted(self, msg: PartMessage, job: Job) -> bool:
+        if msg.whole:  # one part: the job's own state says it
+            return job.status not in (Status.PLANNED, Status.COPYING) or job.remaining == 0
+        return self.ledger.part_recorded(msg.job_id, msg.attempt, msg.part_number)
+
+    def _refusal(self, msg: PartMessage, job: Job) -> str | None:
+        """Why the message may not be acted on: where it disagrees with its job or with this deployment."""
+        wrong = [name for name, said, planned in (
+            ("source bucket", msg.source_bucket, job.source_bucket), ("source key", msg.source_key, job.source_key),
+            ("source ETag", msg.source_etag, job.source_etag), ("source version", msg.source_version,
+                                                                 job.source_version),
+            ("destination bucket", msg.dest_bucket, job.dest_bucket), ("destination key", msg.dest_key, job.dest_key),
+            ("upload", msg.upload_id, job.upload_id if job.multipart else None),
+            ("part count", msg.total_parts, job.total),
+        ) if said != planned]
+        if wrong:
+            return f"{', '.join(wrong)} not the job's"
+        if job.multipart:
+            planned_range = plan(job.size, job.part_size).byte_range(msg.part_number)
+        else:
+            planned_range = (0, job.size - 1)
+        if (msg.start, msg.end) != planned_range:
+            return f"byte range {msg.start}-{msg.end} is not part {msg.part_number}'s {planned_range}"
+        if self.dest_bucket and job.dest_bucket != self.dest_bucket:
+            return f"destination bucket {job.dest_bucket!r} is not this deployment's"
+        return None
+
+    def _refused(self, msg: PartMessage, ids: dict[str, Any], reason: str) -> None:
+        """A permanent refusal: fail the job, unless reading the ledger again shows the copy was a late duplicate
+        (the part counted meanwhile, the job being completed or finished, or another attempt under way)."""
+        job = self.ledger.get_job(msg.job_id)
+        if (job is None or job.attempt != msg.attempt or job.status not in (Status.PLANNED, Status.COPYING)
+                or self.ledger.part_recorded(msg.job_id, msg.attempt, msg.part_number)):
+            self._inactive.add((msg.job_id, msg.attempt))
+            self.stats.add(duplicates=1)
+            log.info("refused copy of a part whose attempt is counted, completing or over; acknowledged",
+                     extra={**ids, "reason": reason, "status": job.status if job else None})
+            return
+        self._fail_job(job, msg, reason)
 
     def _part_retried(self, m: dict[str, Any], ids: dict[str, Any], receives: int, exc: Exception) -> None:
         err = classify(exc, "ledger")
@@ -302,8 +397,9 @@ class Worker:
                 copied: CopiedPart) -> None:
         """Count an uploaded part (on a recorder thread), then acknowledge its message."""
         try:
-            outcome = self.ledger.record_part(msg.job_id, msg.upload_id or NO_UPLOAD,
-                                              PartRecord(copied.part, copied.etag, copied.md5, copied.size))
+            outcome = self.ledger.record_part(msg.job_id, msg.attempt, msg.upload_id or NO_UPLOAD,
+                                              PartRecord(copied.part, copied.etag, copied.md5, copied.size,
+                                                         copied.kms))
         except Exception as exc:  # noqa: BLE001 - the message comes back; the part is copied again
             self._part_retried(m, ids, receives, exc)
             return
@@ -315,7 +411,7 @@ class Worker:
             self.stats.add(duplicates=1)
             log.info("part was already counted", extra=ids)
         else:
-            self._inactive.add((msg.job_id, msg.upload_id or NO_UPLOAD))
+            self._inactive.add((msg.job_id, msg.attempt))
             self.stats.add(skipped=1)
             log.info("job no longer takes parts", extra=ids)
         self._delete(m)
@@ -330,12 +426,13 @@ class Worker:
                 raise
         return copy_message(self.source, self.dest.client, msg)
 
-    def _fail_job(self, msg: PartMessage, reason: str) -> None:
+    def _fail_job(self, job: Job, msg: PartMessage, reason: str) -> None:
         reason = (f"{reason} [s3://{msg.source_bucket}/{msg.source_key} -> "
                   f"s3://{msg.dest_bucket}/{msg.dest_key} at {self.dest.endpoint.describe()}]")
-        self._inactive.add((msg.job_id, msg.upload_id or NO_UPLOAD))
-        # only the attempt this message belongs to: a leftover of an aborted upload cannot fail a retry
-        if self.ledger.mark_failed(msg.job_id, reason, upload_id=msg.upload_id or NO_UPLOAD) is None:
+        self._inactive.add((msg.job_id, msg.attempt))
+        # only while PLANNED/COPYING for the attempt this message belongs to: a leftover of an earlier attempt
+        # cannot fail a retry, and nothing a worker sees can fail a job being completed
+        if self.ledger.mark_failed(job, reason, by="attempt") is None:
             log.info("part failed for an attempt that is over", extra={"job": msg.job_id, "reason": reason})
             return
         self.stats.add(failed_jobs=1)
@@ -391,10 +488,34 @@ class Worker:
                 log.warning("could not change visibility", extra={"reason": str(exc)})
 
     def _heartbeat_loop(self) -> None:
-        """Extend every in-flight message's visibility well before it runs out."""
+        """Extend every in-flight message's visibility well before it runs out; release waiting messages that are
+        parked behind blocked copies."""
         interval = max(1.0, self.visibility_timeout / 3)
-        while not self._stop.wait(interval):
+        tick = max(0.5, min(interval, self.park_after / 2))
+        extended_at = time.monotonic()
+        while not self._stop.wait(tick):
+            self._release_parked()
+            now = time.monotonic()
+            if now - extended_at < interval:
+                continue
+            extended_at = now
             with self._cond:
-                due = {k: v for k, v in self._inflight.items() if time.monotonic() - v.received >= interval}
+                due = {k: v for k, v in self._inflight.items() if now - v.received >= interval}
             if due:
                 self._change_visibility(due, self.visibility_timeout)
+
+    def _release_parked(self) -> None:
+        """No copy finished for `park_after` seconds and messages wait for a copy thread: hand them back (visibility
+        0) so that another worker copies them, instead of holding them behind this worker's blocked copies."""
+        now = time.monotonic()
+        if now - self._progress_at < self.park_after:
+            return
+        with self._cond:
+            parked = {k: v for k, v in self._inflight.items() if not v.started and now - v.received >= self.park_after}
+            for k in parked:
+                self._inflight.pop(k)
+            self._cond.notify_all()
+        if parked:
+            log.warning("copies blocked; waiting parts released to other workers",
+                        extra={"count": len(parked), "idle_s": int(now - self._progress_at)})
+            self._change_visibility(parked, 0)
