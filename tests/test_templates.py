@@ -347,7 +347,9 @@ def test_functions_run_python_3_12_with_the_contract_handlers(lam: dict[str, Any
     assert handlers == set(contract.HANDLERS.values())
     for fn in of_type(lam, "AWS::Lambda::Function").values():
         assert fn["Properties"]["Runtime"] == "python3.12"
-        assert fn["Properties"]["Code"] == {"S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"}}
+        assert fn["Properties"]["Code"] == {  # pinned to the uploaded object version when deploy passes one
+            "S3Bucket": {"Ref": "CodeBucket"}, "S3Key": {"Ref": "CodeKey"},
+            "S3ObjectVersion": {"Fn::If": ["HasCodeVersion", {"Ref": "CodeVersion"}, {"Ref": "AWS::NoValue"}]}}
         assert "LogGroup" in fn["Properties"]["LoggingConfig"]
 
 

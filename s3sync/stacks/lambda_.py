@@ -12,7 +12,7 @@ from typing import Any
 
 import awacs.dynamodb as ddb
 from awacs.aws import Action, Bool, Condition, Deny, Principal, Statement
-from troposphere import Equals, GetAtt, NoValue, Not, Ref, Sub, Template
+from troposphere import Equals, GetAtt, If, NoValue, Not, Ref, Sub, Template
 from troposphere import awslambda, cloudwatch, events, s3, sns, sqs
 from troposphere.iam import PolicyType
 
@@ -39,6 +39,9 @@ G_CODE = "Stacks and code"
 G_SCALING = "Scaling and transfer"
 G_NOTIFY = "Notification"
 G_DEST = "Destination encryption"
+
+
+HAS_CODE_VERSION = "HasCodeVersion"
 
 
 def _default(value: str) -> dict[str, str]:
@@ -92,6 +95,12 @@ class LambdaStack(OperationsSteps, StackBuilder):
         self.param("CodeKey", G_CODE, "Code key",
                    "Key of the deployment zip in the code bucket; use a new key per version so that an update "
                    "deploys the new code.", MinLength=1, **_default(c.code_key))
+        # Pins the zip the functions run to one S3 object version (`s3sync deploy` passes the uploaded version when
+        # the code bucket is versioned): a later write to CodeKey cannot change what an update deploys.
+        self.param("CodeVersion", G_CODE, "Code object version",
+                   "S3 version id of the deployment zip (versioned code bucket); empty: the key's current object.",
+                   Default="", MaxLength=1024)
+        self.t.add_condition(HAS_CODE_VERSION, Not(Equals(Ref("CodeVersion"), "")))
         self.param("MaxTasks", G_SCALING, "Tasks when busy",
                    "Worker tasks scale_out sets when the queue is deep (alarm A).",
                    Type="Number", Default=c.max_tasks, MinValue=1, MaxValue=1000)
@@ -153,7 +162,8 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 Handler=contract.HANDLERS[key],
                 Runtime=self.cfg.lambda_runtime,
                 Architectures=[self.cfg.lambda_architecture],
-                Code=awslambda.Code(S3Bucket=Ref("CodeBucket"), S3Key=Ref("CodeKey")),
+                Code=awslambda.Code(S3Bucket=Ref("CodeBucket"), S3Key=Ref("CodeKey"),
+                                    S3ObjectVersion=If(HAS_CODE_VERSION, Ref("CodeVersion"), NoValue)),
                 MemorySize=settings.memory_mib,
                 Timeout=settings.timeout_s,
                 Role=GetAtt(role, "Arn"),
