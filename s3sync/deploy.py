@@ -36,6 +36,8 @@ from typing import Any
 from s3sync.errors import UserError
 from s3sync.package import (
     DEFAULT_OUT,
+    INLINE_TEMPLATE_LIMIT,
+    NO_REGION,
     PackageResult,
     aws_errors,
     check_bucket_name,
@@ -44,10 +46,11 @@ from s3sync.package import (
     load_template,
     normalize_prefix,
     redact,
+    resolve_region,
     split_parameters,
 )
 from s3sync.render import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region, _STACK_NAME
-from s3sync.stacks import StackBuilder, StackConfig, sizes
+from s3sync.stacks import StackBuilder, StackConfig, render_all, sizes
 from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
 
 #: The NoEcho parameters of ecs.yaml and where the CLI takes them from.
@@ -323,6 +326,7 @@ def apply_stack(
     execute: bool = True,
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
+    template_body: str | None = None,
 ) -> StackOutcome:
     """Create or update one stack through a change set, as `aws cloudformation deploy` does: create it (CREATE for a
     new stack, UPDATE otherwise), print its changes, ask before any removal or replacement (unless `yes`; without a
@@ -339,7 +343,8 @@ def apply_stack(
         try:
             made = cf.create_change_set(
                 StackName=name, ChangeSetName=change_set_name, ChangeSetType=change_set_type,
-                TemplateURL=template_url, Parameters=parameters, Capabilities=caps, Description="s3sync deploy",
+                **({"TemplateBody": template_body} if template_body is not None else {"TemplateURL": template_url}),
+                Parameters=parameters, Capabilities=caps, Description="s3sync deploy",
             )  # fmt: skip
         except ClientError as exc:
             if state is None or NO_UPDATES not in _message(exc):
@@ -459,23 +464,33 @@ def resolve_parameters(
     given: Mapping[str, str],
     previous: set[str] = frozenset(),  # type: ignore[assignment]
     chosen: set[str] = frozenset(),  # type: ignore[assignment]
+    problems: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The Parameters of create/update_stack. A given value wins; on an update a parameter keeps its previous value
     when it was chosen (see `previous_parameters`) or the new template has no default for it; otherwise the new
-    template's default applies. A one-line error names every parameter still missing."""
+    template's default applies. Every parameter still missing and every value CloudFormation would refuse is a
+    problem: appended to `problems` when given (to report them all at once), else raised as one line."""
     out: list[dict[str, Any]] = []
     missing = []
+    found: list[str] = []
     for name, decl in declared.items():
         if name in given:
             value = str(given[name])
-            check_value(stem, name, decl, value)
+            try:
+                check_value(stem, name, decl, value)
+            except UserError as exc:
+                found.append(str(exc))
             out.append({"ParameterKey": name, "ParameterValue": value})
         elif name in chosen or (name in previous and "Default" not in decl):
             out.append({"ParameterKey": name, "UsePreviousValue": True})
         elif "Default" not in decl:
             missing.append(f"{name} ({PARAMETER_OPTIONS.get(name, f'--param {name}=...')})")
     if missing:
-        raise UserError(f"stack {stack_name} ({stem}.yaml) needs: {', '.join(missing)}")
+        found.insert(0, f"stack {stack_name} ({stem}.yaml) needs: {', '.join(missing)}")
+    if problems is not None:
+        problems.extend(found)
+    elif found:
+        raise UserError("; ".join(found))
     return out
 
 
@@ -513,6 +528,64 @@ def check_sizes(ecs: Mapping[str, str], lam: Mapping[str, str]) -> None:
         raise UserError("the worker's size cannot work, nothing was changed: " + "; ".join(found))
 
 
+def check_keys(key_id: str | None, secret_key: str | None) -> None:
+    """The China keys look like AWS keys (length first, then characters), or a one-line error that never repeats
+    them: a key id of the wrong length is refused for its length, not for its characters."""
+    if bool(key_id) != bool(secret_key):
+        raise UserError("give both China keys (access key id and secret access key), or neither to keep the previous")
+    if not key_id or not secret_key:
+        return
+    if not 16 <= len(key_id) <= 128:
+        raise UserError(f"DestAccessKeyId: the value given has {len(key_id)} character(s); an AWS access key id has "
+                        "20 (16 to 128)")
+    if not re.fullmatch(r"[A-Z0-9]+", key_id):
+        raise UserError("DestAccessKeyId: the value given is not upper-case letters and digits, as AWS access key "
+                        "ids are")
+    if not 16 <= len(secret_key) <= 128:
+        raise UserError(f"DestSecretAccessKey: the value given has {len(secret_key)} character(s); an AWS secret "
+                        "access key has 40")
+    if not re.fullmatch(r"[A-Za-z0-9/+=]+", secret_key):
+        raise UserError("DestSecretAccessKey: the value given is not letters, digits and / + =, as AWS secret access "
+                        "keys are")
+    if key_id == secret_key:
+        raise UserError("DestSecretAccessKey: the value given is the access key id again")
+
+
+def _say_region(region: str, source: str, say: Echo) -> None:
+    say(f"region {region} (from {source})")
+
+
+def _clients_for(region: str | None, endpoint_url: str | None, profile: str | None,
+                 say: Echo) -> tuple[str, Callable[[str], Any]]:  # fmt: skip
+    """The region, resolved as every command resolves it (and said), and clients for it."""
+    chosen, source = resolve_region(region, profile)
+    if not chosen:
+        raise UserError(NO_REGION)
+    _check_region(chosen)
+    _say_region(chosen, source, say)
+    return chosen, client_factory(chosen, endpoint_url, profile)
+
+
+def function_code_mismatches(clients: Callable[[str], Any], stack_id: str, zip_sha256_hex: str) -> list[str]:
+    """The stack's functions whose code is not the zip that was uploaded (Lambda's CodeSha256 is the base64 of the
+    zip's SHA-256): the hash check behind an unversioned code bucket, where the key's object could be replaced
+    between the upload and Lambda's read."""
+    import base64
+
+    expected = base64.b64encode(bytes.fromhex(zip_sha256_hex)).decode()
+    cf, lam = clients("cloudformation"), clients("lambda")
+    wrong = []
+    with aws_errors("checking the functions' code"):
+        resources = cf.describe_stack_resources(StackName=stack_id).get("StackResources", [])
+        for r in resources:
+            if r.get("ResourceType") != "AWS::Lambda::Function" or not r.get("PhysicalResourceId"):
+                continue
+            sha = lam.get_function(FunctionName=r["PhysicalResourceId"])["Configuration"].get("CodeSha256", "")
+            if sha != expected:
+                wrong.append(f"{r['LogicalResourceId']} ({sha or 'no hash'})")
+    return wrong
+
+
 # --- deploy / destroy -------------------------------------------------------------------------------------------------
 def _check_stack_names(ecs_stack_name: str, lambda_stack_name: str) -> None:
     for name in (ecs_stack_name, lambda_stack_name):
@@ -548,6 +621,7 @@ def do_deploy(
 ) -> DeployResult:
     """Package and upload, then create or update the ECS stack and then the Lambda stack, each through a change set
     (see `apply_stack`: `execute`, `yes`, `confirm`); print changes, events and outputs."""
+    check_keys(dest_access_key_id, dest_secret_access_key)  # first: an implausible key is refused, never masked
     secrets = tuple(s for s in (dest_access_key_id, dest_secret_access_key) if s)
 
     def say(line: str) -> None:
@@ -567,74 +641,107 @@ def _deploy(
     out_dir, bucket, prefix, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name, given, image_uri,
     key_id, secret_key, say, secrets, poll_s, timeout_s, clients, config, builders, execute, yes, confirm,
 ) -> DeployResult:  # fmt: skip
+    # 0. what needs no AWS call: names, the keys, --param's names; every bad value is reported at once
     _check_stack_names(ecs_stack_name, lambda_stack_name)
-    check_bucket_name(bucket)
+    normalize_prefix(prefix)
     if region is not None:
         _check_region(region)
     for key in given:
         if key.rpartition(".")[2] in SECRET_PARAMETERS:
             name = key.rpartition(".")[2]
             raise UserError(f"{name} is a NoEcho parameter: pass it with {SECRET_PARAMETERS[name]}, not --param")
-    if bool(key_id) != bool(secret_key):
-        raise UserError("give both China keys (access key id and secret access key), or neither to keep the previous")
-    if clients is None:
-        clients = client_factory(region, endpoint_url, profile)
-    cf = clients("cloudformation")
-    region = region or cf.meta.region_name
-    _check_region(region)
+    problems: list[str] = []
+    try:
+        check_bucket_name(bucket)
+    except UserError as exc:
+        problems.append(f"--bucket: {exc}")
+    documents = _documents(config, builders, bucket, image_uri)
+    ecs_given, lambda_given = split_parameters(given, documents)
+    if image_uri:
+        ecs_given["ImageUri"] = image_uri
+    if key_id and secret_key:
+        ecs_given["DestAccessKeyId"] = key_id
+        ecs_given["DestSecretAccessKey"] = secret_key
+    fixed = {"EcsStackName": ecs_stack_name, "CodeBucket": bucket, "CodeKey": _PENDING_KEY}
+    if SETTINGS_PARAMETER in documents["lambda"].get("Parameters", {}):
+        # always given (an SSM-typed parameter: CloudFormation reads the parameter it names on every update)
+        fixed[SETTINGS_PARAMETER] = settings_parameter_name(ecs_stack_name)
+    for key, value in fixed.items():
+        if key in lambda_given and (lambda_given[key] != value or key == "CodeKey"):
+            by_name = key in ("EcsStackName", SETTINGS_PARAMETER)
+            source = "--ecs-stack" if by_name else "the package (--bucket, --prefix)"
+            raise UserError(f"{key} comes from {source}; do not set it with --param")
+    if "CodeVersion" in lambda_given:
+        raise UserError("CodeVersion comes from the package (the uploaded zip's version); do not set it with --param")
+    lambda_given.update(fixed)
 
-    # 1. the stacks' states first: nothing is uploaded for a stack that cannot be updated
+    # 1. the region (said), then the stacks' states: nothing is uploaded for a stack that cannot be updated
+    if clients is None:
+        region, clients = _clients_for(region, endpoint_url, profile, say)
+    else:
+        region = region or clients("cloudformation").meta.region_name
+        _check_region(region)
+    cf = clients("cloudformation")
     states = {name: stack_state(cf, name) for name in (ecs_stack_name, lambda_stack_name)}
     for name, state in states.items():
         check_deployable(name, state)
 
-    # 2. package and upload
+    # 2. parameters of both stacks and the worker's sizes, checked before anything is packaged or uploaded
+    plan = []
+    values: dict[str, dict[str, str]] = {}
+    for stem, name, stack_given in (("ecs", ecs_stack_name, ecs_given), ("lambda", lambda_stack_name, lambda_given)):
+        document = documents[stem]
+        previous, chosen = previous_parameters(cf, states[name])
+        params = resolve_parameters(stem, name, document.get("Parameters", {}), stack_given, previous, chosen,
+                                    problems)  # fmt: skip
+        values[stem] = effective_values(document.get("Parameters", {}), params, states[name])
+        plan.append((stem, name, params, capabilities(document)))
+    if problems:
+        raise UserError("; ".join(problems) + " (nothing was packaged, uploaded or changed)")
+    check_sizes(values["ecs"], values["lambda"])
+
+    # 3. package and upload (every call to the code bucket expects the deployer's account as its owner)
     say(f"packaging into {out_dir} and uploading to s3://{bucket}/{normalize_prefix(prefix)}")
     package = do_package(
         out_dir, bucket=bucket, prefix=prefix, region=region, image_uri=image_uri, ecs_stack_name=ecs_stack_name,
         lambda_stack_name=lambda_stack_name, config=config, builders=builders, clients=clients,
     )  # fmt: skip
     assert package.upload is not None
-    say(f"lambda code: s3://{bucket}/{package.code_key} ({package.zip_size} bytes, sha256 {package.zip_sha256})")
+    up = package.upload
+    pinned = f", version {up.code_version}" if up.code_version else ""
+    say(f"lambda code: s3://{bucket}/{package.code_key}{pinned} ({package.zip_size} bytes, sha256 "
+        f"{package.zip_sha256}); bucket owner checked: account {up.account}")
+    code = {"CodeKey": package.code_key}
+    if "CodeVersion" in package.documents["lambda"].get("Parameters", {}):
+        code["CodeVersion"] = up.code_version  # "" (not versioned) clears a version an earlier deploy pinned
+    if not up.code_version:
+        say(f"code bucket {bucket} is not versioned: the functions' code is checked by its SHA-256 once the stack "
+            "settles (enable versioning on the bucket to pin it instead)")
+    lambda_params = plan[1][2]
+    lambda_params[:] = [p for p in lambda_params if p["ParameterKey"] not in code]
+    lambda_params.extend({"ParameterKey": k, "ParameterValue": v} for k, v in code.items())
 
-    # 3. parameters of both stacks, checked before any stack changes
-    ecs_given, lambda_given = split_parameters(given, package.documents)
-    if image_uri:
-        ecs_given["ImageUri"] = image_uri
-    if key_id and secret_key:
-        ecs_given["DestAccessKeyId"] = key_id
-        ecs_given["DestSecretAccessKey"] = secret_key
-    fixed = {"EcsStackName": ecs_stack_name, "CodeBucket": bucket, "CodeKey": package.code_key}
-    if SETTINGS_PARAMETER in package.documents["lambda"].get("Parameters", {}):
-        # always given (an SSM-typed parameter: CloudFormation reads the parameter it names on every update)
-        fixed[SETTINGS_PARAMETER] = settings_parameter_name(ecs_stack_name)
-    for key, value in fixed.items():
-        if lambda_given.get(key, value) != value:
-            by_name = key in ("EcsStackName", SETTINGS_PARAMETER)
-            source = "--ecs-stack-name" if by_name else "the package (--bucket, --prefix)"
-            raise UserError(f"{key} comes from {source}; do not set it with --param")
-    lambda_given.update(fixed)
-    plan = []
-    values: dict[str, dict[str, str]] = {}
-    for stem, name, stack_given in (("ecs", ecs_stack_name, ecs_given), ("lambda", lambda_stack_name, lambda_given)):
-        document = package.documents[stem]
-        previous, chosen = previous_parameters(cf, states[name])
-        params = resolve_parameters(stem, name, document.get("Parameters", {}), stack_given, previous, chosen)
-        values[stem] = effective_values(document.get("Parameters", {}), params, states[name])
-        plan.append((stem, name, params, capabilities(document)))
-    check_sizes(values["ecs"], values["lambda"])
-
-    # 4. the ECS stack, then the Lambda stack (it imports the ECS stack's exports and reads its settings parameter)
+    # 4. the ECS stack, then the Lambda stack (it imports the ECS stack's exports and reads its settings parameter);
+    # each template inline (TemplateBody) when it fits CloudFormation's limit: nothing read back from the bucket
     outcomes = []
     for stem, name, params, caps in plan:
         if stem == "lambda" and not execute and states[ecs_stack_name] is None:
             say(f"{name}: no change set yet: it imports from {ecs_stack_name}, which does not exist before it is "
                 "created")
             continue
-        url = package.upload.template_urls[f"{stem}.yaml"]
-        outcome = apply_stack(cf, name, states[name], url, params, caps, say, secrets, poll_s, timeout_s,
-                              execute=execute, yes=yes, confirm=confirm)  # fmt: skip
+        template = f"{stem}.yaml"
+        body = None
+        if package.template_sizes[template] <= INLINE_TEMPLATE_LIMIT:
+            body = package.templates[template].read_text(encoding="utf-8")
+        outcome = apply_stack(cf, name, states[name], up.template_urls[template], params, caps, say, secrets, poll_s,
+                              timeout_s, execute=execute, yes=yes, confirm=confirm, template_body=body)  # fmt: skip
         outcomes.append(outcome)
+        if stem == "lambda" and execute and outcome.stack_id:
+            wrong = function_code_mismatches(clients, outcome.stack_id, package.zip_sha256)
+            if wrong:
+                raise UserError(f"stack {name}: the functions do not run the zip that was uploaded (sha256 "
+                                f"{package.zip_sha256}): {', '.join(wrong)}; the object at s3://{bucket}/"
+                                f"{package.code_key} was replaced after the upload: check who can write the bucket")
     if not execute:
         return DeployResult(package, tuple(outcomes))
     for outcome in outcomes:
@@ -642,6 +749,19 @@ def _deploy(
         for key, value in sorted(outcome.outputs.items()):
             say(f"  {key} = {value}")
     return DeployResult(package, tuple(outcomes))
+
+
+_PENDING_KEY = "pending.zip"  # CodeKey while parameters are checked, before the zip (and so its key) exists
+
+
+def _documents(config: StackConfig | None, builders: Mapping[str, type[StackBuilder]] | None, bucket: str,
+               image_uri: str) -> dict[str, Mapping[str, Any]]:  # fmt: skip
+    """Both templates as `package` will render them (the parameters they declare), without writing anything."""
+    import dataclasses
+
+    cfg = dataclasses.replace(config or StackConfig(), code_key=_PENDING_KEY,
+                              **({"image_uri": image_uri} if image_uri else {}))
+    return {name.split(".")[0]: load_template(text) for name, text in render_all(cfg, "yaml", builders).items()}
 
 
 def do_destroy(
@@ -655,27 +775,37 @@ def do_destroy(
     poll_s: float = DEFAULT_POLL_S,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     clients: Callable[[str], Any] | None = None,
+    confirm: Callable[[str], bool] | None = None,
 ) -> tuple[StackOutcome, ...]:
     """Delete the Lambda stack, then the ECS stack, each waited for with its events; absent stacks are skipped.
 
-    The source bucket is kept (DeletionPolicy Retain, with its objects); the code bucket is not touched.
+    Both stacks are looked at first: `confirm` (when given) is asked only about the stacks that exist and can be
+    deleted now, and a no deletes nothing. The source bucket is kept (DeletionPolicy Retain, with its objects); the
+    code bucket is not touched.
     """
     _check_stack_names(ecs_stack_name, lambda_stack_name)
     if region is not None:
         _check_region(region)
     if clients is None:
-        clients = client_factory(region, endpoint_url, profile)
+        region, clients = _clients_for(region, endpoint_url, profile, echo)
     cf = clients("cloudformation")
+    states = {name: stack_state(cf, name) for name in (lambda_stack_name, ecs_stack_name)}
+    for name, state in states.items():
+        status = state["StackStatus"] if state else ""
+        if status.endswith("_IN_PROGRESS") and status not in ("DELETE_IN_PROGRESS", "REVIEW_IN_PROGRESS"):
+            raise UserError(f"stack {name} is busy ({status}): wait until it settles, then run this again")
+    present = [name for name, state in states.items() if state is not None]
+    if present and confirm is not None:
+        where = f" in {region}" if region else ""
+        if not confirm(f"Delete the stack{'s' if len(present) > 1 else ''} {' and '.join(present)}{where}?"):
+            raise UserError("nothing was deleted")
     outcomes = []
-    for name in (lambda_stack_name, ecs_stack_name):
-        state = stack_state(cf, name)
+    for name, state in states.items():
         if state is None:
             echo(f"{name}: no such stack, nothing to delete")
             outcomes.append(StackOutcome(name, "", "absent", "DELETE_COMPLETE"))
             continue
         status = state["StackStatus"]
-        if status.endswith("_IN_PROGRESS") and status not in ("DELETE_IN_PROGRESS", "REVIEW_IN_PROGRESS"):
-            raise UserError(f"stack {name} is busy ({status}): wait until it settles, then run this again")
         stack_id = state["StackId"]
         tail = EventTail(cf, stack_id, echo)
         if status != "DELETE_IN_PROGRESS":

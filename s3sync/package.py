@@ -94,6 +94,8 @@ class Upload:
     region: str
     template_urls: Mapping[str, str]  # "ecs.yaml" -> https URL
     links: tuple[QuickCreateLink, ...]
+    account: str = ""  # the deployer's account: the owner every call to the bucket expected
+    code_version: str = ""  # the zip's S3 VersionId ("" when the bucket is not versioned)
 
     @property
     def base_url(self) -> str:
@@ -431,12 +433,18 @@ def do_package(
     if bucket is None:
         return result
 
-    # 4. the bucket's region is the stacks' region (the lookup works from any region)
+    # 4. the bucket's region is the stacks' region (the lookup works from any region); every call to the code bucket
+    # names the deployer's account as its expected owner (ExpectedBucketOwner): a bucket of that name owned by
+    # anyone else (shared, or its name re-registered) is refused by S3 instead of receiving the code, or serving
+    # another template or zip to CloudFormation and Lambda
     if clients is None:
-        found = bucket_region(client_factory(region, endpoint_url, profile, fallback_region="us-east-1")("s3"), bucket)
+        lookup = client_factory(region, endpoint_url, profile, fallback_region="us-east-1")
+        owner = caller_account(lookup)
+        found = bucket_region(lookup("s3"), bucket, owner)
         clients = client_factory(region or found, endpoint_url, profile)
     else:
-        found = bucket_region(clients("s3"), bucket)
+        owner = caller_account(clients)
+        found = bucket_region(clients("s3"), bucket, owner)
     if region is None:
         region = found
         _check_region(region)
@@ -457,15 +465,17 @@ def do_package(
         documents=documents,
     )
     s3 = clients("s3")
-    upload_file(s3, bucket, code_key, zip_path, "application/zip")
+    code_version = upload_file(s3, bucket, code_key, zip_path, "application/zip", owner)
     for name, path in templates.items():
-        upload_file(s3, bucket, f"{prefix}{name}", path, "application/x-yaml")
+        upload_file(s3, bucket, f"{prefix}{name}", path, "application/x-yaml", owner)
     upload = Upload(
         bucket=bucket,
         prefix=prefix,
         region=region,
         template_urls={name: s3_url(bucket, region, prefix + name) for name in templates},
         links=tuple(links),
+        account=owner,
+        code_version=code_version,
     )
     return dataclasses.replace(result, upload=upload)
 
@@ -476,6 +486,36 @@ def load_template(text: str) -> dict[str, Any]:
 
 
 # --- AWS (boto3 is imported here only, when something is uploaded or deployed) ---------------------------------------
+REGION_SOURCES = ("--region", "AWS_REGION", "AWS_DEFAULT_REGION", "the profile")
+
+
+def resolve_region(region: str | None, profile: str | None = None) -> tuple[str | None, str]:
+    """(region, where it came from), in the order every command uses: the option, AWS_REGION, AWS_DEFAULT_REGION,
+    then the profile's `region` (boto3's own session reads only the last two, not AWS_REGION, which the AWS CLI v2
+    and the SDKs for other languages read). (None, "") when none is set."""
+    if region:
+        return region, "--region"
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(var, "").strip():
+            return os.environ[var].strip(), var
+    try:
+        import botocore.session
+        from botocore.exceptions import BotoCoreError
+
+        session = botocore.session.Session(profile=profile)
+        found = session.get_scoped_config().get("region")
+    except ImportError:  # pragma: no cover - botocore is a dependency
+        return None, ""
+    except BotoCoreError as exc:
+        raise UserError(f"AWS profile {profile!r}: {exc}") from None
+    if found:
+        return found, f"profile {profile or session.profile or 'default'}"
+    return None, ""
+
+
+NO_REGION = "no AWS region: pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION, or region in the profile)"
+
+
 def client_factory(
     region: str | None,
     endpoint_url: str | None = None,
@@ -483,8 +523,8 @@ def client_factory(
     *,
     fallback_region: str | None = None,
 ) -> Callable[[str], Any]:
-    """`service -> client` for one region (default: the profile's or AWS_REGION, then `fallback_region`), with an
-    optional endpoint (e.g. a local moto server) and profile."""
+    """`service -> client` for one region (default: `resolve_region`'s, then `fallback_region`), with an optional
+    endpoint (e.g. a local moto server) and profile."""
     try:
         import boto3
         from botocore.config import Config
@@ -500,13 +540,27 @@ def client_factory(
 
     def client(service: str) -> Any:
         if service not in cache:
-            chosen = region or session.region_name or fallback_region
+            chosen = resolve_region(region, profile)[0] or fallback_region
             if not chosen:
-                raise UserError("no AWS region: pass --region or set AWS_REGION")
+                raise UserError(NO_REGION)
             cache[service] = session.client(service, region_name=chosen, endpoint_url=endpoint_url, config=config)
         return cache[service]
 
     return client
+
+
+def caller_account(clients: Callable[[str], Any]) -> str:
+    """The deployer's account (STS GetCallerIdentity): the owner every call to the code bucket expects."""
+    with aws_errors("reading the caller's account (sts get-caller-identity)"):
+        account = str(clients("sts").get_caller_identity()["Account"])
+    if not re.fullmatch(r"\d{12}", account):
+        raise UserError(f"sts get-caller-identity answered account {account!r}, not a 12-digit account id")
+    return account
+
+
+#: What an endpoint that does not speak the API was expected to be (--endpoint-url is the usual cause).
+_NOT_AWS = ("expected an AWS API there (AWS itself, or the control plane of `s3sync local`, a moto server, for "
+            "--endpoint-url); is --endpoint-url the right address?")
 
 
 class aws_errors:  # noqa: N801 - used as a context manager: `with aws_errors("uploading x"):`
@@ -526,10 +580,18 @@ class aws_errors:  # noqa: N801 - used as a context manager: `with aws_errors("u
 
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
-            text = f"{self.doing}: {err.get('Code', 'error')}: {err.get('Message') or exc}"
+            code = str(err.get("Code", "error"))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code.isdigit() or not code:  # no AWS error in the body: not the API we expected answered
+                text = (f"{self.doing}: the endpoint answered HTTP {status or code} to {exc.operation_name} without "
+                        f"an AWS error: {_NOT_AWS}")
+            else:
+                message = (str(err.get("Message") or exc).strip().splitlines() or [""])[0][:300]
+                text = f"{self.doing}: {code}: {message}"
+        elif type(exc).__name__ == "ResponseParserError":
+            text = f"{self.doing}: the endpoint answered something that is not an AWS API response: {_NOT_AWS}"
         elif type(exc).__module__.split(".")[0] in ("botocore", "boto3", "urllib3"):
-            # BotoCoreError (no credentials, endpoint unreachable, ...), ResponseParserError (a server that answers
-            # HTML), and the like: the first line is the message.
+            # BotoCoreError (no credentials, endpoint unreachable, ...) and the like: the first line is the message.
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             text = f"{self.doing}: {first[:300]}"
         else:
@@ -538,33 +600,48 @@ class aws_errors:  # noqa: N801 - used as a context manager: `with aws_errors("u
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "****")
+    """`text` with every whole occurrence of a secret replaced by ****: one not inside a longer run of the
+    characters keys are made of (letters, digits, / + =), so that a short value neither garbles the text nor shows
+    where it occurs in other words."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        # "=" ends a value (padding) but may stand before one (KEY=value)
+        text = re.sub(rf"(?<![A-Za-z0-9/+]){re.escape(secret)}(?![A-Za-z0-9/+=])", "****", text)
     return text
 
 
-def bucket_region(s3: Any, bucket: str) -> str:
-    """The region of `bucket`; a one-line error when it does not exist or is not ours to read."""
+def bucket_region(s3: Any, bucket: str, owner: str | None = None) -> str:
+    """The region of `bucket`; a one-line error when it does not exist or is not ours to read. With `owner` (an
+    account id), S3 refuses the call (403) unless that account owns the bucket (ExpectedBucketOwner)."""
     from botocore.exceptions import ClientError
 
     with aws_errors(f"bucket {bucket}"):
         try:
-            location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+            location = s3.get_bucket_location(Bucket=bucket, **_owned_by(owner)).get("LocationConstraint")
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchBucket", "404", "NotFound"):
                 raise UserError(f"bucket {bucket} does not exist: create it in the stacks' region first") from None
             if code in ("AccessDenied", "403", "AllAccessDisabled"):
-                raise UserError(f"bucket {bucket}: access denied (another account's bucket, or your policy)") from None
+                whose = f" (or not owned by account {owner}, the deployer's)" if owner else ""
+                raise UserError(f"bucket {bucket}: access denied{whose}: another account's bucket, or your "
+                                "policy") from None
             raise
     # The API answers None for us-east-1 and "EU" for the oldest eu-west-1 buckets.
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
 
-def upload_file(s3: Any, bucket: str, key: str, path: Path, content_type: str) -> None:
+def _owned_by(owner: str | None) -> dict[str, str]:
+    return {"ExpectedBucketOwner": owner} if owner else {}
+
+
+def upload_file(s3: Any, bucket: str, key: str, path: Path, content_type: str, owner: str | None = None) -> str:
+    """Put `path` at `key`; returns the new object's VersionId ("" when the bucket is not versioned). With `owner`,
+    S3 refuses the write unless that account owns the bucket."""
     with aws_errors(f"uploading {path.name} to s3://{bucket}/{key}"):
-        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=content_type)
+        made = s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), ContentType=content_type,
+                             **_owned_by(owner))
+    version = str((made or {}).get("VersionId") or "")
+    return "" if version == "null" else version
 
 
 def split_parameters(
@@ -572,6 +649,7 @@ def split_parameters(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """`Name=value` goes to every stack declaring Name; `ecs.Name` / `lambda.Name` to that stack only."""
     out: dict[str, dict[str, str]] = {stem: {} for stem in STACKS}
+    unknown = []
     for key, value in given.items():
         stem, dot, name = key.partition(".")
         if dot:
@@ -582,12 +660,16 @@ def split_parameters(
             name = key
             targets = [s for s in STACKS if name in documents.get(s, {}).get("Parameters", {})]
             if not targets:
-                known = sorted({p for d in documents.values() for p in d.get("Parameters", {})})
-                raise UserError(f"unknown parameter {key!r}; the templates have {', '.join(known)}")
+                unknown.append(repr(key))
+                continue
         for stem in targets:
             if name not in documents.get(stem, {}).get("Parameters", {}):
                 raise UserError(f"{stem}.yaml has no parameter {name!r}")
             out[stem][name] = value
+    if unknown:
+        known = sorted({p for d in documents.values() for p in d.get("Parameters", {})})
+        what = "parameter" if len(unknown) == 1 else "parameters"
+        raise UserError(f"unknown {what} {', '.join(unknown)}; the templates have {', '.join(known)}")
     return out["ecs"], out["lambda"]
 
 

@@ -198,8 +198,8 @@ def ok(result: Result) -> str:
     return result.output
 
 
-def one_line_error(result: Result) -> str:
-    assert result.exit_code == 1, result.output
+def one_line_error(result: Result, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("Error: ") and "Traceback" not in result.output, result.output
     return lines[-1]
@@ -407,13 +407,183 @@ def test_a_new_stack_names_every_missing_parameter(aws: SimpleNamespace) -> None
     assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []  # nothing was created
 
 
+def code_bucket_keys(aws: SimpleNamespace) -> list[str]:
+    return [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket="code-bucket").get("Contents", [])]
+
+
+def test_every_bad_value_is_reported_before_anything_is_packaged_or_uploaded(aws: SimpleNamespace) -> None:
+    """Issue 19 item 5: bad bucket names (all of them, not the first), an unknown parameter and the missing ones
+    are found before the package is built or uploaded."""
+    args = [*aws.deploy, "--image-uri", IMAGE, "--source-bucket", "My_Source", "--dest-bucket", "dest_bucket!",
+            "--email", "ops@example.com"]  # fmt: skip
+    message = one_line_error(run(*args, env=KEYS_ENV))
+    for part in ("VpcId (--vpc-id)", "SubnetId (--subnet-id)", "SourceBucketName of lambda.yaml: 'My_Source'",
+                 "DestBucket of ecs.yaml: 'dest_bucket!'", "nothing was packaged, uploaded or changed"):
+        assert part in message, message
+    unknown = one_line_error(run(*aws.deploy, *aws.create, "--param", "NoSuch=1", "--param", "Other=2", env=KEYS_ENV))
+    assert "unknown parameters 'NoSuch', 'Other'" in unknown
+    assert not (aws.out / "package.json").exists() and code_bucket_keys(aws) == []
+    assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+
+def test_deploy_and_destroy_follow_aws_region_and_say_which_region(aws: SimpleNamespace) -> None:
+    """Issue 19 item 3: AWS_REGION alone (boto3's session reads only AWS_DEFAULT_REGION and the profile)."""
+    env = {"AWS_DEFAULT_REGION": None, "AWS_REGION": "us-east-1"}  # type: ignore[dict-item]
+    without_region = [a for a in aws.deploy if a not in ("--region", "us-east-1")]
+    result = run(*without_region, "--image-uri", IMAGE, env={**env, **KEYS_ENV})
+    assert "region us-east-1 (from AWS_REGION)" in result.output
+    assert "needs: " in one_line_error(result) and "no AWS region" not in result.output
+    destroy = [a for a in aws.destroy if a not in ("--region", "us-east-1")]
+    out = ok(run(*destroy, "--yes", env=env))
+    assert out.splitlines()[0] == "region us-east-1 (from AWS_REGION)" and "nothing to delete" in out
+    assert "region us-east-1 (from --region)" in ok(run(*aws.destroy, "--yes"))
+
+
+def test_destroy_asks_only_about_stacks_that_exist(aws: SimpleNamespace) -> None:
+    """Issue 19 item 5: nothing to delete needs no question; a no deletes nothing."""
+    result = run(*aws.destroy)  # no --yes, no input: it would have been asked, and aborted
+    assert "nothing to delete" in ok(result) and "Delete the stack" not in result.output
+    ok(run(*aws.deploy, *aws.create, env=KEYS_ENV))
+    declined = run(*aws.destroy, input="n\n")
+    assert "Delete the stacks lamStackS and ecsStack in us-east-1? [y/N]" in declined.output
+    assert "nothing was deleted" in one_line_error(declined)
+    statuses = {s["StackName"]: s["StackStatus"] for s in aws.client("cloudformation").list_stacks()["StackSummaries"]}
+    assert statuses == {"ecsStack": "CREATE_COMPLETE", "lamStackS": "CREATE_COMPLETE"}
+
+
+class Recorder:
+    """Real boto3 clients against moto, each call's parameters recorded by a botocore hook (what the code sent)."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        from tests.conftest import make_client
+
+        self.endpoint_url = endpoint_url
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.cache: dict[str, Any] = {}
+        self.before: dict[str, Any] = {}  # "Service.Operation" -> fn(params), run before the call is sent
+        self.make_client = make_client
+
+    def __call__(self, service: str) -> Any:
+        if service not in self.cache:
+            client = self.make_client(service, self.endpoint_url)
+            client.meta.events.register("provide-client-params", self._record)
+            self.cache[service] = client
+        return self.cache[service]
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        name = f"{model.service_model.service_name}.{model.name}"
+        self.calls.append((model.service_model.service_name, model.name, dict(params)))
+        if name in self.before:
+            self.before[name](params)
+
+
+def test_code_bucket_owner_is_checked_code_pinned_by_version_and_templates_inline(
+    aws: SimpleNamespace, fresh_moto: Any
+) -> None:
+    """Issue 18 item 5: every S3 call to the code bucket names the deployer's account (STS) as ExpectedBucketOwner;
+    the functions' zip is pinned by its S3 version (CodeVersion) in a versioned bucket; both templates go inline
+    (TemplateBody), so CloudFormation reads nothing back from the bucket."""
+    s3 = aws.client("s3")
+    s3.put_bucket_versioning(Bucket="code-bucket", VersioningConfiguration={"Status": "Enabled"})
+    rec = Recorder(fresh_moto.endpoint_url)
+    params = {"DestBucket": "dest-bucket", "VpcId": aws.create[aws.create.index("--vpc-id") + 1],
+              "SubnetId": aws.create[aws.create.index("--subnet-id") + 1], "SourceBucketName": "src-bucket",
+              "Email": "ops@example.com", "AmiId": AMI_PARAM.split("=", 1)[1]}  # fmt: skip
+    printed: list[str] = []
+    result = do_deploy(aws.out, bucket="code-bucket", prefix="s3sync/v1", region="us-east-1", parameters=params,
+                       image_uri=IMAGE, dest_access_key_id=KEY_ID, dest_secret_access_key=SECRET, poll_s=0.01,
+                       echo=printed.append, clients=rec)  # fmt: skip
+    account = aws.client("sts").get_caller_identity()["Account"]
+    to_bucket = [(op, p) for service, op, p in rec.calls if service == "s3" and p.get("Bucket") == "code-bucket"]
+    assert {op for op, _ in to_bucket} == {"GetBucketLocation", "PutObject"} and len(to_bucket) == 4
+    assert all(p.get("ExpectedBucketOwner") == account for _, p in to_bucket), to_bucket
+    change_sets = [p for service, op, p in rec.calls if op == "CreateChangeSet"]
+    assert len(change_sets) == 2 and all("TemplateBody" in p and "TemplateURL" not in p for p in change_sets)
+    version = s3.head_object(Bucket="code-bucket", Key=result.package.code_key)["VersionId"]
+    assert result.package.upload is not None and result.package.upload.code_version == version
+    lam_params = {p["ParameterKey"]: p["ParameterValue"] for p in change_sets[1]["Parameters"]}
+    assert lam_params["CodeVersion"] == version and lam_params["CodeKey"] == result.package.code_key
+    assert parameter(aws.client("cloudformation"), "lamStackS", "CodeVersion") == version
+    assert any(f"version {version}" in line and f"account {account}" in line for line in printed)
+
+
+def test_a_zip_replaced_in_an_unversioned_bucket_fails_the_deploy(aws: SimpleNamespace, fresh_moto: Any) -> None:
+    """Issue 18 item 5, the hash check: in an unversioned bucket, another writer replaces the zip between the upload
+    and Lambda's read; the functions' CodeSha256 is not the uploaded zip's, and deploy fails saying so."""
+    rec = Recorder(fresh_moto.endpoint_url)
+    replaced: list[str] = []
+
+    def swap(params: dict[str, Any]) -> None:
+        if params["StackName"] == "lamStackS" and not replaced:
+            key = next(k for k in code_bucket_keys(aws) if k.endswith(".zip"))
+            aws.client("s3").put_object(Bucket="code-bucket", Key=key, Body=b"PK\x05\x06" + b"\0" * 18)
+            replaced.append(key)
+
+    rec.before["cloudformation.CreateChangeSet"] = swap
+    params = {"DestBucket": "dest-bucket", "VpcId": aws.create[aws.create.index("--vpc-id") + 1],
+              "SubnetId": aws.create[aws.create.index("--subnet-id") + 1], "SourceBucketName": "src-bucket",
+              "Email": "ops@example.com", "AmiId": AMI_PARAM.split("=", 1)[1]}  # fmt: skip
+    printed: list[str] = []
+    with pytest.raises(UserError) as info:
+        do_deploy(aws.out, bucket="code-bucket", region="us-east-1", parameters=params, image_uri=IMAGE,
+                  dest_access_key_id=KEY_ID, dest_secret_access_key=SECRET, poll_s=0.01, echo=printed.append,
+                  clients=rec)  # fmt: skip
+    assert replaced and "the functions do not run the zip that was uploaded" in str(info.value)
+    assert "Splitter" in str(info.value) and "\n" not in str(info.value)
+    assert any("not versioned" in line for line in printed)
+
+
+def test_the_secret_key_is_asked_without_echo(fake_aws: SimpleNamespace, tmp_path: Path) -> None:
+    """Issue 18 item 6: with only the key id given, the secret is asked for, without echo."""
+    base = ["deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, "--no-execute"]
+    asked = run(*base, env={"S3SYNC_DEST_ACCESS_KEY_ID": KEY_ID}, input=f"{SECRET}\n")
+    assert asked.exit_code == 0, asked.output
+    assert "China secret access key: " in asked.output and SECRET not in asked.output
+    assert "DestSecretAccessKey=****" in asked.output and "warning" not in asked.output
+
+
+def test_a_secret_on_the_command_line_is_warned_about(fake_aws: SimpleNamespace, tmp_path: Path) -> None:
+    """Issue 18 item 6: given on the command line, the secret works but is warned about (ps, shell history)."""
+    base = ["deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, "--no-execute"]
+    given = run(*base, "--dest-access-key-id", KEY_ID, "--dest-secret-access-key", SECRET)
+    assert given.exit_code == 0, given.output
+    assert "warning: --dest-secret-access-key on the command line is visible" in given.stderr
+    assert "S3SYNC_DEST_SECRET_ACCESS_KEY" in given.stderr and SECRET not in given.output
+
+
+@pytest.mark.parametrize(("key_id", "secret", "message"), [
+    ("AKIAX", SECRET, "DestAccessKeyId: the value given has 5 character(s); an AWS access key id has 20"),
+    (KEY_ID, "s", "DestSecretAccessKey: the value given has 1 character(s); an AWS secret access key has 40"),
+    ("akia-not-a-key-id-0000", SECRET, "DestAccessKeyId: the value given is not upper-case letters and digits"),
+])  # fmt: skip
+def test_implausible_keys_are_refused_for_the_right_reason(fake_aws: SimpleNamespace, tmp_path: Path, key_id: str,
+                                                           secret: str, message: str) -> None:  # fmt: skip
+    """Issue 19 item 6: a key of the wrong length is refused for its length, before anything happens."""
+    env = {"S3SYNC_DEST_ACCESS_KEY_ID": key_id, "S3SYNC_DEST_SECRET_ACCESS_KEY": secret}
+    result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, env=env)
+    assert message in one_line_error(result)
+    assert not fake_aws.cf.calls and not fake_aws.uploads
+
+
+def test_masking_replaces_only_whole_values_of_a_secret() -> None:
+    """Issue 19 item 6: a secret inside another word is not masked (which garbled the text and showed where it
+    occurs); the value itself is, wherever it stands alone."""
+    from s3sync.package import redact
+
+    assert redact("uploading to s3://code-bucket/ DestAccessKeyId=s", ("s",)) == \
+        "uploading to s3://code-bucket/ DestAccessKeyId=****"  # fmt: skip
+    assert redact(f"bad key {KEY_ID}: '{SECRET}'", (KEY_ID, SECRET)) == "bad key ****: '****'"
+    assert redact(f"x{KEY_ID}", (KEY_ID,)) == f"x{KEY_ID}"
+
+
 # --- user mistakes, against the stand-in below (they never reach a stack) ---------------------------------------------
 @pytest.fixture
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """Clients that answer like an account with the code bucket and no stacks; records what was uploaded."""
     cf = FakeCloudFormation()
     uploads: list[str] = []
-    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket, **kw: {"LocationConstraint": None},  # noqa: N803
+                         get_caller_identity=lambda: {"Account": "123456789012"},
                          put_object=lambda **kw: uploads.append(kw["Key"]))  # fmt: skip
     monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
     return SimpleNamespace(cf=cf, uploads=uploads)
@@ -439,17 +609,16 @@ def test_a_bad_key_is_refused_without_being_repeated(fake_aws: SimpleNamespace, 
     [
         (["--param", f"DestSecretAccessKey={SECRET}"], {}, "NoEcho parameter"),
         (["--param", "ecs.DestAccessKeyId=AKIAIOSFODNN7EXAMPLE"], {}, "NoEcho parameter"),
-        ([], {"S3SYNC_DEST_ACCESS_KEY_ID": KEY_ID}, "both China keys"),
+        ([], {"S3SYNC_DEST_ACCESS_KEY_ID": KEY_ID}, "no China secret access key given"),  # asked; no answer
         (["--param", "NoSuchParameter=1"], KEYS_ENV, "unknown parameter 'NoSuchParameter'"),
         (["--param", "web.MaxTasks=1"], KEYS_ENV, "the stack prefix is one of ecs, lambda"),
-        (["--param", "MaxTasks"], KEYS_ENV, "expected KEY=VALUE"),
         (["--param", "MaxTasks=many"], KEYS_ENV, "not a number"),
         (["--param", "MinTasks=-1"], KEYS_ENV, "below the minimum 0"),
         (["--email", "nobody"], KEYS_ENV, "is not an email address"),
         (["--lambda-stack-name", "ecsStack"], KEYS_ENV, "different names"),
         (["--region", "us-gov-west-1"], KEYS_ENV, "GovCloud region"),
         (["--param", "CodeKey=other.zip"], KEYS_ENV, "CodeKey comes from the package"),
-        (["--param", "EcsStackName=other"], KEYS_ENV, "EcsStackName comes from --ecs-stack-name"),
+        (["--param", "EcsStackName=other"], KEYS_ENV, "EcsStackName comes from --ecs-stack"),
         # sizes AWS would refuse (ecs.yaml's Rules say the same), and part buffers larger than the task
         (["--launch-type", "FARGATE", "--param", "TaskCpu=256", "--param", "TaskMemory=4096"], KEYS_ENV,
          "on FARGATE, TaskCpu 256 takes TaskMemory 512, 1024 or 2048 MiB, not 4096"),
@@ -514,6 +683,9 @@ class FakeCloudFormation:
 
     def get_template(self, StackName: str) -> dict[str, Any]:  # noqa: N803
         return {"TemplateBody": "Parameters: {}\n"}
+
+    def describe_stack_resources(self, StackName: str) -> dict[str, Any]:  # noqa: N803
+        return {"StackResources": []}  # no functions: nothing for the code check to read
 
     def create_change_set(self, **kwargs: Any) -> dict[str, str]:
         self.calls.append("create_change_set")
@@ -600,7 +772,8 @@ def test_deploy_masks_the_keys_in_everything_it_prints_or_raises(tmp_path: Path)
     """Even a message from AWS that quotes a key comes out masked."""
     cf = FakeCloudFormation(steps=[("DestCredentials", "CREATE_FAILED", f"bad key {KEY_ID}"),
                                    ("ecsStack", "ROLLBACK_COMPLETE")])  # fmt: skip
-    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket, **kw: {"LocationConstraint": None},  # noqa: N803
+                         get_caller_identity=lambda: {"Account": "123456789012"},
                          put_object=lambda **kw: None)  # fmt: skip
     printed: list[str] = []
     params = {"DestBucket": "dest-bucket", "VpcId": "vpc-1", "SubnetId": "subnet-1", "SourceBucketName": "src-b",
@@ -696,7 +869,8 @@ def test_the_cli_asks_before_a_replacement_or_removal(
 ) -> None:
     """No answer (end of input) is a no; a declined change set is deleted and nothing runs."""
     cf = FakeCloudFormation(status="UPDATE_COMPLETE", changes=RISKY, steps=[("ecsStack", "UPDATE_COMPLETE")] * 2)
-    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket, **kw: {"LocationConstraint": None},  # noqa: N803
+                         get_caller_identity=lambda: {"Account": "123456789012"},
                          put_object=lambda **kw: None)  # fmt: skip
     monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)
     result = run("deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, env=KEYS_ENV, input=answer)
@@ -711,7 +885,8 @@ def test_the_cli_asks_before_a_replacement_or_removal(
 
 
 def test_yes_skips_the_question_and_no_execute_only_shows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    s3 = SimpleNamespace(get_bucket_location=lambda Bucket: {"LocationConstraint": None},  # noqa: N803
+    s3 = SimpleNamespace(get_bucket_location=lambda Bucket, **kw: {"LocationConstraint": None},  # noqa: N803
+                         get_caller_identity=lambda: {"Account": "123456789012"},
                          put_object=lambda **kw: None)  # fmt: skip
     cf = FakeCloudFormation(status="UPDATE_COMPLETE", changes=RISKY, steps=[("ecsStack", "UPDATE_COMPLETE")] * 2)
     monkeypatch.setattr("s3sync.deploy.client_factory", lambda *a: lambda s: cf if s == "cloudformation" else s3)

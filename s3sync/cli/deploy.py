@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import click
 
-from s3sync.cli import CliError, _run, cli
+from s3sync.cli import CliError, _run, ask_secret, cli, option, secret_option_check
 
+#: The options every command that names the stacks takes (ops commands too): one spelling everywhere, the old ones
+#: still accepted.
 _STACK_OPTIONS = (
-    click.option("--ecs-stack-name", default="ecsStack", show_default=True, help="Name of the ECS stack."),
-    click.option("--lambda-stack-name", default="lamStackS", show_default=True, help="Name of the Lambda stack."),
+    option("--ecs-stack", "ecs_stack_name", aliases=("--ecs-stack-name", "--stack"), default="ecsStack",
+           show_default=True, help="Name of the ECS stack."),
+    option("--lambda-stack", "lambda_stack_name", aliases=("--lambda-stack-name",), default="lamStackS",
+           show_default=True, help="Name of the Lambda stack."),
 )
+REGION_HELP = ("AWS region of the stacks, global or China (default: AWS_REGION, then AWS_DEFAULT_REGION, then the "
+               "profile's region; the one used is printed).")
 _AWS_OPTIONS = (
-    click.option("--region", help="AWS region of the stacks, global or China (default: AWS_REGION or the "
-                 "profile's)."),
+    click.option("--region", help=REGION_HELP),
     click.option("--endpoint-url", help="Endpoint for every AWS API call (e.g. a local moto server)."),
-    click.option("--profile", help="AWS profile to use."),
+    click.option("--profile", help="AWS profile (credentials and region) to use."),
 )
 _PARAM_OPTION = click.option(
     "--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -32,9 +37,13 @@ def _options(*options):
 
 
 def _parse_params(params: tuple[str, ...]) -> dict[str, str]:
+    from s3sync.errors import UserError
     from s3sync.package import parse_key_values
 
-    return _run(parse_key_values, params)
+    try:
+        return parse_key_values(params)
+    except UserError as exc:
+        raise CliError(f"--param: {exc}", usage=True) from None
 
 
 @cli.command("package")
@@ -50,7 +59,7 @@ def package_command(out_dir, bucket, prefix, image_uri, region, endpoint_url, pr
     from s3sync.package import do_package
 
     if not bucket and (prefix or params):
-        raise CliError("--prefix and --param need --bucket (the links point at the uploaded templates)")
+        raise CliError("--prefix and --param need --bucket (the links point at the uploaded templates)", usage=True)
     result = _run(
         do_package, out_dir, bucket=bucket, prefix=prefix, region=region, image_uri=image_uri,
         ecs_stack_name=ecs_stack_name, lambda_stack_name=lambda_stack_name, link_parameters=_parse_params(params),
@@ -90,9 +99,11 @@ def _print_package(result) -> None:
 @click.option("--dest-region", type=click.Choice(["cn-north-1", "cn-northwest-1"]), help="DestRegion.")
 @click.option("--dest-prefix", help="Key prefix at the destination (DestPrefix).")
 @click.option("--dest-access-key-id", envvar="S3SYNC_DEST_ACCESS_KEY_ID", show_envvar=True,
-              help="China access key id (NoEcho; never printed). On an update, omit to keep the previous.")
+              help="China access key id (NoEcho; never printed). On an update, omit both keys to keep them.")
 @click.option("--dest-secret-access-key", envvar="S3SYNC_DEST_SECRET_ACCESS_KEY", show_envvar=True,
-              help="China secret access key (NoEcho; never printed).")
+              help="China secret access key (NoEcho; never printed). Prefer the environment variable, or give only "
+                   "the key id and type the secret when asked (hidden): on the command line it shows in `ps` and "
+                   "the shell's history.")
 @click.option("--vpc-id", help="VPC of the workers (VpcId).")
 @click.option("--subnet-id", help="Public subnet of that VPC (SubnetId).")
 @click.option("--launch-type", type=click.Choice(["EC2", "FARGATE"]), help="LaunchType.")
@@ -104,7 +115,8 @@ def _print_package(result) -> None:
               help="How often to poll stack events.")
 @click.option("--timeout-minutes", default=60.0, show_default=True, type=click.FloatRange(0.1),
               help="Give up waiting for a stack after this long.")
-def deploy_command(bucket, prefix, out_dir, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name,
+@click.pass_context
+def deploy_command(ctx, bucket, prefix, out_dir, region, endpoint_url, profile, ecs_stack_name, lambda_stack_name,
                    image_uri, source_bucket, email, dest_bucket, dest_region, dest_prefix, dest_access_key_id,
                    dest_secret_access_key, vpc_id, subnet_id, launch_type, params, yes, no_execute, poll_seconds,
                    timeout_minutes) -> None:  # fmt: skip
@@ -112,7 +124,13 @@ def deploy_command(bucket, prefix, out_dir, region, endpoint_url, profile, ecs_s
     changes, ask before a removal or replacement, then show events and outputs."""
     from s3sync.deploy import do_deploy
 
+    secret_option_check(ctx, "dest_secret_access_key", "--dest-secret-access-key", "S3SYNC_DEST_SECRET_ACCESS_KEY")
     parameters = _parse_params(params)
+    if dest_access_key_id and not dest_secret_access_key:
+        dest_secret_access_key = ask_secret("China secret access key")
+    elif dest_secret_access_key and not dest_access_key_id:
+        raise CliError("--dest-secret-access-key needs --dest-access-key-id (or S3SYNC_DEST_ACCESS_KEY_ID)",
+                       usage=True)
     named = {
         "SourceBucketName": source_bucket, "Email": email, "DestBucket": dest_bucket, "DestRegion": dest_region,
         "DestPrefix": dest_prefix, "VpcId": vpc_id, "SubnetId": subnet_id, "LaunchType": launch_type,
@@ -131,7 +149,9 @@ def _confirm(question: str) -> bool:
     """Ask on the terminal; no answer (end of input) is a no."""
     try:
         return click.confirm(question, default=False)
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Ctrl-C at the question: interrupted (130), not a no
         click.echo()  # end the question's line
         return False
 
@@ -145,12 +165,12 @@ def _confirm(question: str) -> bool:
               help="Give up waiting for a stack after this long.")
 def destroy_command(region, endpoint_url, profile, ecs_stack_name, lambda_stack_name, yes, poll_seconds,
                     timeout_minutes) -> None:  # fmt: skip
-    """Delete the Lambda stack, then the ECS stack (the source bucket and its objects are kept)."""
+    """Delete the Lambda stack, then the ECS stack (the source bucket and its objects are kept). Asks first, about
+    the stacks that exist."""
     from s3sync.deploy import do_destroy
 
-    if not yes:
-        click.confirm(f"Delete the stacks {lambda_stack_name} and {ecs_stack_name}?", abort=True)
     _run(
         do_destroy, region=region, endpoint_url=endpoint_url, profile=profile, ecs_stack_name=ecs_stack_name,
         lambda_stack_name=lambda_stack_name, echo=click.echo, poll_s=poll_seconds, timeout_s=timeout_minutes * 60,
+        confirm=None if yes else _confirm,
     )  # fmt: skip
