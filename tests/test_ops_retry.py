@@ -161,17 +161,17 @@ def test_worker_forgets_a_job_it_saw_fail(moto_server):
         thread.join(timeout=10)
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "name the job(s) to retry, or --failed"),
-    (["not-a-job"], "'not-a-job' is not a job id"),
-    (["abcdef12"], "no job abcdef12 in"),
+@pytest.mark.parametrize("args, message, code", [
+    ([], "name the jobs to retry", 2),  # a usage error: nothing was looked at
+    (["not-a-job"], "'not-a-job' is not a job id", 1),
+    (["abcdef12"], "no job abcdef12 in", 1),
 ])
-def test_retry_mistakes_are_one_line_errors(moto_server, args, message):
+def test_retry_mistakes_are_one_line_errors(moto_server, args, message, code):
     sys_ = make_system(moto_server.endpoint_url)
     t = sys_.target
     result = CliRunner().invoke(cli, ["retry", *args, "--endpoint-url", t.endpoint_url, "--table", t.transfers_table,
                                       "--parts-table", t.parts_table, "--queue-url", t.queue_url])
-    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert result.exit_code == code and message in result.output and "Traceback" not in result.output
 
 
 def test_local_job_failed_by_a_missing_bucket_completes_after_retry(moto_server):

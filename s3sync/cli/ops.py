@@ -6,24 +6,29 @@ import json
 
 import click
 
-from s3sync.cli import CliError, _run, cli
+from s3sync.cli import CliError, _run, cli, option
 
 _TARGET_OPTIONS = (
     click.option("--endpoint-url", help="Control-plane endpoint: a running `s3sync local` (its moto server), or any "
                  "endpoint for every AWS call."),
-    click.option("--region", help="Region of the stacks (default: AWS_REGION or the profile's)."),
-    click.option("--stack", help="ECS stack whose outputs name the resources (default: ecsStack, unless "
-                 "--endpoint-url points at s3sync local)."),
-    click.option("--lambda-stack", help="Lambda stack (source bucket, part size) [default: lamStackS]."),
+    click.option("--region", help="Region of the stacks (default: AWS_REGION, then AWS_DEFAULT_REGION, then the "
+                 "profile's region; the one used is shown)."),
+    click.option("--profile", help="AWS profile (credentials and region) to use."),
+    option("--ecs-stack", "stack", aliases=("--stack", "--ecs-stack-name"),
+           help="ECS stack whose outputs name the resources (default: ecsStack, unless --endpoint-url points at "
+                "s3sync local)."),
+    option("--lambda-stack", "lambda_stack", aliases=("--lambda-stack-name",),
+           help="Lambda stack (source bucket, part size) [default: lamStackS]."),
     click.option("--table", help="Transfers table name (instead of a stack's outputs)."),
     click.option("--parts-table", help="Parts table name (with --table)."),
     click.option("--queue-url", help="Part queue URL (with --table)."),
     click.option("--dlq-url", help="Dead-letter queue URL (with --table)."),
     click.option("--name-prefix", default="s3sync", show_default=True,
                  help="Resource name prefix of s3sync local (`local`'s resources are <prefix>-transfers, ...)."),
-    click.option("--stuck-after", type=click.IntRange(1), default=None,
-                 help="Seconds without progress after which an unfinished job counts as stuck [default: 900]."),
 )
+_STUCK_OPTION = click.option(
+    "--stuck-after", type=click.IntRange(1), default=None,
+    help="Seconds without progress after which an unfinished job counts as stuck [default: 900].")
 
 
 def _options(*options):
@@ -38,13 +43,13 @@ def _options(*options):
 def _target(kw: dict, **extra):
     from s3sync.ops.context import resolve
 
-    names = ("endpoint_url", "region", "stack", "lambda_stack", "table", "parts_table", "queue_url", "dlq_url",
-             "name_prefix", "stuck_after")
-    return _run(resolve, **{n: kw.pop(n) for n in names}, **extra)
+    names = ("endpoint_url", "region", "profile", "stack", "lambda_stack", "table", "parts_table", "queue_url",
+             "dlq_url", "name_prefix")
+    return _run(resolve, **{n: kw.pop(n) for n in names}, stuck_after=kw.pop("stuck_after", None), **extra)
 
 
 @cli.command("status")
-@_options(*_TARGET_OPTIONS)
+@_options(*_TARGET_OPTIONS, _STUCK_OPTION)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--failed", is_flag=True, help="Only FAILED jobs.")
 @click.option("--stuck", is_flag=True, help="Only unfinished jobs without progress for --stuck-after seconds.")
@@ -61,7 +66,7 @@ def status_command(as_json, failed, stuck, limit, **kw) -> None:
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
-        render(report, Console(width=max(160, Console().width)))
+        render(report, Console(), failed=failed, stuck=stuck)  # the terminal's width: columns fitted to it
 
 
 @cli.command("retry")
@@ -78,6 +83,9 @@ def retry_command(job_ids, failed, dlq, source_endpoint_url, dest_endpoint_url, 
     """A new attempt (new plan, new upload) for failed jobs, and the dead-letter queue back to the part queue."""
     from s3sync.ops.retry import do_retry, render
 
+    if not (job_ids or failed or dlq):
+        raise CliError("name the jobs to retry (JOB ..., ids or unique prefixes from `s3sync status`), or pass "
+                       "--failed or --dlq", usage=True)
     target = _target(kw, source_endpoint_url=source_endpoint_url, dest_endpoint_url=dest_endpoint_url)
     report = _run(do_retry, target, list(job_ids), failed=failed, dlq=dlq, part_size_mib=part_size_mib)
     if as_json:
@@ -110,7 +118,7 @@ def backfill_command(prefix, source_bucket, source_endpoint_url, dest_bucket, de
     from s3sync.ops.backfill import do_backfill, render
 
     if dest_prefix is not None and dest_prefix.startswith("/"):
-        raise CliError("--dest-prefix must not start with '/'")
+        raise CliError("--dest-prefix must not start with '/'", usage=True)
     target = _target(kw, source_bucket=source_bucket, source_endpoint_url=source_endpoint_url,
                      dest_bucket=dest_bucket, dest_endpoint_url=dest_endpoint_url, dest_prefix=dest_prefix,
                      part_size_mib=part_size_mib)

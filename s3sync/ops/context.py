@@ -55,6 +55,7 @@ class Target:
     stuck_after: int = DEFAULT_STUCK_AFTER_SECONDS
     local: bool = False
     where: str = ""  # for messages: "stack ecsStack in us-east-1", "s3sync local at http://..."
+    profile: str | None = None  # AWS profile of every client (credentials and region)
 
     def client(self, service: str) -> Any:
         import boto3
@@ -63,7 +64,8 @@ class Target:
         kwargs: dict[str, Any] = {}
         if self.local:
             kwargs = {"aws_access_key_id": DUMMY_KEY, "aws_secret_access_key": DUMMY_KEY}
-        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
+        session = boto3.session.Session(profile_name=self.profile) if self.profile else boto3
+        return session.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
                             config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5,
                                           read_timeout=60, user_agent_extra="s3sync-ops"), **kwargs)
 
@@ -110,15 +112,16 @@ def _unmark(value: str) -> str:
     return value[len(OPTIONAL_MARK):] if value.startswith(OPTIONAL_MARK) else value
 
 
-def _region(region: str | None, endpoint_url: str | None) -> str:
-    import boto3
+def _region(region: str | None, endpoint_url: str | None, profile: str | None = None) -> tuple[str, str]:
+    """(region, where it came from): as every command resolves it (s3sync.package.resolve_region)."""
+    from s3sync.package import NO_REGION, resolve_region
 
-    chosen = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    chosen, source = resolve_region(region, profile)
     if not chosen:
         if endpoint_url:
-            return "us-east-1"
-        raise UserError("no AWS region: pass --region or set AWS_REGION")
-    return chosen
+            return "us-east-1", "default for --endpoint-url"
+        raise UserError(NO_REGION)
+    return chosen, source
 
 
 def _stack(cf: Any, name: str, where: str, required: bool = True) -> dict[str, Any] | None:
@@ -141,18 +144,20 @@ def resolve(*, endpoint_url: str | None = None, region: str | None = None, stack
             queue_url: str | None = None, dlq_url: str | None = None, name_prefix: str = LOCAL_PREFIX,
             source_bucket: str | None = None, source_endpoint_url: str | None = None,
             dest_bucket: str | None = None, dest_endpoint_url: str | None = None, dest_prefix: str | None = None,
-            part_size_mib: int | None = None, stuck_after: int | None = None) -> Target:
+            part_size_mib: int | None = None, stuck_after: int | None = None, profile: str | None = None) -> Target:
     """Find the resources (see the module docstring). Raises UserError with one line on any problem."""
     endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
-    region_name = _region(region, endpoint_url)
+    region_name, source = _region(region, endpoint_url, profile)
+    in_region = f"region {region_name} from {source}"
     if table:
         target = Target(endpoint_url, region_name, table, parts_table or "", queue_url or "", dlq_url or "",
-                        where=f"table {table}" + (f" at {endpoint_url}" if endpoint_url else f" in {region_name}"))
+                        where=f"table {table}" + (f" at {endpoint_url}" if endpoint_url else f" in {in_region}"),
+                        profile=profile)
     elif stack or not endpoint_url:
         target = _from_stacks(endpoint_url, region_name, stack or DEFAULT_ECS_STACK,
-                              lambda_stack or DEFAULT_LAMBDA_STACK)
+                              lambda_stack or DEFAULT_LAMBDA_STACK, profile, in_region)
     else:
-        target = _local(endpoint_url, region_name, name_prefix)
+        target = _local(endpoint_url, region_name, name_prefix, profile)
     overrides: dict[str, Any] = {k: v for k, v in {
         "parts_table": parts_table, "queue_url": queue_url, "dlq_url": dlq_url, "source_bucket": source_bucket,
         "source_endpoint_url": source_endpoint_url, "dest_bucket": dest_bucket, "dest_prefix": dest_prefix,
@@ -166,12 +171,13 @@ def resolve(*, endpoint_url: str | None = None, region: str | None = None, stack
     return replace(target, **overrides)
 
 
-def _from_stacks(endpoint_url: str | None, region: str, ecs_name: str, lambda_name: str) -> Target:
+def _from_stacks(endpoint_url: str | None, region: str, ecs_name: str, lambda_name: str, profile: str | None = None,
+                 in_region: str = "") -> Target:  # fmt: skip
     from botocore.exceptions import BotoCoreError
 
-    where = f"{endpoint_url}" if endpoint_url else f"region {region}"
+    where = f"{endpoint_url}" if endpoint_url else (in_region or f"region {region}")
     try:
-        cf = Target(endpoint_url, region, "").client("cloudformation")
+        cf = Target(endpoint_url, region, "", profile=profile).client("cloudformation")
         ecs = _stack(cf, ecs_name, where)
         lam = _stack(cf, lambda_name, where, required=False)
     except BotoCoreError as exc:
@@ -191,14 +197,15 @@ def _from_stacks(endpoint_url: str | None, region: str, ecs_name: str, lambda_na
         dest_secret_arn=out.get(Exports.SECRET_ARN, ""),
         dest_sse=lam_params.get("DestSse", ""), dest_sse_kms_key_id=lam_params.get("DestSseKmsKeyId", ""),
         part_size_mib=int(part_size) if part_size.isdigit() else DEFAULT_PART_SIZE_MIB,
-        where=f"stack {ecs_name} ({where})",
+        where=f"stack {ecs_name} ({where})", profile=profile,
     )
 
 
-def _local(endpoint_url: str, region: str, prefix: str) -> Target:
+def _local(endpoint_url: str, region: str, prefix: str, profile: str | None = None) -> Target:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    base = Target(endpoint_url, region, f"{prefix}-transfers", local=True, where=f"s3sync local at {endpoint_url}")
+    base = Target(endpoint_url, region, f"{prefix}-transfers", local=True, where=f"s3sync local at {endpoint_url}",
+                  profile=profile)
     try:
         sqs, sm = base.client("sqs"), base.client("secretsmanager")
         queue = _queue_url(sqs, f"{prefix}-parts")

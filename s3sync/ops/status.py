@@ -211,39 +211,110 @@ def human_seconds(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def render(report: StatusReport, console: Any) -> None:
+#: Optional columns, most useful first: each is shown only when it fits the terminal with those before it.
+#: "object" stands for the object column at its full width (up to 48): once that does not fit, nothing after it
+#: is added (a wider table would fold the keys).
+_OPTIONAL = ("parts", "object", "ETA", "progress", "rate", "detail", "idle", "job")
+_CELL_PAD = 3  # a column's padding (one space each side) and its border
+_OBJECT_MIN, _OBJECT_MAX = 16, 48
+
+
+def _cells(v: JobView) -> dict[str, str]:
+    """Each column's text for one job (the progress column's width is what its bar takes)."""
+    j = v.job
+    done_bytes = j.size if j.status == Status.DONE else j.done_bytes
+    return {
+        "object": j.source_key,
+        "status": j.status + (" stuck" if v.stuck else ""),
+        "bytes": f"{human_bytes(done_bytes)}/{human_bytes(j.size)}",
+        "parts": f"{j.total if j.status == Status.DONE else j.done}/{j.total}",
+        "ETA": human_seconds(v.eta) if j.status not in Status.FINAL else "-",
+        "progress": "#" * 12,
+        "rate": f"{human_bytes(v.rate)}/s" if v.rate else "-",
+        "detail": j.error or "",
+        "idle": human_seconds(v.idle) if j.status not in Status.FINAL else "-",
+        "job": j.job_id[:12],
+    }
+
+
+def choose_columns(rows: list[JobView], width: int) -> list[str]:
+    """The columns that fit `width` without wrapping a row: object, status and bytes always; then the optional
+    ones in priority order (`_OPTIONAL`) while they fit. The object column takes at least 16 (longer keys fold);
+    failed jobs' reasons get a column only when the longest fits whole, else they are printed under the table."""
+    cells = [_cells(v) for v in rows]
+
+    def need(col: str) -> int:
+        return max([len(col), *(len(c[col]) for c in cells)])
+
+    widths = {col: need(col) for col in ("status", "bytes", *_OPTIONAL)}
+    widths["object"] = min(_OBJECT_MAX, widths["object"])
+    has_detail = any(c["detail"] for c in cells)
+    chosen = ["object", "status", "bytes"]
+    object_width = min(_OBJECT_MIN, widths["object"])
+    used = 1 + _CELL_PAD * 3 + object_width + widths["status"] + widths["bytes"]
+    for col in _OPTIONAL:
+        if col == "object":
+            if used - object_width + widths["object"] > width:
+                break
+            used += widths["object"] - object_width
+            continue
+        if col == "detail" and not has_detail:
+            continue
+        if used + widths[col] + _CELL_PAD <= width:
+            chosen.append(col)
+            used += widths[col] + _CELL_PAD
+    return chosen
+
+
+def render(report: StatusReport, console: Any, *, failed: bool = False, stuck: bool = False) -> None:
+    """The table, fitted to the console's width (columns dropped by priority, never a wrapped row), and totals.
+    An empty selection (`failed` / `stuck`: what was asked for) is a sentence, not an empty table."""
     from rich.progress_bar import ProgressBar
     from rich.table import Table
 
+    t = report.totals
+    if not report.rows:
+        what = {(True, False): "failed", (False, True): "stuck", (True, True): "failed or stuck"}.get(
+            (failed, stuck), "")
+        console.print(f"no {what + ' ' if what else ''}transfers ({report.where})"
+                      + ("" if what else ": nothing was uploaded to the source bucket yet"), highlight=False,
+                      soft_wrap=True)
+        _print_queue(report, console)
+        return
+    columns = choose_columns(report.rows, console.width)
     table = Table(title=f"s3sync transfers ({report.where})", title_justify="left")
     right = {"justify": "right", "no_wrap": True}
-    for name, kw in (("object", {"overflow": "fold", "min_width": 24, "max_width": 48}), ("status", {"no_wrap": True}),
-                     ("progress", {"min_width": 22, "no_wrap": True}), ("parts", right), ("bytes", right),
-                     ("rate", right), ("ETA", right), ("idle", right), ("job", {"no_wrap": True}),
-                     ("detail", {"overflow": "fold", "min_width": 20, "max_width": 40})):
-        table.add_column(name, **kw)
+    spec = {"object": {"overflow": "fold", "min_width": _OBJECT_MIN, "max_width": _OBJECT_MAX},
+            "status": {"no_wrap": True}, "bytes": right, "parts": right, "ETA": right,
+            "progress": {"min_width": 12, "no_wrap": True}, "rate": right,
+            "detail": {"overflow": "fold"}, "idle": right,
+            "job": {"no_wrap": True}}
+    for name in columns:
+        table.add_column(name, **spec[name])
     styles = {Status.DONE: "green", Status.FAILED: "red", Status.COPYING: "cyan", Status.PLANNED: "yellow",
               Status.COMPLETING: "blue"}
     for v in report.rows:
         j = v.job
-        status = f"[{styles.get(j.status, '')}]{j.status}[/]" + (" [bold red]stuck[/]" if v.stuck else "")
-        bar = ProgressBar(total=100.0, completed=100.0 * _fraction(j), width=20,
-                          complete_style="red" if j.status == Status.FAILED else "green")
-        parts = f"{j.total if j.status == Status.DONE else j.done}/{j.total}"
-        done_bytes = j.size if j.status == Status.DONE else j.done_bytes
-        table.add_row(j.source_key, status, bar, parts, f"{human_bytes(done_bytes)}/{human_bytes(j.size)}",
-                      f"{human_bytes(v.rate)}/s" if v.rate else "-",
-                      human_seconds(v.eta) if j.status not in Status.FINAL else "-",
-                      human_seconds(v.idle) if j.status not in Status.FINAL else "-", j.job_id[:12],
-                      j.error or "")
+        cells: dict[str, Any] = _cells(v)
+        cells["status"] = f"[{styles.get(j.status, '')}]{j.status}[/]" + (" [bold red]stuck[/]" if v.stuck else "")
+        cells["progress"] = ProgressBar(total=100.0, completed=100.0 * _fraction(j), width=12,
+                                        complete_style="red" if j.status == Status.FAILED else "green")
+        table.add_row(*(cells[name] for name in columns))
     console.print(table)
-    t = report.totals
+    if "detail" not in columns:
+        for v in report.rows:
+            if v.job.error:
+                console.print(f"{v.job.source_key}: {v.job.error}", markup=False, highlight=False)
     counts = ", ".join(f"{n} {s.lower()}" for s, n in t.by_status.items() if n)
     hidden = f" (showing {report.shown}; --limit 0 for all)" if report.shown < t.jobs else ""
     console.print(f"{t.jobs} job(s){hidden}: {counts or 'none'}"
                   + (f"; [bold red]{t.stuck} stuck[/]" if t.stuck else ""))
     console.print(f"parts {t.parts_done}/{t.parts}, bytes {human_bytes(t.bytes_done)}/{human_bytes(t.size)}"
                   + (f", {human_bytes(t.rate)}/s, ETA {human_seconds(t.eta)}" if t.rate else ""))
+    _print_queue(report, console)
+
+
+def _print_queue(report: StatusReport, console: Any) -> None:
     if report.queue:
         q = report.queue
         console.print(f"queue: {q.get('visible', 0)} visible, {q.get('in_flight', 0)} in flight; "
