@@ -101,8 +101,8 @@ def do_links(
     place for a secret. `documents` ({"ecs": {...}, "lambda": {...}}, the templates as dicts) are checked instead of
     the default rendering, for templates made with a custom config or builder.
     """
-    base = _check_base_url(template_base_url)
     _check_region(region)
+    base = _check_base_url(template_base_url, region)
     in_china = urlsplit(base).hostname.endswith(".amazonaws.com.cn")  # type: ignore[union-attr]
     if in_china != (partition_of(region) == "aws-cn"):
         where = "a China region's S3 (amazonaws.com.cn)" if in_china else "S3 outside China (amazonaws.com)"
@@ -159,6 +159,34 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
 
+_REGION_IN_HOST = re.compile(r"(?:^|\.)s3[.-](?:dualstack\.)?([a-z]{2}-[a-z]+-\d{1,2})\.amazonaws\.com(?:\.cn)?$")
+
+
+def region_of_url(url: str) -> str | None:
+    """The region an S3 URL names (`bucket.s3.eu-west-1.amazonaws.com`, `s3-us-west-2.amazonaws.com`, ...); None
+    for the global endpoint (`s3.amazonaws.com`), an s3:// URL or anything else."""
+    host = urlsplit(url.strip()).hostname or ""
+    m = _REGION_IN_HOST.search(host)
+    return m.group(1) if m else None
+
+
+def links_region(template_base_url: str, region: str | None = None,
+                 profile: str | None = None) -> tuple[str, str]:  # fmt: skip
+    """(region, where it came from) for `s3sync links`: the option, else the region the template URL names, else
+    the environment's (AWS_REGION, AWS_DEFAULT_REGION, the profile), else us-east-1 (where s3.amazonaws.com is)."""
+    if region:
+        return region, "--region"
+    found = region_of_url(template_base_url)
+    if found:
+        return found, "the template URL"
+    from s3sync.package import resolve_region  # noqa: PLC0415 - package imports this module
+
+    env, source = resolve_region(None, profile)
+    if env:
+        return env, source
+    return DEFAULT_REGION, "the default: no region in the URL or the environment"
+
+
 def s3_url(bucket: str, region: str, key: str = "") -> str:
     """The https URL CloudFormation and the console read `key` of `bucket` in `region` from (no trailing slash).
 
@@ -180,11 +208,18 @@ def _check_region(region: str) -> None:
         raise UserError(f"invalid region {region!r}: expected an AWS region such as us-east-1 or cn-north-1")
 
 
-def _check_base_url(url: str) -> str:
+def _check_base_url(url: str, region: str = DEFAULT_REGION) -> str:
+    """The https URL of the templates' folder; `s3://bucket/prefix/` becomes the bucket's URL in `region`."""
+    if url.strip().startswith("s3://"):
+        bucket, _, prefix = url.strip()[len("s3://"):].partition("/")
+        if not bucket:
+            raise UserError(f"invalid template base URL {url!r}: expected s3://<bucket>/<prefix>")
+        return s3_url(bucket, region, prefix)
     parts = urlsplit(url.strip())
     if parts.scheme != "https" or not parts.hostname:
         raise UserError(
-            f"invalid template base URL {url!r}: expected https://<bucket>.s3.<region>.amazonaws.com[.cn]/<prefix>"
+            f"invalid template base URL {url!r}: expected https://<bucket>.s3.<region>.amazonaws.com[.cn]/<prefix> "
+            "or s3://<bucket>/<prefix>"
         )
     if parts.query or parts.fragment:
         raise UserError(f"invalid template base URL {url!r}: no query string or fragment, only the folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from s3sync.cli import CliError, _run, cli
+from s3sync.cli import CliError, _run, cli, option
 
 
 @cli.command("render")
@@ -22,17 +22,23 @@ def render_command(out_dir: str, fmt: str) -> None:
 
 @cli.command("links")
 @click.option("--template-base-url", required=True,
-              help="S3 URL of the folder holding the uploaded ecs.yaml and lambda.yaml (amazonaws.com.cn in "
-                   "China).")
-@click.option("--region", default="us-east-1", show_default=True,
-              help="AWS region to deploy in: a global one, or a China one (cn-north-1, cn-northwest-1).")
-@click.option("--ecs-stack-name", default="ecsStack", show_default=True, help="Name of the ECS stack.")
-@click.option("--lambda-stack-name", default="lamStackS", show_default=True, help="Name of the Lambda stack.")
-def links_command(template_base_url: str, region: str, ecs_stack_name: str, lambda_stack_name: str) -> None:
+              help="Folder holding the uploaded ecs.yaml and lambda.yaml: s3://<bucket>/<prefix>/ or its https URL "
+                   "(amazonaws.com.cn in China).")
+@click.option("--region", help="AWS region to deploy in, global or China (default: the one the template URL names, "
+              "else AWS_REGION, AWS_DEFAULT_REGION or the profile's, else us-east-1; the one used is printed).")
+@click.option("--profile", help="AWS profile whose region to use (nothing is called).")
+@option("--ecs-stack", "ecs_stack_name", aliases=("--ecs-stack-name", "--stack"), default="ecsStack",
+        show_default=True, help="Name of the ECS stack.")
+@option("--lambda-stack", "lambda_stack_name", aliases=("--lambda-stack-name",), default="lamStackS",
+        show_default=True, help="Name of the Lambda stack.")
+def links_command(template_base_url: str, region: str | None, profile: str | None, ecs_stack_name: str,
+                  lambda_stack_name: str) -> None:  # fmt: skip
     """Print console quick-create links for both stacks (open the ECS one first)."""
-    from s3sync.render import do_links
+    from s3sync.render import do_links, links_region
 
-    for link in _run(do_links, template_base_url, region, ecs_stack_name, lambda_stack_name):
+    chosen, source = _run(links_region, template_base_url, region, profile)
+    click.echo(f"region {chosen} (from {source})")
+    for link in _run(do_links, template_base_url, chosen, ecs_stack_name, lambda_stack_name):
         click.echo(f"{link.template} (stack {link.stack_name}):")
         click.echo(f"  {link.url}")
 
