@@ -35,7 +35,7 @@ from s3sync.contract import Status
 from s3sync.transfer.checksums import is_md5_etag, multipart_etag, strip_etag
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.encryption import kms_encrypted
-from s3sync.transfer.errors import PermanentError, RetryableError, TransferError, classify
+from s3sync.transfer.errors import PermanentError, RetryableError, TransferError, classify, side_of
 from s3sync.transfer.events import StreamChange
 from s3sync.transfer.ledger import Job, Ledger, PartRecord
 from s3sync.transfer.splitter import MISSING_CODES, job_id_for, marker_of
@@ -97,7 +97,7 @@ class Completer:
         except TransferError as exc:
             return self._handle_failure(job, exc)
         except Exception as exc:  # noqa: BLE001
-            return self._handle_failure(job, classify(exc, "destination"))
+            return self._handle_failure(job, classify(exc, side_of(exc, "destination")))
         if self.ledger.mark_done(job, etag) is None:
             return CompletionResult(job_id, "skipped", "the lease was taken back while finishing")
         log.info("done", extra={"job": job_id, "key": job.dest_key, "etag": etag, "parts": job.total})

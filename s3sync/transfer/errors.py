@@ -97,21 +97,53 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+# The control plane's own services: what an operator reads names the service, never "destination".
+_LEDGER_PERMANENT = {
+    "AccessDeniedException": "the ledger (DynamoDB) refused access: the role lacks a right on the table",
+    "ResourceNotFoundException": "the ledger (DynamoDB) table or index is missing",
+    "ValidationException": "the ledger (DynamoDB) refused the request as malformed",
+}
+_QUEUE_PERMANENT = {
+    "AccessDenied": "the part queue (SQS) refused access: the role lacks a right on the queue",
+    "AWS.SimpleQueueService.NonExistentQueue": "the part queue (SQS) does not exist",
+    "QueueDoesNotExist": "the part queue (SQS) does not exist",
+}
+_PERMANENT = {"source": _SOURCE_PERMANENT, "destination": _DEST_PERMANENT, "ledger": _LEDGER_PERMANENT,
+              "queue": _QUEUE_PERMANENT}
+SIDES = tuple(_PERMANENT)  # a closed set: an unknown side is a programming error, never "the destination"
+
 _CREDENTIAL_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_LEDGER_OPERATIONS = {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan", "TransactWriteItems",
+                      "BatchWriteItem", "BatchGetItem", "DescribeTable"}
+_QUEUE_OPERATIONS = {"SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
+                     "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueAttributes"}
+
+
+def side_of(exc: BaseException, default: str) -> str:
+    """The side an error came from when the caller may meet several: DynamoDB and SQS operations name theirs."""
+    operation = getattr(exc, "operation_name", "")
+    if operation in _LEDGER_OPERATIONS:
+        return "ledger"
+    if operation in _QUEUE_OPERATIONS:
+        return "queue"
+    return default
 
 
 def classify(exc: BaseException, side: str, where: str = "") -> TransferError:
-    """Turn an exception from the source ("source") or destination ("destination") side into a TransferError.
+    """Turn an exception from one side ("source", "destination" S3; "ledger" DynamoDB; "queue" SQS) into a
+    TransferError.
 
     `where` (e.g. "s3://bucket/key at https://endpoint") is added to the reason so that a user reading a FAILED
     job knows which side and which object refused; it never carries a credential.
     """
+    if side not in _PERMANENT:
+        raise ValueError(f"classify: side must be one of {SIDES}, not {side!r}")
     if isinstance(exc, TransferError):
         return exc
     at = f" [{where}]" if where else ""
     if isinstance(exc, ClientError):
         code = error_code(exc)
-        table = _SOURCE_PERMANENT if side == "source" else _DEST_PERMANENT
+        table = _PERMANENT[side]
         if side == "destination" and code in _CREDENTIAL_CODES:
             return CredentialsError(f"{table[code]} ({code}){at}", code)
         if code in table:

@@ -53,7 +53,7 @@ from typing import Any, Callable
 
 from s3sync.transfer.copier import CopiedPart, copy_message
 from s3sync.transfer.credentials import DestClient
-from s3sync.transfer.errors import CredentialsError, MalformedMessage, PermanentError, classify
+from s3sync.transfer.errors import CredentialsError, MalformedMessage, PermanentError, classify, side_of
 from s3sync.contract import Status
 from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, Outcome, PartRecord
 from s3sync.transfer.message import PartMessage, decode
@@ -386,7 +386,7 @@ class Worker:
         self._fail_job(job, msg, reason)
 
     def _part_retried(self, m: dict[str, Any], ids: dict[str, Any], receives: int, exc: Exception) -> None:
-        err = classify(exc, "ledger")
+        err = classify(exc, side_of(exc, "ledger"))
         self.stats.add(retries=1)
         delay = min(self.visibility_timeout, 2 ** min(receives, 8))
         log.warning("part will be retried", extra={**ids, "reason": err.reason, "receives": receives,
