@@ -18,7 +18,7 @@ S3SYNC = [str(Path(sys.executable).parent / "s3sync")]
 
 def run(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([*S3SYNC, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
 
 def client(server: RcloneS3Server):
@@ -38,7 +38,8 @@ def test_local_copies_between_two_s3_servers_until_idle(tmp_path):
                      "--part-size-mib", "5", "--state-dir", str(tmp_path),
                      env={"S3SYNC_DEST_ACCESS_KEY_ID": "dest-id", "S3SYNC_DEST_SECRET_ACCESS_KEY": "dest-s3cr3t"})
         assert result.returncode == 0, result.stderr[-3000:]
-        assert "3 done, 0 failed, 0 unfinished" in result.stderr
+        assert "3 done, 0 failed, 0 unfinished" in result.stdout  # the summary on stdout, as the demo's
+        assert f"upload to:  s3://from-here/ at {src.endpoint_url}" in result.stdout
         d = client(dst)
         for key, data in objects.items():
             assert d.get_object(Bucket="to-there", Key=key)["Body"].read() == data
@@ -47,8 +48,8 @@ def test_local_copies_between_two_s3_servers_until_idle(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["local", "--min-tasks", "3", "--max-tasks", "1"], "--min-tasks cannot exceed --max-tasks"),
-    (["local", "--dest-access-key-id", "only-the-id"], "give both the access key id and the secret access key"),
+    (["local", "--min-tasks", "3", "--max-tasks", "1"], "--min-tasks 3 cannot exceed --max-tasks 1"),
+    (["local", "--dest-access-key-id", "only-the-id"], "no dest secret access key given"),  # asked; no answer
     (["local", "--endpoint-url", "http://127.0.0.1:9", "--until-idle"], "setting up the local system failed"),
     (["demo", "--from", "/nonexistent-dir"], "does not exist"),
 ])

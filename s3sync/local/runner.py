@@ -845,18 +845,84 @@ __all__ = ["BucketSpec", "LocalOptions", "LocalRunner", "Summary", "bucket_clien
 
 
 def do_local(options: LocalOptions, console: Any = None) -> int:
-    """`s3sync local`: run until interrupted (or idle), then print what happened; 0 when nothing failed."""
+    """`s3sync local`: say where to upload and how to watch, run until interrupted (or idle), then print what
+    happened on stdout. 0 when nothing failed, 1 when something did, 130 when Ctrl-C stopped it (a second Ctrl-C
+    stops at once)."""
     from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
 
-    console = console or Console(stderr=True)
+    console = console or Console()
     logs.setup(os.environ.get(Env.LOG_LEVEL, "INFO"))
     runner = LocalRunner(options)
-    previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    interrupted = threading.Event()
+
+    def on_sigint(*_: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        runner.stop()
+
+    said: list[bool] = []
+
+    def on_tick(r: LocalRunner) -> None:
+        if not said:
+            said.append(True)
+            for line in start_lines(r):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        summary = runner.run()
+        summary = runner.run(on_tick=on_tick)
     finally:
         signal.signal(signal.SIGINT, previous)
+    _forget_dest_keys(runner, options)
+    print_summary(console, summary, interrupted=interrupted.is_set())
+    if interrupted.is_set():
+        return 130
+    return 0 if summary.ok else 1
+
+
+def _real_dest_keys(options: LocalOptions) -> bool:
+    return bool(options.dest.access_key_id and options.dest.access_key_id != DUMMY_KEY)
+
+
+def start_lines(runner: LocalRunner) -> list[str]:
+    """What a person needs once the system is up: where to upload, where the copies go, where the control plane
+    is and how to watch it, and where the destination keys are kept."""
+    o = runner.o
+    src = o.source.endpoint_url or runner.endpoint_url
+    dst = o.dest.endpoint_url or runner.endpoint_url
+    where = "" if o.name == "s3sync" else f" --name-prefix {o.name}"
+    lines = [
+        f"s3sync local is running (control plane {runner.endpoint_url}, state {runner.state_dir})",
+        f"  upload to:  s3://{o.source.name}/ at {src}",
+        f"  copies to:  s3://{o.dest.name}/{o.dest_prefix} at {dst}",
+        f"  watch:      s3sync status --endpoint-url {runner.endpoint_url}{where}",
+        "  stop:       Ctrl-C (a summary follows)" + ("; it also stops once idle" if o.until_idle else ""),
+    ]
+    if _real_dest_keys(o):
+        kept = "until the run ends" if o.endpoint_url else "while the run lasts (the embedded server ends with it)"
+        lines.append(f"  note:       the destination keys are in the control plane's secret store "
+                     f"({o.name}-dest-credentials), which anyone on this machine can read at {runner.endpoint_url} "
+                     f"{kept}; use keys that may write only s3://{o.dest.name}/{o.dest_prefix}")
+    return lines
+
+
+def _forget_dest_keys(runner: LocalRunner, options: LocalOptions) -> None:
+    """A control plane that outlives the run (--endpoint-url) keeps no real destination key: the secret is
+    deleted (without a recovery window) once the run is over. The embedded one ends with the run."""
+    if not (options.endpoint_url and _real_dest_keys(options) and runner.r.secret_arn):
+        return
+    try:
+        runner.client("secretsmanager").delete_secret(SecretId=runner.r.secret_arn, ForceDeleteWithoutRecovery=True)
+    except (BotoCoreError, ClientError) as exc:
+        log.warning("could not delete the destination keys from the control plane",
+                    extra={"secret": runner.r.secret_arn, "reason": str(exc)})
+
+
+def print_summary(console: Any, summary: Summary, *, interrupted: bool = False) -> None:
+    """The transfers table, refused calls, and one line of totals (stdout, as the demo's)."""
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title="transfers")
     for col in ("source key", "size", "parts", "status", "detail"):
         table.add_column(col, overflow="fold")
@@ -866,8 +932,9 @@ def do_local(options: LocalOptions, console: Any = None) -> int:
     console.print(table)
     for denial in summary.denied:
         console.print(denial.line(), style="bold red", markup=False)
-    console.print(f"{sum(j.status == Status.DONE for j in summary.jobs)} done, "
+    done = sum(j.status == Status.DONE for j in summary.jobs)
+    head = f"interrupted: {done}/{len(summary.jobs)} done; " if interrupted else ""
+    console.print(f"{head}{done} done, "
                   f"{sum(j.status == Status.FAILED for j in summary.jobs)} failed, "
                   f"{sum(j.status not in Status.FINAL for j in summary.jobs)} unfinished; "
-                  f"dead-letter queue {summary.dlq_messages}; {summary.elapsed:.1f} s")
-    return 0 if summary.ok else 1
+                  f"dead-letter queue {summary.dlq_messages}; {summary.elapsed:.1f} s", highlight=False)

@@ -458,6 +458,9 @@ class RcloneS3Server:
             stderr=subprocess.STDOUT,
             env=env,
             preexec_fn=preexec,  # noqa: PLW1509 - only prctl, no Python-level state
+            # its own session: a Ctrl-C at the terminal goes to the terminal's process group, and rclone would
+            # exit at once while the runner, stopping, still talks to it (its owner stops it, as above)
+            start_new_session=True,
         )
         self.port = port
         self.endpoint_url = f"http://{self.host}:{port}"
