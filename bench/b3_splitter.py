@@ -44,10 +44,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import boto3  # noqa: PLC0415
     from botocore.config import Config  # noqa: PLC0415
 
-    from s3sync.contract import PARTS_HASH_KEY, PARTS_RANGE_KEY, TRANSFERS_HASH_KEY, Status  # noqa: PLC0415
+    from s3sync.contract import PARTS_HASH_KEY, PARTS_RANGE_KEY, Status  # noqa: PLC0415
     from s3sync.local.servers import MotoServer  # noqa: PLC0415
     from s3sync.transfer.events import ObjectRef  # noqa: PLC0415
-    from s3sync.transfer.ledger import Ledger  # noqa: PLC0415
+    from s3sync.transfer.ledger import Ledger, transfers_table_keys  # noqa: PLC0415
     from s3sync.transfer.plan import plan  # noqa: PLC0415
     from s3sync.transfer.settings import Settings  # noqa: PLC0415
     from s3sync.transfer.splitter import Splitter  # noqa: PLC0415
@@ -69,9 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r in range(args.b3_runs):
             n = f"b3r{r}-{int(time.time())}"
             queue_url = sqs.create_queue(QueueName=f"{n}-parts", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
-            ddb.create_table(TableName=f"{n}-transfers", BillingMode="PAY_PER_REQUEST",
-                             AttributeDefinitions=[{"AttributeName": TRANSFERS_HASH_KEY, "AttributeType": "S"}],
-                             KeySchema=[{"AttributeName": TRANSFERS_HASH_KEY, "KeyType": "HASH"}],
+            ddb.create_table(TableName=f"{n}-transfers", BillingMode="PAY_PER_REQUEST", **transfers_table_keys(),
                              StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
             ddb.create_table(TableName=f"{n}-parts", BillingMode="PAY_PER_REQUEST",
                              AttributeDefinitions=[{"AttributeName": PARTS_HASH_KEY, "AttributeType": "S"},

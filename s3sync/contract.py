@@ -80,6 +80,18 @@ TRANSFERS_HASH_KEY: Final = "job_id"
 PARTS_HASH_KEY: Final = "job_id"
 PARTS_RANGE_KEY: Final = "part"
 TRANSFERS_STREAM_VIEW: Final = "NEW_AND_OLD_IMAGES"
+# Sparse global secondary index of the transfers table: the jobs that need attention. Only a job that is unfinished
+# (PLANNED, COPYING, COMPLETING: the engine's work) or FAILED (the operator's) carries ATTENTION_ATTR, whose value is
+# "unfinished#<shard>" or "failed#<shard>" (shard: crc32 of the job id modulo ATTENTION_SHARDS, so the index's
+# writes spread over several partition key values); a DONE job has none and is not in the index. The sweeper and
+# `s3sync status` query the index instead of scanning the table, so what they read does not grow with the DONE jobs.
+# Range key: the job's `created_at` (written once), so the sweeper skips jobs too young to be stale. KEYS_ONLY: a
+# write that leaves these attributes alone (every part counted) costs the index nothing. Lowering ATTENTION_SHARDS
+# hides the jobs of the shards dropped: never lower it without writing the attribute again.
+ATTENTION_INDEX: Final = "Attention"
+ATTENTION_ATTR: Final = "attention"
+ATTENTION_RANGE: Final = "created_at"
+ATTENTION_SHARDS: Final = 16
 
 # Stream filters of the completion event source mapping (entries are ORed). Filters compare with constants only,
 # so the ledger counts `remaining` down in the same atomic write that records a part.

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 from moto import mock_aws
 
 from s3sync.contract import (
+    ATTENTION_ATTR,
     COMPLETION_FILTERS,
     PARTS_HASH_KEY,
     PARTS_RANGE_KEY,
@@ -51,7 +52,7 @@ from s3sync.transfer.completion import Completer
 from s3sync.transfer.deletes import DeletePropagator, Deletion
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.events import ObjectRef, stream_changes
-from s3sync.transfer.ledger import Ledger, from_image
+from s3sync.transfer.ledger import Attention, Ledger, from_image, transfers_table_keys
 from s3sync.transfer.reattempt import Reattempter
 from s3sync.transfer.settings import Settings
 from s3sync.transfer.splitter import Splitter
@@ -147,9 +148,7 @@ class World:
         })["QueueUrl"]
         self.dlq_url = dlq
         ddb = obs["dynamodb"]
-        ddb.create_table(TableName="transfers", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": TRANSFERS_HASH_KEY, "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": TRANSFERS_HASH_KEY, "KeyType": "HASH"}],
+        ddb.create_table(TableName="transfers", BillingMode="PAY_PER_REQUEST", **transfers_table_keys(),
                          StreamSpecification={"StreamEnabled": True, "StreamViewType": TRANSFERS_STREAM_VIEW})
         ddb.create_table(TableName="parts", BillingMode="PAY_PER_REQUEST",
                          AttributeDefinitions=[{"AttributeName": PARTS_HASH_KEY, "AttributeType": "S"},
@@ -592,11 +591,17 @@ class World:
                            "wait in the queue")
 
     def check_accounting(self) -> None:
-        """`remaining` = total - parts counted for the current attempt; each part counted once."""
+        """`remaining` = total - parts counted for the current attempt; each part counted once. And every job is in
+        the sparse `Attention` index exactly while it is unfinished (its unfinished part) or FAILED (its failed
+        part): the sweeper and `s3sync status` find jobs there only."""
         by_job: dict[str, list[dict[str, Any]]] = {}
         for item in self.part_items():
             by_job.setdefault(item[PARTS_HASH_KEY], []).append(item)
         for job in self.jobs():
+            if job.get(ATTENTION_ATTR) != Attention.of(job["job_id"], job["status"]):
+                self._fail(f"job {job['job_id'][:8]} is {job['status']} with {ATTENTION_ATTR} "
+                           f"{job.get(ATTENTION_ATTR)!r}: the Attention index would "
+                           f"{'miss' if job.get(ATTENTION_ATTR) is None else 'misfile'} it")
             if job["status"] == Status.FAILED:
                 continue
             attempt = _attempt(job)

@@ -7,15 +7,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from s3sync.contract import PARTS_HASH_KEY, PARTS_RANGE_KEY, TRANSFERS_HASH_KEY, Status
-from s3sync.transfer.ledger import Job, Ledger, Outcome, PartRecord
+from s3sync.contract import PARTS_HASH_KEY, PARTS_RANGE_KEY, Status
+from s3sync.transfer.ledger import (
+    Attention,
+    Job,
+    Ledger,
+    Outcome,
+    PartRecord,
+    transfers_table_keys,
+)
 
 
 def make_tables(ddb) -> tuple[str, str]:
     t, c = f"t-{uuid.uuid4().hex[:8]}", f"c-{uuid.uuid4().hex[:8]}"
-    ddb.create_table(TableName=t, BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": TRANSFERS_HASH_KEY, "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": TRANSFERS_HASH_KEY, "KeyType": "HASH"}])
+    ddb.create_table(TableName=t, BillingMode="PAY_PER_REQUEST", **transfers_table_keys())  # with its index
     ddb.create_table(TableName=c, BillingMode="PAY_PER_REQUEST",
                      AttributeDefinitions=[{"AttributeName": PARTS_HASH_KEY, "AttributeType": "S"},
                                            {"AttributeName": PARTS_RANGE_KEY, "AttributeType": "N"}],
@@ -169,3 +174,39 @@ def test_parts_are_listed_sorted_across_pages(ledger):
     parts = ledger.parts(job.job_id, "a-1")
     assert [p.part for p in parts] == list(range(1, 121))
     assert ledger.get_job(job.job_id).remaining == 0
+
+
+def test_a_job_is_in_the_attention_index_exactly_while_unfinished_or_failed(ledger):
+    """The sparse index lists the unfinished jobs (the sweeper's) and the failed ones (the operator's), never a DONE
+    one: created, failed, claimed again (retry), completed, a DONE job claimed again (re-copy)."""
+    from s3sync.transfer.reattempt import Reattempter
+
+    claim = Reattempter(ledger=ledger, splitter=None, source=None, dest=None)._claim
+
+    def listed(kind: str) -> set[str]:
+        return set(ledger.attention_ids(kind))
+
+    a, b, c = (new_job(ledger, status=s) for s in (Status.PLANNED, Status.COPYING, Status.DONE))
+    assert listed(Attention.UNFINISHED) == {a.job_id, b.job_id} and listed(Attention.FAILED) == set()
+    assert ledger.mark_failed(a, "source refused", by="attempt")
+    assert listed(Attention.UNFINISHED) == {b.job_id} and listed(Attention.FAILED) == {a.job_id}
+    assert [j.job_id for j in ledger.failed_jobs()] == [a.job_id]
+    assert claim(ledger.get_job(a.job_id), 30, 10, 3, "up-2", "a-2")  # `s3sync retry`
+    assert listed(Attention.UNFINISHED) == {a.job_id, b.job_id} and listed(Attention.FAILED) == set()
+    for n in (1, 2, 3):
+        assert ledger.record_part(b.job_id, "a-1", "up-1", PartRecord(n, "e", "e", 10)) == Outcome.RECORDED
+    assert listed(Attention.UNFINISHED) == {a.job_id, b.job_id}  # counting parts leaves the index alone
+    assert ledger.mark_done(ledger.elect_completion(b.job_id), "etag-3")
+    assert listed(Attention.UNFINISHED) == {a.job_id}
+    assert claim(ledger.get_job(c.job_id), 30, 10, 3, "up-3", "a-3")  # a DONE job copied again
+    assert {j.job_id for j in ledger.unfinished_jobs()} == {a.job_id, c.job_id}
+    assert ledger.unfinished_jobs(created_before=0) == []  # both were created at 1
+    assert {j.job_id for j in ledger.unfinished_jobs(created_before=1)} == {a.job_id, c.job_id}
+
+
+def test_unfinished_jobs_reads_every_shard_and_more_than_one_batch(ledger):
+    jobs = {new_job(ledger, status=Status.COPYING).job_id for _ in range(130)}  # BatchGetItem takes 100 keys
+    finished = new_job(ledger, status=Status.COPYING)
+    assert ledger.mark_failed(finished, "refused", by="attempt")
+    assert {j.job_id for j in ledger.unfinished_jobs()} == jobs
+    assert {int(Attention.of(j, Status.COPYING).split("#")[1]) for j in jobs} == set(range(16))

@@ -47,8 +47,8 @@ def _stream(boto_client: Any, ddb: Any, table: str) -> tuple[Any, str]:
 
 def test_patches_are_applied_by_the_server() -> None:
     assert moto_patches.applied() == {"transactions": True, "key_query": True, "stream_records": True,
-                                      "sqs_counts": True, "sqs_clock": True, "dispatch": True,
-                                      "no_such_upload": True}
+                                      "index_query": True, "sqs_counts": True, "sqs_clock": True,
+                                      "dispatch": True, "no_such_upload": True}
 
 
 def test_transaction_writes_every_item_and_their_stream_records(ddb: Any, boto_client: Any, table: str) -> None:
@@ -162,6 +162,79 @@ def test_key_query_returns_the_partition_in_order_with_conditions_and_pages(ddb:
     assert [int(i["part"]["N"]) for i in first["Items"] + rest["Items"]] == [1, 2, 3, 10]
     assert ddb.query(TableName=name, KeyConditionExpression="job = :j",
                      ExpressionAttributeValues={":j": {"S": "none"}})["Items"] == []
+
+
+def test_index_query_follows_every_write_as_a_scan_sees_it(ddb: Any) -> None:
+    """A sparse GSI (as the transfers table's `Attention`): the patched query answers what a Scan with the same
+    condition finds, in the index's order, after puts, updates that set, change and remove the key, deletes, a
+    transaction, a cancelled one, and one whose write failed after its checks (undone)."""
+    name = f"patched-gsi-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                           {"AttributeName": "att", "AttributeType": "S"},
+                                           {"AttributeName": "at", "AttributeType": "N"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                     GlobalSecondaryIndexes=[{"IndexName": "Att", "Projection": {"ProjectionType": "KEYS_ONLY"},
+                                              "KeySchema": [{"AttributeName": "att", "KeyType": "HASH"},
+                                                            {"AttributeName": "at", "KeyType": "RANGE"}]}])
+
+    def put(pk: str, att: str | None, at: int = 1) -> None:
+        item = {"pk": {"S": pk}, "at": {"N": str(at)}, "n": {"S": "text"}}
+        if att:
+            item["att"] = {"S": att}
+        ddb.put_item(TableName=name, Item=item)
+
+    def indexed(att: str, **kwargs: Any) -> list[str]:
+        out, extra = [], {}
+        while True:
+            resp = ddb.query(TableName=name, IndexName="Att", KeyConditionExpression="att = :a" + kwargs.get("cond", ""),
+                             ExpressionAttributeValues={":a": {"S": att}, **kwargs.get("values", {})},
+                             Limit=2, **extra)
+            assert all(set(i) == {"pk", "att", "at"} for i in resp["Items"])  # KEYS_ONLY
+            out += [i["pk"]["S"] for i in resp["Items"]]
+            if "LastEvaluatedKey" not in resp:
+                return out
+            extra = {"ExclusiveStartKey": resp["LastEvaluatedKey"]}
+
+    def scanned(att: str) -> list[str]:
+        items = ddb.scan(TableName=name, FilterExpression="att = :a",
+                         ExpressionAttributeValues={":a": {"S": att}})["Items"]
+        return [i["pk"]["S"] for i in sorted(items, key=lambda i: (int(i["at"]["N"]), i["pk"]["S"]))]
+
+    for i in range(6):
+        put(f"k{i}", "u#1" if i % 2 else "u#0", at=10 - i)
+    put("done", None)
+    assert indexed("u#1") == scanned("u#1") == ["k5", "k3", "k1"]  # by the range key
+    assert indexed("u#1", cond=" AND at <= :t", values={":t": {"N": "7"}}) == ["k5", "k3"]
+    ddb.update_item(TableName=name, Key={"pk": {"S": "k1"}}, UpdateExpression="REMOVE att")
+    ddb.update_item(TableName=name, Key={"pk": {"S": "k3"}}, UpdateExpression="SET att = :f",
+                    ExpressionAttributeValues={":f": {"S": "f#1"}})
+    ddb.update_item(TableName=name, Key={"pk": {"S": "done"}}, UpdateExpression="SET att = :u",
+                    ExpressionAttributeValues={":u": {"S": "u#1"}})
+    ddb.update_item(TableName=name, Key={"pk": {"S": "new"}}, UpdateExpression="SET att = :u, #at = :t",
+                    ExpressionAttributeNames={"#at": "at"},
+                    ExpressionAttributeValues={":u": {"S": "u#1"}, ":t": {"N": "0"}})
+    ddb.delete_item(TableName=name, Key={"pk": {"S": "k5"}})
+    put("k0", None)  # replaced without the key
+    ddb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": name, "Item": {"pk": {"S": "t1"}, "att": {"S": "u#0"}, "at": {"N": "3"}}}},
+        {"Update": {"TableName": name, "Key": {"pk": {"S": "k2"}}, "UpdateExpression": "REMOVE att"}},
+    ])
+    with pytest.raises(ClientError):  # cancelled: nothing written
+        ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": name, "Item": {"pk": {"S": "t2"}, "att": {"S": "u#0"}, "at": {"N": "3"}}}},
+            {"Update": {"TableName": name, "Key": {"pk": {"S": "k4"}}, "UpdateExpression": "REMOVE att",
+                        "ConditionExpression": "attribute_not_exists(pk)"}},
+        ])
+    with pytest.raises(ClientError):  # its second write fails after the checks: the first is undone
+        ddb.transact_write_items(TransactItems=[
+            {"Update": {"TableName": name, "Key": {"pk": {"S": "k4"}}, "UpdateExpression": "REMOVE att"}},
+            {"Update": {"TableName": name, "Key": {"pk": {"S": "done"}}, "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}}}},  # ADD to a string: invalid
+        ])
+    for att in ("u#0", "u#1", "f#1", "none"):
+        assert indexed(att) == scanned(att), att
+    assert indexed("u#0") == ["t1", "k4"] and indexed("u#1") == ["new", "done"] and indexed("f#1") == ["k3"]
 
 
 def test_an_upload_that_does_not_exist_answers_no_such_upload(boto_client: Any) -> None:

@@ -28,6 +28,7 @@ from s3sync.stacks import StackConfig, build_ecs, build_lambda
 SOURCE_OBJECTS = "source bucket objects"
 SOURCE_BUCKET = "source bucket"
 TRANSFERS = "transfers table"
+TRANSFERS_INDEX = "transfers table's Attention index"
 TRANSFERS_STREAM = "transfers table stream"
 PARTS = "parts table"
 QUEUE = "part queue"
@@ -95,7 +96,10 @@ CALLS: tuple[Call, ...] = (
     # --- scale_in (functions/scale_in.py: scaling, and the sweeper) -----------------------------------------------
     Call("ScaleInRole", "ecs:DescribeServices", SERVICE, "transfer/scaling.py on_alarms, report_tasks"),
     Call("ScaleInRole", "ecs:UpdateService", SERVICE, "transfer/scaling.py on_alarms, ensure_at_least"),
-    Call("ScaleInRole", "dynamodb:Scan", TRANSFERS, "transfer/sweeper.py Sweeper.sweep -> Ledger.unfinished_jobs"),
+    Call("ScaleInRole", "dynamodb:Query", TRANSFERS_INDEX,
+         "transfer/sweeper.py Sweeper.sweep -> Ledger.unfinished_jobs -> attention_ids (the sparse index)"),
+    Call("ScaleInRole", "dynamodb:BatchGetItem", TRANSFERS,
+         "Ledger.unfinished_jobs -> get_jobs: each candidate read again, strongly consistently"),
     Call("ScaleInRole", "dynamodb:UpdateItem", TRANSFERS,
          "Sweeper._drive: release_completion, touch, note_redrive, mark_failed, mark_copying"),
     Call("ScaleInRole", "dynamodb:Query", PARTS, "Sweeper._missing -> Ledger.parts"),
@@ -148,6 +152,8 @@ def kind_of(resource: Any) -> str:
     text = json.dumps(resource, sort_keys=True)
     if "SourceBucketName" in text:
         return SOURCE_OBJECTS if "/*" in text else SOURCE_BUCKET
+    if "/index/" in text and "TransfersTable" in text:
+        return TRANSFERS_INDEX
     for needle, kind in (("StreamArn", TRANSFERS_STREAM), ("TransfersTable", TRANSFERS), ("PartsTable", PARTS),
                          ("SplitterDeadLetterQueue", SPLITTER_DLQ), ("TransferQueue", QUEUE),
                          ("DestCredentials", SECRET), ("CompletionTopic", TOPIC), ("Service", SERVICE),

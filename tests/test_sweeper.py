@@ -143,3 +143,60 @@ def test_a_planned_job_whose_parts_are_all_counted_goes_on_to_completion(env):
     assert sweeper.sweep().resumed == [j.job_id]
     after = ledger.get_job(j.job_id)
     assert after.status == Status.COPYING and after.remaining == 0 and drain(sqs, url) == []
+
+
+class LaggingIndex:
+    """The DynamoDB client as a lagging global secondary index shows it (GSI reads are eventually consistent): the
+    first page of every Query on an index still lists the jobs in `stale`, as it did before they finished."""
+
+    def __init__(self, ddb, stale):
+        self.ddb, self.stale = ddb, stale
+
+    def __getattr__(self, name):
+        return getattr(self.ddb, name)
+
+    def query(self, **kwargs):
+        resp = self.ddb.query(**kwargs)
+        if "IndexName" in kwargs and "ExclusiveStartKey" not in kwargs:
+            resp["Items"] = [{"job_id": {"S": j}} for j in self.stale] + resp["Items"]
+        return resp
+
+
+def test_a_job_the_lagging_index_still_lists_is_read_again_and_left_alone(env):
+    """The sweeper acts on what a strongly consistent read of each candidate shows, never on the index's listing:
+    a DONE job, and a FAILED one, the index still names are not touched; the stuck one is driven on once."""
+    ledger, sqs, url, sweeper = env
+    done = job(ledger, Status.COMPLETING, total=1, recorded=(1,))
+    assert ledger.mark_done(done, "etag")
+    failed = job(ledger, Status.COPYING, total=2)
+    assert ledger.mark_failed(failed, "refused", by="attempt")
+    stuck = job(ledger, Status.COPYING, total=2, recorded=(1,))
+    before = {j: ledger.get_job(j) for j in (done.job_id, failed.job_id)}
+    ledger.ddb = LaggingIndex(ledger.ddb, [done.job_id, failed.job_id])
+    result = sweeper.sweep()
+    assert result.as_dict() == {"resumed": [], "redriven": {stuck.job_id: 1}, "retriggered": [], "failed": []}
+    assert drain(sqs, url) == [2]
+    assert {j: ledger.get_job(j) for j in before} == before  # not written to (rev unchanged)
+
+
+def test_a_sweep_reads_the_index_not_the_table(env):
+    """What a sweep reads grows with the unfinished jobs, not with the DONE ones: no Scan, and jobs created less
+    than `stale_after` ago are not even asked for."""
+    ledger, _sqs, _url, sweeper = env
+    for _ in range(20):
+        d = job(ledger, Status.COMPLETING, total=1, recorded=(1,))
+        assert ledger.mark_done(d, "etag")
+    stuck = job(ledger, Status.PLANNED, total=1)
+    calls = []
+    ledger.ddb.meta.events.register("after-call.dynamodb",
+                                    lambda model, parsed, **_: calls.append((model.name, parsed)))
+    fresh = Sweeper(ledger=ledger, splitter=sweeper.splitter, stale_after=60, clock=time.time,
+                    queue_busy=lambda: False)
+    assert fresh.sweep().as_dict()["resumed"] == []
+    assert {name for name, _ in calls} == {"Query"}  # 16 shards, nothing old enough: no job read at all
+    calls.clear()
+    assert sweeper.sweep().resumed == [stuck.job_id]
+    reads = [(name, p) for name, p in calls if name in ("Query", "BatchGetItem", "Scan")]
+    assert "Scan" not in {name for name, _ in reads}
+    assert sum(p.get("Count", 0) for name, p in reads if name == "Query") == 1
+    assert sum(len(r) for name, p in reads if name == "BatchGetItem" for r in p["Responses"].values()) == 1

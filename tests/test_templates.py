@@ -17,6 +17,7 @@ from s3sync.render import lint_text
 from s3sync.stacks import render_all
 from s3sync.stacks.common import SETTINGS_FIELDS, Exports
 from s3sync.stacks.iam import UNSCOPABLE
+from s3sync.transfer.ledger import transfers_table_keys
 from tests.cfn_support import moto_cloudformation, params, pin_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,8 +167,9 @@ def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any
     scale = {"logs:CreateLogStream", "logs:PutLogEvents", "ecs:UpdateService", "ecs:DescribeServices"}
     assert role_actions(lam, "ScaleOutRole") == scale
     # scale_in runs the sweeper once the queue has drained: it reads the ledger and re-sends missing parts
+    # (no Scan: it queries the transfers table's sparse Attention index and reads the candidates with BatchGetItem)
     assert role_actions(lam, "ScaleInRole") == scale | {
-        "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query", "sqs:SendMessage",
+        "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query", "sqs:SendMessage",
         "sqs:GetQueueAttributes", "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
     }  # fmt: skip
     assert role_actions(ecs, "TaskRole") == {
@@ -315,6 +317,16 @@ def test_tables_use_the_contract_keys_and_are_protected(ecs: dict[str, Any]) -> 
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
         assert props["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_the_transfers_table_has_the_index_the_runtime_queries(ecs: dict[str, Any]) -> None:
+    """The sparse `Attention` index, as the ledger (and so the local runner, the tests and the benchmarks) creates
+    it: the sweeper and `s3sync status` query it; keys only, so counting a part never writes to it."""
+    props = ecs["Resources"]["TransfersTable"]["Properties"]
+    assert {k: props[k] for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")} == \
+        transfers_table_keys()
+    (index,) = props["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == contract.ATTENTION_INDEX and index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
 
 
 def test_queues_are_encrypted_and_redrive_to_the_dlq(ecs: dict[str, Any]) -> None:

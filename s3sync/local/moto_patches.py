@@ -21,7 +21,12 @@ local runner's control plane that work dominates (README "Performance": measured
 - DynamoDB Query on a table's key sorts every item of the table (`Table.all_items()`) and then keeps those with
   the queried partition key: the completion's query of a job's parts grew with every part of every job recorded
   (bench B2, 1,000 objects). Patched: a key query starts from that partition's items only (same results, same
-  order; queries on an index are moto's own).
+  order).
+- DynamoDB Query on a global secondary index does the same over every item of the table, then keeps those holding
+  the queried partition key value: the sweeper's and `s3sync status`'s queries of the sparse `Attention` index
+  (a few unfinished jobs) cost as much as a Scan of every DONE job. Patched: each table keeps, per GSI, which items
+  hold which partition key value, maintained on every write (put, update, delete, a transaction's undo; built from
+  the items on the first query of the index), and a query starts from those items (same results, same order).
 - DynamoDB Streams GetRecords answers through moto's generic, shape-driven serializer, ~5 ms per record of a
   NEW_AND_OLD_IMAGES stream (the local runner reads every record of the transfers table). The records are already
   in the wire format: patched to answer them as JSON directly (timestamps as epoch seconds, as the serializer does).
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import json
 import threading
 import time
@@ -65,6 +71,7 @@ def apply() -> dict[str, bool]:
         if _applied:
             return dict(_applied)
         for name, patch in (("transactions", _patch_transactions), ("key_query", _patch_key_query),
+                            ("index_query", _patch_index_query),
                             ("stream_records", _patch_stream_records),
                             ("sqs_counts", _patch_sqs_counts),
                             ("sqs_clock", _patch_sqs_clock), ("dispatch", _patch_dispatch),
@@ -190,6 +197,8 @@ class _Undo:
                 table.items[hash_key] = old
         for shard, length in self.streams.values():
             del shard.items[length:]
+        for table, hash_key, range_key, _old in self.items:
+            _note_item(table, hash_key, range_key)
 
 
 def _patch_key_query() -> bool:
@@ -203,6 +212,7 @@ def _patch_key_query() -> bool:
     index_position = params.index("index_name") - 1  # among the positional arguments after self
     original = Table.query
 
+    @functools.wraps(original)  # its signature stays moto's (the index_query patch reads it)
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         index_name = kwargs.get("index_name", args[index_position - 1] if len(args) >= index_position else None)
         if index_name or hash_key is None or not self.range_key_attr or "all_items" in vars(self):
@@ -217,6 +227,120 @@ def _patch_key_query() -> bool:
 
     query.__doc__ = "Query on the table's key from its partition only (s3sync.local.moto_patches)"
     Table.query = query
+    return True
+
+
+_VIEW = "_s3sync_gsi_view"  # the attribute a table keeps its index views in (absent until an index is queried)
+
+
+class _IndexView:
+    """One GSI's partition key values -> the keys (hash, range) of the items holding them, and back."""
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+        self.keys: dict[Any, set[tuple[Any, Any]]] = {}
+        self.value_of: dict[tuple[Any, Any], Any] = {}
+
+    def note(self, key: tuple[Any, Any], item: Any) -> None:
+        value = item.attrs.get(self.attr) if item is not None else None
+        old = self.value_of.get(key)
+        if old is not None and (value is None or old != value):
+            self.keys[old].discard(key)
+            if not self.keys[old]:
+                del self.keys[old]
+            del self.value_of[key]
+        if value is not None:
+            self.keys.setdefault(value, set()).add(key)
+            self.value_of[key] = value
+
+
+def _index_views(table: Any) -> dict[str, _IndexView]:
+    """The table's views, built from its items on first use."""
+    views = vars(table).get(_VIEW)
+    if views is None:
+        views = {}
+        for index in table.global_indexes or []:
+            hashes = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+            if len(hashes) == 1:
+                views[index.name] = _IndexView(hashes[0])
+        for item in _every_item(table):
+            for view in views.values():
+                view.note((item.hash_key, item.range_key), item)
+        setattr(table, _VIEW, views)
+    return views
+
+
+def _every_item(table: Any) -> list[Any]:
+    if table.range_key_attr:
+        return [item for partition in table.items.values() for item in partition.values()]
+    return list(table.items.values())
+
+
+def _note_item(table: Any, hash_key: Any, range_key: Any) -> None:
+    """After a write to (hash_key, range_key): the item as it now is, in every view the table keeps."""
+    views = vars(table).get(_VIEW)
+    if not views:
+        return
+    if range_key is not None:
+        item = table.items.get(hash_key, {}).get(range_key)
+    else:
+        item = table.items.get(hash_key)
+    for view in views.values():
+        view.note((hash_key, range_key), item)
+
+
+def _patch_index_query() -> bool:
+    import inspect  # noqa: PLC0415
+
+    import moto.dynamodb.models as models  # noqa: PLC0415
+    from moto.dynamodb.models.table import Table  # noqa: PLC0415
+
+    backend = models.DynamoDBBackend
+    params = list(inspect.signature(Table.query).parameters)
+    if (params[:2] != ["self", "hash_key"] or "index_name" not in params or not callable(Table.all_items)
+            or list(inspect.signature(Table.delete_item).parameters) != ["self", "hash_key", "range_key"]
+            or not all(callable(getattr(c, n, None)) for c, n in ((Table, "put_item"), (backend, "update_item"),
+                                                                   (backend, "get_table")))):
+        return False
+    index_position = params.index("index_name") - 1
+    query, put_item, delete_item, update_item = Table.query, Table.put_item, Table.delete_item, backend.update_item
+
+    @functools.wraps(query)
+    def indexed_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[index_position - 1] if len(args) >= index_position else None)
+        view = _index_views(self).get(index_name) if index_name and hash_key is not None else None
+        if view is None or "all_items" in vars(self):
+            return query(self, hash_key, *args, **kwargs)
+        items = []
+        for h, r in view.keys.get(hash_key, ()):
+            item = self.items.get(h, {}).get(r) if r is not None else self.items.get(h)
+            if item is not None:
+                items.append(item)
+        items.sort(key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)  # as all_items() does
+        self.all_items = lambda: items  # what moto's query filters; requests are serialized (MotoServer)
+        try:
+            return query(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    def noted_put(self: Any, *args: Any, **kwargs: Any) -> Any:
+        item = put_item(self, *args, **kwargs)
+        _note_item(self, item.hash_key, item.range_key)
+        return item
+
+    def noted_delete(self: Any, hash_key: Any, range_key: Any) -> Any:
+        item = delete_item(self, hash_key, range_key)
+        _note_item(self, hash_key, range_key)
+        return item
+
+    def noted_update(self: Any, table_name: str, *args: Any, **kwargs: Any) -> Any:
+        item = update_item(self, table_name, *args, **kwargs)
+        _note_item(self.get_table(table_name), item.hash_key, item.range_key)
+        return item
+
+    indexed_query.__doc__ = "Query on a GSI from the items holding its key (s3sync.local.moto_patches)"
+    Table.query, Table.put_item, Table.delete_item = indexed_query, noted_put, noted_delete
+    backend.update_item = noted_update
     return True
 
 

@@ -73,7 +73,7 @@ from s3sync.local.workers import (
 from s3sync.transfer import logs
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
-from s3sync.transfer.ledger import Job, Ledger
+from s3sync.transfer.ledger import Job, Ledger, transfers_table_keys
 from s3sync.transfer.runtime import Runtime
 from s3sync.transfer.splitter import job_id_for
 
@@ -351,9 +351,8 @@ class LocalRunner:
         r.transfers_table, r.parts_table = f"{n}-transfers", f"{n}-parts"
         existing = ddb.list_tables()["TableNames"]
         if r.transfers_table not in existing:
-            ddb.create_table(TableName=r.transfers_table, BillingMode="PAY_PER_REQUEST",
-                             AttributeDefinitions=[{"AttributeName": TRANSFERS_HASH_KEY, "AttributeType": "S"}],
-                             KeySchema=[{"AttributeName": TRANSFERS_HASH_KEY, "KeyType": "HASH"}],
+            # its key and the sparse `Attention` index, as ecs.yaml declares them (tests/test_templates.py)
+            ddb.create_table(TableName=r.transfers_table, BillingMode="PAY_PER_REQUEST", **transfers_table_keys(),
                              StreamSpecification={"StreamEnabled": True, "StreamViewType": TRANSFERS_STREAM_VIEW})
         if r.parts_table not in existing:
             ddb.create_table(TableName=r.parts_table, BillingMode="PAY_PER_REQUEST",

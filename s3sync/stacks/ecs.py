@@ -263,12 +263,25 @@ class EcsStack(StackBuilder):
         self.resource_output(logical_id, "Arn", f"ARN of the {logical_id}")
 
     def add_transfers_table(self) -> None:
-        """Table T: one item per object; its stream feeds the completion function."""
+        """Table T: one item per object; its stream feeds the completion function. Its sparse index `Attention`
+        holds only the unfinished and the failed jobs (contract.ATTENTION_INDEX), which the sweeper and `s3sync
+        status` query instead of scanning every job; keys only, so counting a part never writes to it."""
         self._table(
             Ids.TRANSFERS_TABLE,
             [(contract.TRANSFERS_HASH_KEY, "S", "HASH")],
             StreamSpecification=dynamodb.StreamSpecification(StreamViewType=contract.TRANSFERS_STREAM_VIEW),
         )
+        table = self.t.resources[Ids.TRANSFERS_TABLE]
+        table.AttributeDefinitions += [
+            dynamodb.AttributeDefinition(AttributeName=contract.ATTENTION_ATTR, AttributeType="S"),
+            dynamodb.AttributeDefinition(AttributeName=contract.ATTENTION_RANGE, AttributeType="N"),
+        ]
+        table.GlobalSecondaryIndexes = [dynamodb.GlobalSecondaryIndex(
+            IndexName=contract.ATTENTION_INDEX,
+            KeySchema=[dynamodb.KeySchema(AttributeName=contract.ATTENTION_ATTR, KeyType="HASH"),
+                       dynamodb.KeySchema(AttributeName=contract.ATTENTION_RANGE, KeyType="RANGE")],
+            Projection=dynamodb.Projection(ProjectionType="KEYS_ONLY"),
+        )]
         self.resource_output(Ids.TRANSFERS_TABLE, "StreamArn", "Stream of the transfers table (completion trigger)")
 
     def add_parts_table(self) -> None:

@@ -220,6 +220,12 @@ def table_items(actions: Iterable[Action], *table_arns: Any) -> Statement:
     return allow(actions, list(table_arns))
 
 
+def query_index(table_name: Any, index: str) -> Statement:
+    """Query one index of a table: IAM authorizes a Query with IndexName on `<table ARN>/index/<index>`, not on the
+    table (Service Authorization Reference, DynamoDB resource type `index`)."""
+    return allow([ddb.Query], [arn("dynamodb", f"table/${{Table}}/index/{index}", Table=table_name)])
+
+
 def read_stream(stream_arn: Any) -> list[Statement]:
     """What a Lambda event source mapping needs to poll one table stream."""
     return [

@@ -277,7 +277,11 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 **self.encryption_environment(),  # a re-sent small object keeps the configured encryption
             })
             statements += [
-                iam.table_items([ddb.Scan, ddb.GetItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
+                # candidates from the sparse Attention index, never a Scan; each read again (BatchGetItem,
+                # strongly consistent) before the sweeper decides (s3sync.transfer.sweeper)
+                iam.query_index(import_value(Exports.TRANSFERS_TABLE_NAME), contract.ATTENTION_INDEX),
+                iam.table_items([ddb.BatchGetItem, ddb.GetItem, ddb.UpdateItem],
+                                import_value(Exports.TRANSFERS_TABLE_ARN)),
                 iam.table_items([ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
                 iam.send_messages(import_value(Exports.QUEUE_ARN)),
                 # missing parts are re-sent only while the queue is empty (Sweeper.queue_busy)

@@ -15,12 +15,22 @@ object twice:
   on the `rev` they read, never on a timestamp (two writes can share a second);
 - a write whose answer was lost and which botocore then retried fails its own condition: callers re-read and
   recognise their own write by the token they wrote (`attempt`, `lease`).
+
+Finding the jobs that need attention without reading the DONE ones: the writes that make a job unfinished (the
+create, a re-attempt's claim) or FAILED set `attention` ("unfinished#<shard>", "failed#<shard>"), the write that makes
+it DONE removes it, so the table's sparse index `Attention` (contract.ATTENTION_INDEX) lists exactly the unfinished
+and the failed jobs; `unfinished_jobs` and `failed_jobs` query it. Reads of a global secondary index are eventually
+consistent ("All reads from GSIs and streams are eventually consistent", DynamoDB developer guide, "DynamoDB read
+consistency"): the index may still list a job that has just finished, or not yet list one just created. So it only
+names candidates: each is read again, strongly consistently, before anyone acts on it.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -28,7 +38,16 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from s3sync.contract import PARTS_HASH_KEY, PARTS_RANGE_KEY, TRANSFERS_HASH_KEY, Status
+from s3sync.contract import (
+    ATTENTION_ATTR,
+    ATTENTION_INDEX,
+    ATTENTION_RANGE,
+    ATTENTION_SHARDS,
+    PARTS_HASH_KEY,
+    PARTS_RANGE_KEY,
+    TRANSFERS_HASH_KEY,
+    Status,
+)
 from s3sync.transfer.errors import RetryableError
 
 _ser = TypeSerializer()
@@ -36,6 +55,44 @@ _de = TypeDeserializer()
 
 NO_UPLOAD = "-"  # upload_id of a job copied whole (no multipart upload)
 UNFINISHED = (Status.PLANNED, Status.COPYING, Status.COMPLETING)
+BATCH_GET = 100  # BatchGetItem's limit of keys per request
+BATCH_GET_ATTEMPTS = 8  # rounds of unprocessed keys asked again before giving up (a passing error)
+
+
+class Attention:
+    """The two parts of the `Attention` index: values of `ATTENTION_ATTR` before the shard."""
+
+    UNFINISHED = "unfinished"
+    FAILED = "failed"
+
+    @staticmethod
+    def key(kind: str, job_id: str) -> str:
+        """The attribute's value for a job of this kind: the kind and the job's shard."""
+        return f"{kind}#{zlib.crc32(job_id.encode('utf-8')) % ATTENTION_SHARDS}"
+
+    @classmethod
+    def of(cls, job_id: str, status: str) -> str | None:
+        """The value a job in `status` carries (None: a DONE job, not in the index)."""
+        if status == Status.DONE:
+            return None
+        return cls.key(cls.FAILED if status == Status.FAILED else cls.UNFINISHED, job_id)
+
+
+def transfers_table_keys() -> dict[str, Any]:
+    """The transfers table's key schema and its `Attention` index, as CreateTable takes them (ecs.yaml declares the
+    same): for the local runner, the tests and the benchmarks, which create the table themselves."""
+    return {
+        "AttributeDefinitions": [{"AttributeName": TRANSFERS_HASH_KEY, "AttributeType": "S"},
+                                 {"AttributeName": ATTENTION_ATTR, "AttributeType": "S"},
+                                 {"AttributeName": ATTENTION_RANGE, "AttributeType": "N"}],
+        "KeySchema": [{"AttributeName": TRANSFERS_HASH_KEY, "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [{
+            "IndexName": ATTENTION_INDEX,
+            "KeySchema": [{"AttributeName": ATTENTION_ATTR, "KeyType": "HASH"},
+                          {"AttributeName": ATTENTION_RANGE, "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }],
+    }
 
 
 def token() -> str:
@@ -150,11 +207,12 @@ class Ledger:
         return Job.from_item(from_image(resp["Item"])) if "Item" in resp else None
 
     def create_job(self, job: Job) -> bool:
-        """Write a new job; False (and nothing written) when the job already exists."""
+        """Write a new job; False (and nothing written) when the job already exists. An unfinished or failed job
+        is written into the `Attention` index."""
         try:
             self.ddb.put_item(
                 TableName=self.transfers,
-                Item=_item(job.to_item()),
+                Item=_item({**job.to_item(), ATTENTION_ATTR: Attention.of(job.job_id, job.status)}),
                 ConditionExpression="attribute_not_exists(#id)",
                 ExpressionAttributeNames={"#id": TRANSFERS_HASH_KEY},
             )
@@ -211,12 +269,13 @@ class Ledger:
         )
 
     def mark_done(self, job: Job, dest_etag: str) -> Job | None:
-        """COMPLETING -> DONE, by the completion that holds the lease."""
+        """COMPLETING -> DONE, by the completion that holds the lease; the job leaves the `Attention` index."""
         return self.update_job(
-            job.job_id, "SET #s = :done, dest_etag = :etag, updated_at = :now REMOVE lease",
+            job.job_id, "SET #s = :done, dest_etag = :etag, updated_at = :now REMOVE lease, #att",
             "#s = :completing AND lease = :lease",
             {":done": Status.DONE, ":completing": Status.COMPLETING, ":etag": dest_etag, ":lease": job.lease,
              ":now": now()},
+            names={"#att": ATTENTION_ATTR},
         )
 
     def mark_failed(self, job: Job, reason: str, *, by: str) -> Job | None:
@@ -225,8 +284,9 @@ class Ledger:
           never fails a job being completed: a part refused then may be a late duplicate of a finished upload);
         - by="lease": the completion holding the lease;
         - by="rev": the sweeper (or anyone who decided on a read), if nothing changed the job since it read it.
-        None when the condition does not hold."""
-        values: dict[str, Any] = {":failed": Status.FAILED, ":reason": reason[:1000], ":now": now()}
+        None when the condition does not hold. The job moves to the failed part of the `Attention` index."""
+        values: dict[str, Any] = {":failed": Status.FAILED, ":reason": reason[:1000], ":now": now(),
+                                  ":att": Attention.key(Attention.FAILED, job.job_id)}
         if by == "attempt":
             condition = "#s IN (:planned, :copying) AND attempt = :attempt"
             values.update({":planned": Status.PLANNED, ":copying": Status.COPYING, ":attempt": job.attempt})
@@ -237,8 +297,9 @@ class Ledger:
                            ":completing": Status.COMPLETING, **extra})
         else:
             raise ValueError(f"mark_failed by {by!r}")
-        return self.update_job(job.job_id, "SET #s = :failed, #e = :reason, updated_at = :now REMOVE lease",
-                                condition, values, names={"#e": "error"})
+        return self.update_job(job.job_id,
+                                "SET #s = :failed, #e = :reason, updated_at = :now, #att = :att REMOVE lease",
+                                condition, values, names={"#e": "error", "#att": ATTENTION_ATTR})
 
     def touch(self, job: Job) -> Job | None:
         """Rewrite a finished-copying job unchanged but for updated_at (if nothing changed it since it was read): a
@@ -259,9 +320,86 @@ class Ledger:
             return "lease = :lease", {":lease": job.lease}
         return "#rev = :seen", {":seen": job.rev}
 
-    def unfinished_jobs(self) -> list[Job]:
-        """Jobs not DONE or FAILED (a scan with a filter: fine for the thousands a sweep sees at once)."""
-        return [j for j in self.scan_jobs(only_unfinished=True) if j.status not in Status.FINAL]
+    # --- the jobs that need attention (the sparse `Attention` index) ----------------------------------------------
+    def attention_ids(self, kind: str, *, created_before: int | None = None) -> Iterator[str]:
+        """The ids the `Attention` index lists under `kind` (Attention.UNFINISHED or FAILED), every shard, page by
+        page; with `created_before`, only jobs created at or before that time. Eventually consistent: a candidate
+        list, to be read again before use (see the module's docstring)."""
+        names = {"#a": ATTENTION_ATTR}
+        condition = "#a = :a"
+        if created_before is not None:
+            names["#c"] = ATTENTION_RANGE
+            condition += " AND #c <= :before"
+        for shard in range(ATTENTION_SHARDS):
+            values = {":a": f"{kind}#{shard}"}
+            if created_before is not None:
+                values[":before"] = int(created_before)
+            kwargs: dict[str, Any] = {"TableName": self.transfers, "IndexName": ATTENTION_INDEX,
+                                      "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
+                                      "ExpressionAttributeValues": _item(values)}
+            while True:
+                resp = self.ddb.query(**kwargs)
+                for raw in resp.get("Items", []):
+                    yield raw[TRANSFERS_HASH_KEY]["S"]
+                if "LastEvaluatedKey" not in resp:
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def get_jobs(self, job_ids: Iterable[str], *, consistent: bool = True) -> list[Job]:
+        """The jobs with these ids (those that exist), BATCH_GET per BatchGetItem, strongly consistent unless told
+        otherwise; keys DynamoDB leaves unprocessed are asked again, after a short pause."""
+        ids = list(dict.fromkeys(job_ids))
+        out: list[Job] = []
+        for i in range(0, len(ids), BATCH_GET):
+            request: dict[str, Any] = {self.transfers: {
+                "Keys": [_item({TRANSFERS_HASH_KEY: j}) for j in ids[i:i + BATCH_GET]], "ConsistentRead": consistent}}
+            for attempt in range(BATCH_GET_ATTEMPTS):
+                resp = self.ddb.batch_get_item(RequestItems=request)
+                out.extend(Job.from_item(from_image(raw)) for raw in resp.get("Responses", {}).get(self.transfers, []))
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+            else:
+                raise RetryableError(f"DynamoDB left {len(request[self.transfers]['Keys'])} job(s) unread after "
+                                     f"{BATCH_GET_ATTEMPTS} BatchGetItem rounds")
+        return out
+
+    def unfinished_jobs(self, *, created_before: int | None = None) -> list[Job]:
+        """Jobs not DONE or FAILED (created at or before `created_before`, when given): the index's candidates,
+        each read again strongly consistently, so a job that finished meanwhile is left out and every field is
+        current. What this reads grows with the unfinished jobs, never with the DONE ones."""
+        ids = self.attention_ids(Attention.UNFINISHED, created_before=created_before)
+        return [j for j in self.get_jobs(ids) if j.status not in Status.FINAL]
+
+    def failed_jobs(self, *, consistent: bool = True) -> list[Job]:
+        """The FAILED jobs, from the index, each read again."""
+        return [j for j in self.get_jobs(self.attention_ids(Attention.FAILED), consistent=consistent)
+                if j.status == Status.FAILED]
+
+    def reindex(self) -> dict[str, int]:
+        """Put the unfinished and failed jobs that lack `attention` (written by a version without the index) into
+        the index: one Scan of the whole table, then one conditional write per such job (only if its status is
+        still the one read; a job that changed meanwhile is counted as skipped: run it again). Once, after the
+        upgrade that added the index."""
+        counts = {"scanned": 0, "indexed": 0, "skipped": 0}
+        kwargs: dict[str, Any] = {"TableName": self.transfers,
+                                  "FilterExpression": "attribute_not_exists(#a) AND #s <> :done",
+                                  "ExpressionAttributeNames": {"#a": ATTENTION_ATTR, "#s": "status"},
+                                  "ExpressionAttributeValues": _item({":done": Status.DONE})}
+        while True:
+            resp = self.ddb.scan(**kwargs)
+            counts["scanned"] += int(resp.get("ScannedCount", 0))
+            for raw in resp.get("Items", []):
+                job = Job.from_item(from_image(raw))
+                done = self.update_job(job.job_id, "SET #att = :att",
+                                       "#s = :seen_status AND attribute_not_exists(#att)",
+                                       {":att": Attention.of(job.job_id, job.status), ":seen_status": job.status},
+                                       names={"#att": ATTENTION_ATTR})
+                counts["indexed" if done else "skipped"] += 1
+            if "LastEvaluatedKey" not in resp:
+                return counts
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     # --- parts ----------------------------------------------------------------------------------------------------
     def part_recorded(self, job_id: str, attempt: str, part: int) -> bool:
@@ -370,7 +508,8 @@ class Ledger:
         return out
 
     def scan_jobs(self, only_unfinished: bool = False) -> list[Job]:
-        """Every job (the local runner and `status` use it; fine for thousands, not millions)."""
+        """Every job, by a Scan of the whole table (the local runner, `status --all`, a job named by an id prefix;
+        fine for thousands, not millions: the sweeper and `status` query the `Attention` index instead)."""
         out: list[Job] = []
         kwargs: dict[str, Any] = {"TableName": self.transfers, "ConsistentRead": True}
         if only_unfinished:

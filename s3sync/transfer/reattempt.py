@@ -5,7 +5,8 @@ A job's id is derived from the object (bucket, key, version, ETag), so a new att
 1. HEAD the source: gone -> nothing to do; another ETag -> the object changed: split it as the new job it is;
 2. plan again (with the job's part size, unless another is asked for) and create the destination upload;
 3. claim the job with one conditional write: still the job we read (its `rev`) -> PLANNED, with a new attempt token,
-   the new upload, a fresh `remaining` and counters, the old error kept as `previous_error`. Two retries of the same
+   the new upload, a fresh `remaining` and counters, the old error kept as `previous_error`, and back in the
+   unfinished part of the `Attention` index (s3sync.transfer.ledger). Two retries of the same
    job cannot both win; the loser aborts its upload. A claim applied whose answer was lost is recognised by its
    attempt token when the job is read back;
 4. enqueue every part (Splitter.enqueue), then PLANNED -> COPYING.
@@ -19,11 +20,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from s3sync.contract import Status
+from s3sync.contract import ATTENTION_ATTR, Status
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import PermanentError, classify
 from s3sync.transfer.events import ObjectRef
-from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now, token
+from s3sync.transfer.ledger import NO_UPLOAD, Attention, Job, Ledger, now, token
 from s3sync.transfer.plan import plan
 from s3sync.transfer.splitter import MISSING_CODES, Splitter, kept_headers
 
@@ -95,16 +96,19 @@ class Reattempter:
             job.job_id,
             "SET #s = :planned, #upload = :upload, #size = :size, #ps = :ps, #total = :total, "
             "#remaining = :total, #done = :zero, #done_bytes = :zero, #ca = :zero, #redrives = :zero, "
-            "#updated = :now, #prev = :prev, #attempt = :attempt REMOVE #e, #dest_etag, #lease ADD #attempts :one",
+            "#updated = :now, #prev = :prev, #attempt = :attempt, #att = :att "
+            "REMOVE #e, #dest_etag, #lease ADD #attempts :one",
             "#s = :seen_status AND #rev = :seen",
             {":planned": Status.PLANNED, ":upload": upload_id, ":size": size, ":ps": part_size, ":total": total,
              ":zero": 0, ":one": 1, ":now": now(), ":seen_status": job.status, ":seen": job.rev,
-             ":attempt": attempt, ":prev": (job.error or f"re-copied after {job.status}")[:1000]},
+             ":attempt": attempt, ":prev": (job.error or f"re-copied after {job.status}")[:1000],
+             ":att": Attention.key(Attention.UNFINISHED, job.job_id)},
             {  # every name aliased: several are DynamoDB reserved words (size, total)
                 "#e": "error", "#upload": "upload_id", "#size": "size", "#ps": "part_size", "#total": "total",
                 "#remaining": "remaining", "#done": "done", "#done_bytes": "done_bytes", "#ca": "completion_attempts",
                 "#redrives": "redrives", "#updated": "updated_at", "#prev": "previous_error",
                 "#dest_etag": "dest_etag", "#attempts": "attempts", "#attempt": "attempt", "#lease": "lease",
+                "#att": ATTENTION_ATTR,
             },
         )
 

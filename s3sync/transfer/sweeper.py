@@ -13,6 +13,14 @@ what is left) and on a schedule. A job with no progress for `stale_after` second
 - COMPLETING (completion died mid-way): hand it back to COPYING, which re-triggers completion.
 Every step is a conditional write on the job as the sweeper read it (its `rev`), so two sweepers, or a sweeper and
 a completion elected meanwhile, cannot both act; a part enqueued twice is counted once anyway.
+
+The candidates come from the transfers table's sparse `Attention` index (Ledger.unfinished_jobs), never from a Scan:
+only unfinished jobs are in its unfinished part, and only those created `stale_after` seconds ago or earlier are
+asked for (a job's `updated_at` is never older than its `created_at`, so a younger job cannot be stale). A sweep
+therefore reads what is unfinished and old enough, whatever number of DONE jobs the table holds. The index lags the
+table (GSI reads are eventually consistent): a job it still lists after it finished, or whose listing is stale, is
+read again strongly consistently (BatchGetItem, ConsistentRead) before the sweeper decides anything, and every write
+is conditioned on that read; a job it does not list yet is younger than any stale job can be.
 """
 
 from __future__ import annotations
@@ -60,7 +68,8 @@ class Sweeper:
     def sweep(self) -> SweepResult:
         result = SweepResult()
         now = self.clock()
-        stale = [j for j in self.ledger.unfinished_jobs() if now - j.updated_at >= self.stale_after]
+        candidates = self.ledger.unfinished_jobs(created_before=int(now - self.stale_after))
+        stale = [j for j in candidates if now - j.updated_at >= self.stale_after]
         busy = bool(stale) and self.queue_busy is not None and self.queue_busy()
         for job in stale:
             try:
