@@ -65,3 +65,22 @@ def test_demo_moves_a_small_sample_set_and_checks_every_byte():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "objects identical" in result.stdout
     assert "dead-letter queue: 0" in result.stdout
+
+
+def test_local_says_where_the_destination_keys_are_kept_and_forgets_them(fresh_moto, rclone_server, boto_client,
+                                                                         tmp_path):
+    """Issue 18 item 6: with real keys, `local` says that they sit in the control plane's secret store (a server
+    anyone on the machine can call); a control plane that outlives the run keeps no key after it; a secret on the
+    command line is warned about."""
+    key_id, secret = rclone_server.access_key_id, rclone_server.secret_access_key
+    result = run("local", "--until-idle", "--timeout-seconds", "120", "--endpoint-url", fresh_moto.endpoint_url,
+                 "--dest-endpoint-url", rclone_server.endpoint_url, "--dest-access-key-id", key_id,
+                 "--dest-secret-access-key", secret, "--state-dir", str(tmp_path),
+                 env={"S3SYNC_LOG_LEVEL": "WARNING"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "the destination keys are in the control plane's secret store (s3sync-dest-credentials)" in result.stdout
+    assert "warning: --dest-secret-access-key on the command line is visible" in result.stderr
+    sm = boto_client("secretsmanager")
+    with pytest.raises(sm.exceptions.ResourceNotFoundException):
+        sm.describe_secret(SecretId="s3sync-dest-credentials")
+    assert secret not in result.stdout + result.stderr
