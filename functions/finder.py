@@ -15,6 +15,7 @@ from typing import Any
 
 from functions._common import runtime
 from s3sync.contract import FIND_EVENT, Metric
+from s3sync.transfer.admission import Admission
 from s3sync.transfer.finder import Finder
 from s3sync.transfer.metrics import MetricsLogger
 from s3sync.transfer.reattempt import Reattempter
@@ -34,6 +35,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     bucket = str(event.get("bucket") or "")
     if not bucket:
         raise ValueError("finder event without a bucket: expected {\"s3sync\": \"find\", \"bucket\": \"...\"}")
+    refused = Admission(rt.settings).find(bucket)  # only the stack's source bucket is listed and copied
+    if refused is not None:
+        return {"refused": [refused.as_dict()]}
     deadline = None
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         deadline = time.monotonic() + max(1.0, context.get_remaining_time_in_millis() / 1000 - MARGIN_S)

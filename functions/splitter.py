@@ -1,6 +1,7 @@
 """S3 notification -> plan the object, write its job, enqueue its parts (ObjectCreated); delete its copy
-(ObjectRemoved / EventBridge "Object Deleted", which arrive only when delete propagation is switched on); the
-scheduled finder's event -> functions.finder."""
+(ObjectRemoved / EventBridge "Object Deleted", acted on only when delete propagation is switched on); the
+scheduled finder's event -> functions.finder. Every event is first checked against the function's configuration
+(s3sync.transfer.admission): another bucket, or a deletion with propagation off, is refused with its reason."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from urllib.parse import unquote_plus
 from functions import finder
 from functions._common import runtime
 from s3sync.contract import Metric, Status
+from s3sync.transfer.admission import Admission
 from s3sync.transfer.deletes import DeletePropagator, deletion_refs
 from s3sync.transfer.events import s3_object_refs
 from s3sync.transfer.metrics import MetricsLogger
@@ -24,9 +26,17 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if finder.is_find_event(event):
         return finder.handler(event, context)
     out: dict[str, Any] = {"jobs": []}
-    refs = list(s3_object_refs(event))
+    refs, deletions = list(s3_object_refs(event)), list(deletion_refs(event))
+    if not refs and not deletions:
+        return out
+    rt = runtime()
+    admission = Admission(rt.settings)
+    refs, refused = admission.created(refs)
+    deletions, refused_deletions = admission.deleted(deletions)
+    refused += refused_deletions
+    if refused:
+        out["refused"] = [r.as_dict() for r in refused]
     if refs:
-        rt = runtime()
         splitter = rt.splitter()
         created = _created_at(event)
         for ref in refs:
@@ -35,12 +45,11 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             if outcome == "duplicate" and _recreated(rt, r.job_id, created.get((ref.bucket, ref.key))):
                 outcome = _recopy(rt, splitter, r.job_id)
             out["jobs"].append({"job": r.job_id, "outcome": outcome, "parts": r.parts})
-    deletions = list(deletion_refs(event))
     if deletions:
-        rt = runtime()
         propagator = DeletePropagator(source=rt.source, dest=rt.dest, settings=rt.settings)
         results = [propagator.propagate(d) for d in deletions]
-        out["deletes"] = [{"key": d.key, "dest_key": d.dest_key, "outcome": d.outcome} for d in results]
+        out["deletes"] = [{"key": d.key, "dest_key": d.dest_key, "outcome": d.outcome,
+                           **({"detail": d.detail} if d.outcome == "refused" else {})} for d in results]
         deleted = sum(d.outcome == "deleted" for d in results)
         if deleted and rt.settings.queue_url:
             MetricsLogger.for_queue(rt.settings.queue_url).count(Metric.OBJECTS_DELETED, deleted)
@@ -75,7 +84,8 @@ def _recreated(rt: Any, job_id: str, event_time: float | None) -> bool:
 
 
 def _recopy(rt: Any, splitter: Any, job_id: str) -> str:
-    """Copy again (the splitter's role may Query and BatchWriteItem the parts table in every configuration)."""
+    """Copy again: a new attempt token on the job (the old attempt's part items count for nothing, so the parts
+    table is not touched: the splitter's role has no right on it)."""
     job = rt.ledger.get_job(job_id)
     reattempter = Reattempter(ledger=rt.ledger, splitter=splitter, source=rt.source, dest=rt.dest)
     result = reattempter.reattempt(job, (Status.DONE,))

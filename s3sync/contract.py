@@ -49,6 +49,14 @@ class Env:
     COMPLETION_TOPIC_ARN = "S3SYNC_COMPLETION_TOPIC_ARN"
     LOG_LEVEL = "S3SYNC_LOG_LEVEL"
     STUCK_AFTER_SECONDS = "S3SYNC_STUCK_AFTER_SECONDS"  # the sweeper re-drives jobs idle this long
+    # The splitter function acts only on events for this bucket (the stack's SourceBucketName); unset: none.
+    SOURCE_BUCKET = "S3SYNC_SOURCE_BUCKET"
+    # "true": the splitter deletes a copy when its source object is deleted (PropagateDeletes); else it refuses
+    # deletion events, whoever sends them.
+    PROPAGATE_DELETES = "S3SYNC_PROPAGATE_DELETES"
+    # Local only, set by `s3sync local` on its functions and workers and by the ops commands against it, never by the
+    # templates: "1" lets the destination endpoint be plain http:// (the local servers); elsewhere only https://.
+    LOCAL_PLAIN_HTTP = "S3SYNC_LOCAL_PLAIN_HTTP"
     # Local only (never set by the templates): the source bucket on another S3-compatible server.
     SOURCE_ENDPOINT_URL = "S3SYNC_SOURCE_ENDPOINT_URL"
     SOURCE_ACCESS_KEY_ID = "S3SYNC_SOURCE_ACCESS_KEY_ID"

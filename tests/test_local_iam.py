@@ -30,6 +30,7 @@ from s3sync.local.iam import (
     conditions_hold,
     evaluate,
     requests_for,
+    service_decision,
 )
 from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner, local_templates
 from s3sync.transfer.runtime import Runtime
@@ -408,7 +409,8 @@ def test_functions_run_with_exactly_their_template_environment(moto_server, monk
     runner = LocalRunner(options(moto_server, "iam-env", state_dir=tmp_path, stuck_after=45))
     summary = runner.run()
     assert summary.ok and summary.denied == []
-    local_only = {"AWS_ENDPOINT_URL", Env.SOURCE_ENDPOINT_URL, Env.SOURCE_ACCESS_KEY_ID, Env.SOURCE_SECRET_ACCESS_KEY}
+    local_only = {"AWS_ENDPOINT_URL", Env.SOURCE_ENDPOINT_URL, Env.SOURCE_ACCESS_KEY_ID, Env.SOURCE_SECRET_ACCESS_KEY,
+                  Env.LOCAL_PLAIN_HTTP}
     for key in HANDLERS:
         fn = runner.stacks.function(key)
         env = runner.runtimes[key].env
@@ -461,3 +463,61 @@ def test_a_role_without_one_action_fails_the_run_with_access_denied_naming_it(mo
     if component == "worker":  # the worker's own log says so too, as AWS's error would
         logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("worker-*.log"))
         assert f"is not authorized to perform: {action}" in logs
+
+
+# --- resource policies that name who may (issue 18 items 1 and 2) -------------------------------------------------
+def _with_broad_identity(role: Role) -> Role:
+    """The role as if its identity policy allowed everything: only the resource policies can then say no."""
+    return Role(role.name, role.arn, (*role.statements, Stmt("broad", {"Effect": "Allow", "Action": "*",
+                                                                       "Resource": "*"})), role.session)
+
+
+def test_only_the_copiers_read_the_china_keys_and_only_the_senders_send_parts():
+    """The secret's resource policy and the part queue's policy, as `s3sync local` evaluates them for each role of
+    the stacks, each given an identity policy that allows everything: GetSecretValue only for the worker task role
+    and the splitter and completion roles; SendMessage (and so SendMessageBatch) only for the splitter, the sweeper
+    (scale_in) and completion; an operator's role under /s3sync/<ECS stack>/operator/ may do both; any other role
+    of the account, the ECS execution role included, neither."""
+    ls = stacks()
+    where = Where(secrets={})
+    secret = ls.ecs.ref("DestCredentials")
+    queue = ls.ecs.get_att("TransferQueue", "Arn")
+    dlq = ls.ecs.get_att("TransferDeadLetterQueue", "Arn")
+    roles = {key: ls.function_role(key) for key in HANDLERS}
+    roles["worker"], roles["execution"] = ls.task_role(), ls.execution_role()
+    resource_policies = tuple(ls.resource_statements())
+    for name, path in (("operator", "/s3sync/ecsStack/operator/"), ("admin", "/"), ("lookalike", "/s3sync/other/")):
+        roles[name] = Role(name, f"arn:aws:iam::{ACCOUNT}:role{path}{name}", resource_policies)
+    decisions = {}
+    for name, role in roles.items():
+        enforcer = Enforcer(name, _with_broad_identity(role), where, CallLedger())
+        decisions[name] = (enforcer.allows("secretsmanager:GetSecretValue", secret),
+                           enforcer.allows("sqs:SendMessage", queue), enforcer.allows("sqs:SendMessage", dlq))
+    assert decisions == {
+        "splitter": (True, True, True), "completion": (True, True, True), "scale_in": (False, True, True),
+        "scale_out": (False, False, True), "worker": (True, False, True), "execution": (False, False, True),
+        "operator": (True, True, True), "admin": (False, False, True), "lookalike": (False, False, True),
+    }
+    # the splitter's own role ARN is what the policies match: its IAM path names the ECS stack and the function
+    assert roles["splitter"].arn == f"arn:aws:iam::{ACCOUNT}:role/s3sync/ecsStack/splitter/lamStackS-SplitterRole"
+
+
+def test_a_service_request_is_judged_by_the_resource_policy_with_its_source_arn():
+    """CloudWatch publishing an alarm's notification: the topic policy admits the service principal only for the
+    stack's own alarm (aws:SourceArn, aws:SourceAccount); any other alarm, and any role, is refused even with an
+    identity policy that allows sns:Publish."""
+    ls = stacks()
+    statements = ls.resource_statements()
+    topic = ls.lambda_.ref("ScaleOutTopic")
+    alarm = ls.lambda_.get_att("ScaleOutAlarm", "Arn")
+    other_alarm = ls.lambda_.get_att("ScaleInAlarm", "Arn")
+    assert alarm == f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:lamStackS-ScaleOutAlarm"
+    publish = Request("sns:Publish", topic)
+    assert service_decision("cloudwatch.amazonaws.com", publish, statements, alarm, ACCOUNT).allowed
+    refused = service_decision("cloudwatch.amazonaws.com", publish, statements, other_alarm, ACCOUNT)
+    assert not refused.allowed and "explicit deny" in refused.why
+    assert not service_decision("cloudwatch.amazonaws.com", publish, statements, alarm, "111122223333").allowed
+    assert not service_decision("events.amazonaws.com", publish, statements, alarm, ACCOUNT).allowed
+    completion = Enforcer("completion", _with_broad_identity(ls.function_role("completion")), Where(), CallLedger())
+    assert not completion.allows("sns:Publish", topic)
+    assert completion.allows("sns:Publish", ls.lambda_.ref("CompletionTopic"))  # its own topic: no such policy

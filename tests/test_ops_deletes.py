@@ -1,7 +1,11 @@
 """Delete propagation and the splitter function's routing: ObjectRemoved notifications and EventBridge "Object Deleted"
 events delete the copy (unless the key was written again), ObjectCreated still plans, the scheduled finder's event
 runs the finder; end to end through `s3sync local --propagate-deletes`, with objects placed by `s3sync backfill`: a
-deleted object's copy goes, and the same bytes written again are copied again."""
+deleted object's copy goes, and the same bytes written again are copied again.
+
+Issue 18 item 1: events that the deployed configuration does not name (another bucket, a deletion with propagation
+off, no source bucket configured) are refused with their reason and nothing is read, written or deleted; a delete
+propagates only on the source's 404, never on a 403."""
 
 from __future__ import annotations
 
@@ -12,12 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from s3sync.cli import cli
-from s3sync.contract import Metric, Status
+from s3sync.contract import Env, Metric, Status
+from s3sync.local.iam import CallLedger, Enforcer, Role, Stmt, Where
 from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner
 from s3sync.ops.backfill import do_backfill
 from s3sync.ops.context import resolve
 from s3sync.transfer import logs
-from s3sync.transfer.deletes import Deletion, deletion_refs
+from s3sync.transfer.deletes import DeletePropagator, Deletion, deletion_refs
+from s3sync.transfer.settings import Settings
+from tests.conftest import make_client
 from tests.ops_support import make_system
 
 MiB = 2**20
@@ -64,6 +71,7 @@ def handler_env(moto_server, monkeypatch):
     for k, v in sys_.target.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    monkeypatch.setenv(Env.PROPAGATE_DELETES, "true")  # as the template sets it with PropagateDeletes true
     _common.runtime.cache_clear()
     yield sys_
     _common.runtime.cache_clear()
@@ -151,3 +159,88 @@ def test_local_backfill_then_deletes_and_rewrites_propagate(moto_server):
                                      "--json"])
     doc = json.loads(final.stdout)
     assert (doc["listed"], doc["in_sync"], doc["different"]) == (3, 3, 0)
+
+
+def _reload(monkeypatch, **env: str | None) -> None:
+    """A fresh cold start of the function with these variables changed (None: unset)."""
+    from functions import _common
+
+    for k, v in env.items():
+        if v is None:
+            monkeypatch.delenv(k, raising=False)
+        else:
+            monkeypatch.setenv(k, v)
+    _common.runtime.cache_clear()
+
+
+def _dest_keys(sys_) -> list[str]:
+    return sorted(o["Key"] for o in sys_.s3.list_objects_v2(Bucket=sys_.dst).get("Contents", []))
+
+
+def test_events_the_configuration_does_not_name_are_refused_and_nothing_is_written_or_deleted(handler_env,
+                                                                                              monkeypatch):
+    from functions.splitter import handler
+
+    sys_ = handler_env
+    s3, src = sys_.s3, sys_.src
+    other = f"{src}-other"
+    s3.create_bucket(Bucket=other)
+    s3.put_object(Bucket=other, Key="planted.bin", Body=b"x" * 1024)  # readable, yet not ours to copy
+    s3.put_object(Bucket=sys_.dst, Key="copy/kept.txt", Body=b"copy")  # a copy whose source is gone
+    s3.put_object(Bucket=other, Key="kept.txt", Body=b"other")
+
+    # another bucket: neither a creation, nor a deletion (even with propagation on), nor a finder run
+    out = handler({"Records": [created(other, "planted.bin"), removed(other, "kept.txt")]})
+    assert out["jobs"] == [] and "deletes" not in out
+    assert [(r["kind"], r["bucket"], r["key"]) for r in out["refused"]] == [("created", other, "planted.bin"),
+                                                                           ("deleted", other, "kept.txt")]
+    assert all("is not this stack's source bucket" in r["reason"] for r in out["refused"])
+    assert handler(eventbridge_deleted(other, "kept.txt"))["refused"][0]["kind"] == "deleted"
+    found = handler({"s3sync": "find", "bucket": other})
+    assert [r["kind"] for r in found["refused"]] == ["find"] and "listed" not in found
+
+    # deletions of our own bucket while propagation is off: refused, the copy stays
+    _reload(monkeypatch, **{Env.PROPAGATE_DELETES: "false"})
+    for event in ({"Records": [removed(src, "kept.txt")]}, eventbridge_deleted(src, "kept.txt")):
+        out = handler(event)
+        assert "deletes" not in out and "delete propagation is off" in out["refused"][0]["reason"]
+
+    # no source bucket configured at all: nothing is admitted
+    _reload(monkeypatch, **{Env.SOURCE_BUCKET: None, Env.PROPAGATE_DELETES: "true"})
+    s3.put_object(Bucket=src, Key="ours.txt", Body=b"ours")
+    out = handler({"Records": [created(src, "ours.txt"), removed(src, "kept.txt")]})
+    assert out["jobs"] == [] and len(out["refused"]) == 2
+    assert all("no source bucket is configured" in r["reason"] for r in out["refused"])
+
+    # a key that cannot exist at the destination (DestPrefix + key over S3's 1,024 bytes)
+    _reload(monkeypatch, **{Env.SOURCE_BUCKET: src})
+    out = handler({"Records": [created(src, "k" * 1020)]})
+    assert out["jobs"] == [] and "at most 1024" in out["refused"][0]["reason"]
+
+    assert sys_.ledger.scan_jobs() == [] and sys_.messages() == []  # no job, no part message
+    assert _dest_keys(sys_) == ["copy/kept.txt"]  # nothing written, nothing deleted
+
+    # and what the configuration names still goes through
+    out = handler({"Records": [created(src, "ours.txt")]})
+    assert [j["outcome"] for j in out["jobs"]] == ["planned"] and "refused" not in out
+
+
+def test_a_delete_propagates_only_when_the_source_answers_404(moto_server):
+    """Without s3:ListBucket S3 answers 403 for a missing key (here the local IAM makes the moto server's 404 a
+    403, as AWS does): that says nothing about the key, so the copy is kept; with it, 404 deletes the copy."""
+    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
+    sys_.s3.put_object(Bucket=sys_.dst, Key="copy/gone.txt", Body=b"copy")
+    settings = Settings(dest_bucket=sys_.dst, dest_prefix="copy/")
+    read = {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{sys_.src}/*"}
+    listing = {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{sys_.src}"}
+    outcomes = []
+    for statements in ([read], [read, listing]):
+        role = Role("SplitterRole", "arn:aws:iam::123456789012:role/test-splitter",
+                    tuple(Stmt(f"test #{i}", st) for i, st in enumerate(statements)))
+        source = Enforcer("splitter", role, Where(), CallLedger()).instrument(
+            "source", make_client("s3", moto_server.endpoint_url))
+        result = DeletePropagator(source=source, dest=sys_.s3, settings=settings).propagate(
+            Deletion(sys_.src, "gone.txt"))
+        outcomes.append((result.outcome, _dest_keys(sys_)))
+    assert outcomes[0][0] == "refused" and outcomes[0][1] == ["copy/gone.txt"]
+    assert outcomes[1] == ("deleted", [])

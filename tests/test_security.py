@@ -148,6 +148,175 @@ def test_workers_can_reread_a_rotated_secret_in_aws(docs):
                for s in statements), "the task role may not read the secret"
 
 
+# --- issue 18: who may read the keys, send parts, publish alarms; what the roles trust ----------------------------
+def _statements(resource: dict[str, Any], key: str = "PolicyDocument") -> list[dict[str, Any]]:
+    return resource["Properties"][key]["Statement"]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _path_pattern(key: str) -> dict[str, str]:
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/s3sync/${{AWS::StackName}}/{key}/*"}
+
+
+def test_only_the_copiers_may_read_the_china_keys(docs):
+    """Item 2: a resource policy on the secret denies GetSecretValue to every principal but the worker task role
+    (by ARN) and the roles lambda.yaml creates for the splitter and completion, or an operator creates, under
+    /s3sync/<ECS stack>/<key>/; ECS no longer injects the keys, so the execution role reads nothing."""
+    ecs, lam = docs["ecs.yaml"]["Resources"], docs["lambda.yaml"]["Resources"]
+    [(where, policy)] = resources(docs, "AWS::SecretsManager::ResourcePolicy").items()
+    assert where == "ecs.yaml:DestCredentialsPolicy"
+    props = policy["Properties"]
+    assert props["SecretId"] == {"Ref": "DestCredentials"} and props["BlockPublicPolicy"] is True
+    [deny] = _statements(policy, "ResourcePolicy")
+    assert (deny["Effect"], deny["Principal"], deny["Action"], deny["Resource"]) == (
+        "Deny", "*", ["secretsmanager:GetSecretValue"], ["*"])
+    assert deny["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [
+        {"Fn::GetAtt": ["TaskRole", "Arn"]}, _path_pattern("splitter"), _path_pattern("completion"),
+        _path_pattern("operator")]}}
+    for key, fn in (("splitter", "Splitter"), ("completion", "Completion"), ("scale_in", "ScaleIn"),
+                    ("scale_out", "ScaleOut")):
+        assert lam[f"{fn}Role"]["Properties"]["Path"] == {"Fn::Sub": f"/s3sync/${{EcsStackName}}/{key}/"}
+    [container] = ecs["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert "Secrets" not in container
+    execution = json.dumps(ecs["ExecutionRole"]["Properties"]["Policies"])
+    assert "secretsmanager" not in execution and "DestCredentials" not in execution
+
+
+def test_only_the_senders_may_send_part_messages(docs):
+    """Item 1: the part queue's policy denies SendMessage (and so SendMessageBatch) to all but the splitter, the
+    sweeper (scale_in), completion (which sends a part again) and an operator's role."""
+    policy = docs["ecs.yaml"]["Resources"]["TransferQueuePolicy"]
+    [deny] = [st for st in _statements(policy) if st.get("Sid") == "OnlyTheSplittersSendParts"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", ["sqs:SendMessage"])
+    assert deny["Resource"] == [{"Fn::GetAtt": ["TransferQueue", "Arn"]}]
+    assert deny["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [
+        _path_pattern("splitter"), _path_pattern("scale_in"), _path_pattern("completion"), _path_pattern("operator")]}}
+
+
+def test_scale_topics_take_messages_from_their_own_alarm_only(docs):
+    """Item 1: only the stack's alarm, through CloudWatch, may publish to each scale topic (aws:SourceArn and
+    aws:SourceAccount on the Allow; a Deny for any other publisher)."""
+    lam = docs["lambda.yaml"]["Resources"]
+    for topic, alarm in (("ScaleOutTopic", "ScaleOutAlarm"), ("ScaleInTopic", "ScaleInAlarm")):
+        [policy] = [r for r in lam.values() if r["Type"] == "AWS::SNS::TopicPolicy"
+                    and r["Properties"]["Topics"] == [{"Ref": topic}]]
+        allow, deny = _statements(policy)
+        assert allow["Principal"] == {"Service": ["cloudwatch.amazonaws.com"]} and allow["Action"] == ["sns:Publish"]
+        assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [alarm, "Arn"]}},
+                                      "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+        assert (deny["Effect"], deny["Principal"], deny["Action"], deny["Resource"]) == (
+            "Deny", "*", ["sns:Publish"], [{"Ref": topic}])
+        assert deny["Condition"] == {"ArnNotEquals": {"aws:SourceArn": {"Fn::GetAtt": [alarm, "Arn"]}}}
+        assert lam[alarm]["Properties"]["AlarmActions"] == [{"Ref": topic}]
+
+
+def test_ecs_roles_trust_tasks_of_this_account_and_region_only(docs):
+    """Item 4: the ECS developer guide's recommended trust conditions on both roles ECS tasks assume."""
+    ecs = docs["ecs.yaml"]["Resources"]
+    for role in ("TaskRole", "ExecutionRole"):
+        [st] = ecs[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert st["Principal"] == {"Service": ["ecs-tasks.amazonaws.com"]}
+        assert st["Condition"] == {
+            "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:*"}},
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}, role
+
+
+def test_the_source_key_decrypts_through_s3_only(docs):
+    """Item 4: the SourceKmsKeyArn grant holds only for requests S3 makes for the worker (kms:ViaService)."""
+    [policy] = resources(docs, "AWS::IAM::ManagedPolicy").values()
+    [st] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert st["Action"] == ["kms:Decrypt"] and st["Resource"] == [{"Ref": "SourceKmsKeyArn"}]
+    assert st["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}}
+
+
+@pytest.mark.parametrize("partition, image, repository", [
+    ("aws", "123456789012.dkr.ecr.us-east-1.amazonaws.com/s3sync:1.0", "s3sync"),
+    ("aws", "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/s3sync@sha256:" + "a" * 64, "team/s3sync"),
+    ("aws", "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/s3sync:1.0@sha256:" + "b" * 64, "team/s3sync"),
+    ("aws", "123456789012.dkr.ecr.us-east-1.amazonaws.com/s3sync", "s3sync"),
+    ("aws-cn", "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/team/s3sync:2", "team/s3sync"),
+    ("aws", "public.ecr.aws/docker/library/python:3.12", ""),  # not this account's ECR: no repository at all
+])
+def test_the_execution_role_pulls_from_the_image_uri_s_repository_only(docs, partition, image, repository):
+    """Item 4: ECR reads on one repository, the one ImageUri names, resolved as CloudFormation would."""
+    from s3sync.local.cfn import Resolver
+    from s3sync.local.iam import Where
+
+    where = Where(partition=partition, region="cn-north-1" if partition == "aws-cn" else "us-east-1")
+    r = Resolver("ecsStack", docs["ecs.yaml"], {"ImageUri": image}, where)
+    [policy] = r.resolve(docs["ecs.yaml"]["Resources"]["ExecutionRole"]["Properties"]["Policies"])
+    pulls = [st for st in policy["PolicyDocument"]["Statement"] if "ecr:BatchGetImage" in st["Action"]]
+    assert pulls == [{"Effect": "Allow", "Action": [
+        "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+        "Resource": [f"arn:{partition}:ecr:{where.region}:123456789012:repository/{repository}"]}]
+
+
+def test_destination_endpoint_is_https_in_the_stacks_and_at_run_time(docs):
+    """Item 3: DestEndpointUrl takes https:// only; the runtime refuses http:// unless `s3sync local` says so
+    (S3SYNC_LOCAL_PLAIN_HTTP, set by the local runner, in no template)."""
+    from s3sync.transfer.runtime import Runtime
+    from s3sync.transfer.settings import ConfigError
+
+    pattern = re.compile(docs["ecs.yaml"]["Parameters"]["DestEndpointUrl"]["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("https://s3.cn-north-1.amazonaws.com.cn")
+    for bad in ("http://s3.cn-north-1.amazonaws.com.cn", "ftp://x", "s3.cn-north-1.amazonaws.com.cn"):
+        assert not pattern.fullmatch(bad), bad
+    for name, path in TEMPLATES.items():
+        assert Env.LOCAL_PLAIN_HTTP not in path.read_text(encoding="utf-8"), name
+    base = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            Env.DEST_BUCKET: "dst", Env.DEST_REGION: "cn-north-1", Env.DEST_ACCESS_KEY_ID: DEST_KEY_ID,
+            Env.DEST_SECRET_ACCESS_KEY: DEST_SECRET}
+    with pytest.raises(ConfigError, match="https://"):
+        _ = Runtime({**base, Env.DEST_ENDPOINT_URL: "http://127.0.0.1:9"}).dest
+    assert Runtime({**base, Env.DEST_ENDPOINT_URL: "https://127.0.0.1:9"}).dest.endpoint.endpoint_url
+    assert Runtime({**base, Env.DEST_ENDPOINT_URL: "http://127.0.0.1:9", Env.LOCAL_PLAIN_HTTP: "1"}).dest.client
+
+
+def test_ssh_from_the_whole_internet_only_when_asked(docs):
+    """Item 2: SshCidr 0.0.0.0/0 is refused by a stack rule (and by `ssh_problems`, the same check for deploy)
+    unless SshFromAnywhere is true; no other spelling of /0, and no prefix shorter than /8, passes the pattern."""
+    from s3sync.stacks.ecs import SSH_RULE, ssh_problems
+
+    params = docs["ecs.yaml"]["Parameters"]
+    pattern = re.compile(params["SshCidr"]["AllowedPattern"])
+    for ok in ("", "203.0.113.0/24", "10.0.0.0/8", "198.51.100.7/32", "0.0.0.0/0"):
+        assert pattern.fullmatch(ok), ok
+    for bad in ("1.2.3.4/0", "0.0.0.0/1", "128.0.0.0/7", "::/0", "10.0.0.0/33"):
+        assert not pattern.fullmatch(bad), bad
+    assert params["SshFromAnywhere"]["Default"] == "false"
+    rule = docs["ecs.yaml"]["Rules"][SSH_RULE]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SshCidr"}, "0.0.0.0/0"]}
+    assert [a["Assert"] for a in rule["Assertions"]] == [{"Fn::Equals": [{"Ref": "SshFromAnywhere"}, "true"]}]
+    assert ssh_problems({"SshCidr": "0.0.0.0/0"}) and ssh_problems({"SshCidr": "0.0.0.0/0", "SshFromAnywhere": "false"})
+    assert not ssh_problems({"SshCidr": "0.0.0.0/0", "SshFromAnywhere": "true"})
+    assert not ssh_problems({"SshCidr": "203.0.113.0/24"})
+
+
+def test_checkov_skip_reasons_are_true_of_the_templates(docs):
+    """Item 7: each reason that states a fact about the stacks is checked against them."""
+    types = {r["Type"] for doc in docs.values() for r in doc["Resources"].values()}
+    # CKV_AWS_18: no access record is claimed unless the stacks make one
+    [bucket] = resources(docs, "AWS::S3::Bucket").values()
+    assert "AWS::CloudTrail::Trail" not in types and "LoggingConfiguration" not in bucket["Properties"]
+    assert "no server access log" in CHECKOV_SKIPS["CKV_AWS_18"]
+    assert "are the access record" not in CHECKOV_SKIPS["CKV_AWS_18"]
+    # CKV_AWS_149: the resource policy it names exists and is attached to the secret it skips
+    assert "DestCredentialsPolicy" in CHECKOV_SKIPS["CKV_AWS_149"]
+    assert "DestCredentialsPolicy" in docs["ecs.yaml"]["Resources"]
+    # CKV_AWS_88: 0.0.0.0/0 needs SshFromAnywhere, by a rule
+    assert "SshFromAnywhere" in CHECKOV_SKIPS["CKV_AWS_88"] and "SshFromAnywhereOnlyWhenAsked" in docs["ecs.yaml"]["Rules"]
+    # CKV_AWS_26: every unencrypted topic it skips has a topic policy admitting its alarm only
+    for where, topic in resources(docs, "AWS::SNS::Topic").items():
+        if "CKV_AWS_26" in skipped(topic):
+            stem, rid = where.split(":")
+            assert any(p["Properties"]["Topics"] == [{"Ref": rid}] for p in
+                       resources({stem: docs[stem]}, "AWS::SNS::TopicPolicy").values()), where
+    assert "topic polic" in CHECKOV_SKIPS["CKV_AWS_26"]
+
+
 # --- no secret in what a run leaves behind ------------------------------------------------------------------------
 def _all_text(directory: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in directory.rglob("*") if p.is_file())

@@ -169,16 +169,28 @@ def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any
     # scale_in runs the sweeper once the queue has drained: it reads the ledger and re-sends missing parts
     # (no Scan: it queries the transfers table's sparse Attention index and reads the candidates with BatchGetItem)
     assert role_actions(lam, "ScaleInRole") == scale | {
-        "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query", "sqs:SendMessage",
+        "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:Query", "sqs:SendMessage",
         "sqs:GetQueueAttributes", "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
     }  # fmt: skip
+    # issue 18 item 4: what the worker calls (tests/test_role_permissions.py names each call site), per table
     assert role_actions(ecs, "TaskRole") == {
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
-        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem",
-        "secretsmanager:GetSecretValue",  # rotated destination keys are read again without a redeploy
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+        "secretsmanager:GetSecretValue",  # the worker reads the China keys itself (and again after a rotation)
     }  # fmt: skip
-    assert {"ecr:GetAuthorizationToken", "ecr:BatchGetImage", "secretsmanager:GetSecretValue",
-            "logs:PutLogEvents"} <= role_actions(ecs, "ExecutionRole")  # fmt: skip
+    table_actions = {json.dumps(r): set(as_list(st["Action"]))
+                     for p in ecs["Resources"]["TaskRole"]["Properties"]["Policies"]
+                     for st in p["PolicyDocument"]["Statement"] for r in as_list(st["Resource"])
+                     if "Table" in json.dumps(r)}  # fmt: skip
+    assert table_actions == {json.dumps({"Fn::GetAtt": ["TransfersTable", "Arn"]}): {"dynamodb:GetItem",
+                                                                                    "dynamodb:UpdateItem"},
+                             json.dumps({"Fn::GetAtt": ["PartsTable", "Arn"]}): {"dynamodb:GetItem",
+                                                                                 "dynamodb:PutItem"}}
+    # pull the image and write the logs; no secret (ECS no longer injects it: issue 18 item 2)
+    assert role_actions(ecs, "ExecutionRole") == {
+        "ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer", "logs:CreateLogStream", "logs:PutLogEvents",
+    }  # fmt: skip
 
 
 def test_scale_functions_touch_only_the_one_service(lam: dict[str, Any]) -> None:
@@ -386,7 +398,12 @@ def test_each_function_gets_exactly_its_environment(lam: dict[str, Any]) -> None
     dest = {Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.DEST_BUCKET, Env.DEST_PREFIX, Env.DEST_REGION,
             Env.DEST_ENDPOINT_URL, Env.DEST_SECRET_ARN}  # fmt: skip
     encryption = {Env.DEST_SSE, Env.DEST_SSE_KMS_KEY_ID}  # whoever plans objects: splitter, sweeper (scale_in)
-    assert env_of(lam, "Splitter") == dest | encryption | {Env.QUEUE_URL, Env.PART_SIZE_MIB}
+    # the source bucket and the delete switch: the only events it acts on (issue 18 item 1)
+    assert env_of(lam, "Splitter") == dest | encryption | {Env.QUEUE_URL, Env.PART_SIZE_MIB, Env.SOURCE_BUCKET,
+                                                           Env.PROPAGATE_DELETES}
+    splitter = lam["Resources"]["Splitter"]["Properties"]["Environment"]["Variables"]
+    assert splitter[Env.SOURCE_BUCKET] == {"Ref": "SourceBucketName"}
+    assert splitter[Env.PROPAGATE_DELETES] == {"Ref": "PropagateDeletes"}
     # completion sends a part again (the queue) and creates a re-copy's upload (the encryption)
     assert env_of(lam, "Completion") == dest | encryption | {Env.COMPLETION_TOPIC_ARN, Env.QUEUE_URL}
     scale = {Env.CLUSTER, Env.SERVICE, Env.MAX_TASKS, Env.MIN_TASKS, Env.QUEUE_URL}  # queue: the metrics' dimension
@@ -399,18 +416,16 @@ def test_each_function_gets_exactly_its_environment(lam: dict[str, Any]) -> None
         assert variables[Env.DEST_SSE_KMS_KEY_ID] == {"Ref": "DestSseKmsKeyId"}
 
 
-def test_worker_gets_its_environment_and_the_secret_keys(ecs: dict[str, Any]) -> None:
+def test_worker_gets_its_environment_and_the_secret_s_arn_only(ecs: dict[str, Any]) -> None:
+    """Issue 18 item 2: the China keys are not injected (ECS would put them in the container's environment, shown
+    by `docker inspect` and /proc/1/environ); the worker reads the secret named by its ARN with its task role."""
     (container,) = ecs["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert {e["Name"] for e in container["Environment"]} == {
         Env.QUEUE_URL, Env.TRANSFERS_TABLE, Env.PARTS_TABLE, Env.DEST_BUCKET, Env.DEST_PREFIX, Env.DEST_REGION,
         Env.DEST_ENDPOINT_URL, Env.WORKER_THREADS, Env.DEST_SECRET_ARN, "AWS_REGION", "AWS_DEFAULT_REGION",
     }  # fmt: skip
-    assert container["Secrets"] == [
-        {"Name": Env.DEST_ACCESS_KEY_ID,
-         "ValueFrom": {"Fn::Sub": f"${{DestCredentials}}:{contract.SECRET_ACCESS_KEY_ID_FIELD}::"}},
-        {"Name": Env.DEST_SECRET_ACCESS_KEY,
-         "ValueFrom": {"Fn::Sub": f"${{DestCredentials}}:{contract.SECRET_SECRET_ACCESS_KEY_FIELD}::"}},
-    ]  # fmt: skip
+    assert "Secrets" not in container
+    assert {e["Name"]: e["Value"] for e in container["Environment"]}[Env.DEST_SECRET_ARN] == {"Ref": "DestCredentials"}
     assert container["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": "WorkerLogGroup"}
 
 

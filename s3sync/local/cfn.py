@@ -27,11 +27,15 @@ from s3sync.local.iam import PolicyError, Role, Stmt, Where
 _NO_VALUE = object()  # Ref AWS::NoValue: the property or list entry disappears
 # Properties that name a resource (what `default_physical` reads).
 _NAME_PROPERTIES = ("QueueName", "TopicName", "FunctionName", "RoleName", "Path", "ManagedPolicyName", "PolicyName",
-                    "LogGroupName", "TableName", "BucketName", "Name", "ClusterName", "ServiceName", "Cluster")
+                    "LogGroupName", "TableName", "BucketName", "Name", "ClusterName", "ServiceName", "Cluster",
+                    "AlarmName")
 
 #: Resource-based policies: their statements apply to every request on the resources they name (a Deny with
-#: Principal "*" to everyone; an Allow only where it names the role).
-RESOURCE_POLICY_TYPES = {"AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy"}
+#: Principal "*" to everyone; an Allow only where it names the role or the service asking). Type -> the property
+#: holding the policy document.
+RESOURCE_POLICY_TYPES = {"AWS::S3::BucketPolicy": "PolicyDocument", "AWS::SQS::QueuePolicy": "PolicyDocument",
+                         "AWS::SNS::TopicPolicy": "PolicyDocument",
+                         "AWS::SecretsManager::ResourcePolicy": "ResourcePolicy"}
 #: Policies attached to roles by name (`Roles`), besides a role's inline `Policies`.
 ATTACHED_POLICY_TYPES = {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}
 
@@ -102,6 +106,9 @@ def default_physical(stack: str, logical: str, rtype: str, props: Mapping[str, A
         return {"Ref": f"arn:{p}:ecs:{r}:{a}:task-definition/{name}:1"}
     if rtype == "AWS::Events::Rule":
         return {"Ref": name, "Arn": f"arn:{p}:events:{r}:{a}:rule/{name}"}
+    if rtype == "AWS::CloudWatch::Alarm":
+        name = str(props.get("AlarmName") or name)
+        return {"Ref": name, "Arn": f"arn:{p}:cloudwatch:{r}:{a}:alarm:{name}"}
     return {"Ref": name, "Arn": f"arn:{p}:cloudformation:{r}:{a}:{rtype.replace('::', '-').lower()}/{name}"}
 
 
@@ -409,10 +416,28 @@ class LocalStacks:
                 pprops = other.resolve(other.resources[pl]["Properties"])
                 if role_name in [str(x) for x in pprops.get("Roles", [])]:
                     add(f"{pl} ({name}.yaml)", pprops["PolicyDocument"])
-            for pl in other.of_type(*RESOURCE_POLICY_TYPES):
-                pprops = other.resolve(other.resources[pl]["Properties"])
-                add(f"{pl} ({name}.yaml, resource-based)", pprops["PolicyDocument"], resource_based=True)
+        statements += self.resource_statements()
         return Role(label, str(r.get_att(logical, "Arn")), tuple(statements), session)
+
+    def resource_statements(self) -> list[Stmt]:
+        """The statements of every resource-based policy of both stacks (they apply to every principal's requests,
+        a role's or a service's, as far as their Principal and Resource say)."""
+        out: list[Stmt] = []
+        for name, other in self.stacks.items():
+            for pl in other.of_type(*RESOURCE_POLICY_TYPES):
+                rtype = other.resources[pl]["Type"]
+                pprops = other.resolve(other.resources[pl]["Properties"])
+                document = pprops[RESOURCE_POLICY_TYPES[rtype]]
+                if isinstance(document, str):  # a Json property may be given as text
+                    document = json.loads(document)
+                for i, st in enumerate(_as_list(document.get("Statement", [])), 1):
+                    if rtype == "AWS::SecretsManager::ResourcePolicy":
+                        # "In a policy attached to a secret, * means the policy applies to this secret" (Secrets
+                        # Manager user guide): the statement is scoped to the secret the policy is attached to
+                        st = {**st, "Resource": [str(pprops["SecretId"]) if str(x) == "*" else x
+                                                 for x in _as_list(st.get("Resource", []))]}
+                    out.append(Stmt(f"{pl} ({name}.yaml, resource-based) #{i}", st, True))
+        return out
 
     def function_role(self, key: str) -> Role:
         fn = self.function(key)

@@ -254,13 +254,16 @@ def conditions_hold(block: Mapping[str, Mapping[str, Any]], context: Mapping[str
 
 
 def _principal_matches(principal: Any, principals: Sequence[str]) -> bool:
-    """Resource-based statements: "*" (or {"AWS": "*"}) is everyone; {"AWS": [ARNs]} names roles or sessions.
-    A service principal never matches a role's request."""
+    """Resource-based statements: "*" (or {"AWS": "*"}) is everyone; {"AWS": [ARNs]} names roles or sessions;
+    {"Service": [names]} names services (`principals` then holds the service's name, e.g. cloudwatch.amazonaws.com,
+    for a request a service makes: `service_decision`). A service principal never matches a role's request."""
     if principal == "*":
         return True
     if isinstance(principal, Mapping):
-        named = [str(p) for p in _as_list(principal.get("AWS", []))]
-        return "*" in named or any(p in principals for p in named)
+        if "*" in [str(p) for p in _as_list(principal.get("AWS", []))]:
+            return True
+        named = [str(p) for key in ("AWS", "Service") for p in _as_list(principal.get(key, []))]
+        return any(p in principals for p in named)
     return False
 
 
@@ -316,6 +319,18 @@ def evaluate(req: Request, statements: Iterable[Stmt], context: Mapping[str, Any
     if allowed_by:
         return Decision(True, f"allowed by {allowed_by}")
     return Decision(False, f"because no identity-based policy allows the {req.action} action")
+
+
+def service_decision(service: str, req: Request, statements: Iterable[Stmt], source_arn: str,
+                     source_account: str) -> Decision:
+    """A request an AWS service makes on behalf of one of the account's resources (CloudWatch publishing an alarm's
+    notification to SNS): only resource-based statements can allow it, and the request carries the resource's ARN
+    and account as aws:SourceArn / aws:SourceAccount ("This key is included in the request context only if
+    accessing a resource triggers an AWS service to call another service on behalf of the resource owner", IAM
+    global condition keys); the service's own name is the principal."""
+    context = {"aws:SourceArn": source_arn, "aws:SourceAccount": source_account, "aws:SecureTransport": "true",
+               "aws:PrincipalServiceName": service}
+    return evaluate(req, [s for s in statements if s.resource_based], context, (service,))
 
 
 # --- API calls -> IAM requests ----------------------------------------------------------------------------------------
@@ -719,4 +734,4 @@ def hook_from_env(env: Mapping[str, str]) -> Callable[[str, Any], Any] | None:
 
 __all__ = ["CallLedger", "DEST_SIDE", "Decision", "Denial", "Enforcer", "NotModelled", "PolicyError", "ROLE_POLICY_ENV",
            "ROLE_SIDES", "Request", "Role", "Stmt", "Where", "client_hook", "conditions_hold", "evaluate",
-           "hook_from_env", "requests_for"]
+           "hook_from_env", "requests_for", "service_decision"]

@@ -55,7 +55,7 @@ from s3sync.contract import (
 from s3sync.errors import UserError
 from s3sync.local import alarms, events, patterns
 from s3sync.local.cfn import LocalStacks, lambda_runtime_environment
-from s3sync.local.iam import ROLE_POLICY_ENV, CallLedger, Denial, Enforcer, Where
+from s3sync.local.iam import ROLE_POLICY_ENV, CallLedger, Denial, Enforcer, Request, Where, service_decision
 from s3sync.local.servers import MotoServer
 from s3sync.stacks import STACKS, StackConfig
 from s3sync.stacks.common import Ids
@@ -468,6 +468,7 @@ class LocalRunner:
             Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
             Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
             Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
+            Env.LOCAL_PLAIN_HTTP: "1",  # the local servers speak http://; in AWS only https:// is accepted
         }
 
     def _read_secret(self, arn: str, stage: str, version: str) -> str:
@@ -501,6 +502,11 @@ class LocalRunner:
             Ids.COMPLETION_TOPIC: {"Ref": r.completion_topic, "TopicName": r.completion_topic.rsplit(":", 1)[-1]},
             Ids.SCALE_OUT_TOPIC: {"Ref": r.scale_out_topic, "TopicName": r.scale_out_topic.rsplit(":", 1)[-1]},
             Ids.SCALE_IN_TOPIC: {"Ref": r.scale_in_topic, "TopicName": r.scale_in_topic.rsplit(":", 1)[-1]},
+            # the alarms as `_create_alarms` names them: the topic policies name their ARNs
+            Ids.SCALE_OUT_ALARM: {"Ref": f"{n}-backlog-high",
+                                  "Arn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{n}-backlog-high"},
+            Ids.SCALE_IN_ALARM: {"Ref": f"{n}-queue-drained",
+                                 "Arn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{n}-queue-drained"},
         }
         templates = self.o.templates or local_templates(self.o)
         self.stacks = LocalStacks(templates, local_parameters(self.o, self.endpoint_url), self.where,
@@ -529,6 +535,7 @@ class LocalRunner:
             Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
             Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
             Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
+            Env.LOCAL_PLAIN_HTTP: "1",  # the local servers speak http://; in AWS only https:// is accepted
         })
         if self.r.intake_url and Env.QUEUE_URL in env:
             env[Env.QUEUE_URL] = self.r.intake_url
@@ -695,8 +702,28 @@ class LocalRunner:
                 if change is None:
                     continue
                 log.info("alarm", extra={"alarm": alarm.name, "state": change.new_state, "value": value})
+                if not self._alarm_may_publish(alarm.name, topic):
+                    continue
                 event = alarms.to_sns_event(change, topic_arn=topic, region=REGION, account=ACCOUNT, **trigger)
                 self.invoke(handler, event)
+
+    def _alarm_may_publish(self, alarm_name: str, topic: str) -> bool:
+        """What SNS checks when CloudWatch publishes an alarm's notification: the topic's policy (the stacks' topic
+        policies, s3sync.local.iam.service_decision) with the alarm as aws:SourceArn. A refusal fails the run as a
+        role's would (and the scale function is not invoked, as in AWS, where the alarm action fails)."""
+        alarm_arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{alarm_name}"
+        req = Request("sns:Publish", topic)
+        decision = service_decision("cloudwatch.amazonaws.com", req, self.stacks.resource_statements(), alarm_arn,
+                                    ACCOUNT)
+        self.iam.record(f"alarm {alarm_name}", "control", req.action, req.resource,
+                        "allowed" if decision.allowed else "DENIED")
+        if decision.allowed:
+            return True
+        self.iam.deny(Denial(f"alarm {alarm_name}", "cloudwatch.amazonaws.com (service)", "Publish", req.action,
+                             req.resource, decision.why))
+        log.error("access denied", extra={"component": f"alarm {alarm_name}", "action": req.action,
+                                          "resource": req.resource, "reason": decision.why})
+        return not self.o.iam_enforce
 
     def _sweep_loop(self) -> None:
         """The stack's schedule: every few minutes in AWS (here a third of stuck_after), scale_in only sweeps."""

@@ -58,6 +58,7 @@ LOCAL_STAND_INS = {
     "S3SYNC_SOURCE_ACCESS_KEY_ID": "its keys (in AWS: the task role)",
     "S3SYNC_SOURCE_SECRET_ACCESS_KEY": "the same",
     "S3SYNC_LOCAL_ROLE_POLICY": "host workers only: the task role's statements for s3sync.local.iam",
+    "S3SYNC_LOCAL_PLAIN_HTTP": "the destination may be a local http:// server (in AWS: https:// only)",
 }
 
 #: Host processes only: what a process on this machine needs that the image provides by itself.

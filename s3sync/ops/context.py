@@ -89,7 +89,11 @@ class Target:
             Env.SOURCE_ACCESS_KEY_ID: self.source_access_key_id or "",
             Env.SOURCE_SECRET_ACCESS_KEY: self.source_secret_access_key or "",
         }
-        # Destination keys given to this command win over the secret (as in the worker's task).
+        if self.source_bucket:
+            env[Env.SOURCE_BUCKET] = self.source_bucket
+        if self.local:  # `s3sync local`'s servers speak http://; against AWS only https:// is accepted
+            env[Env.LOCAL_PLAIN_HTTP] = "1"
+        # Destination keys given to this command win over the secret.
         key_id, secret = os.environ.get(Env.DEST_ACCESS_KEY_ID), os.environ.get(Env.DEST_SECRET_ACCESS_KEY)
         if key_id and secret:
             env.update({Env.DEST_ACCESS_KEY_ID: key_id, Env.DEST_SECRET_ACCESS_KEY: secret})

@@ -54,6 +54,7 @@ class Ids:
     TRANSFERS_TABLE = "TransfersTable"
     PARTS_TABLE = "PartsTable"
     SECRET = "DestCredentials"
+    SECRET_POLICY = "DestCredentialsPolicy"
     SECURITY_GROUP = "WorkerSecurityGroup"
     INSTANCE_ROLE = "InstanceRole"
     INSTANCE_PROFILE = "InstanceProfile"
@@ -70,6 +71,8 @@ class Ids:
     WORKER_SOURCE_POLICY = "WorkerSourcePolicy"
     SCALE_OUT_TOPIC = "ScaleOutTopic"
     SCALE_IN_TOPIC = "ScaleInTopic"
+    SCALE_OUT_TOPIC_POLICY = "ScaleOutTopicPolicy"
+    SCALE_IN_TOPIC_POLICY = "ScaleInTopicPolicy"
     COMPLETION_TOPIC = "CompletionTopic"
     COMPLETION_SUBSCRIPTION = "CompletionSubscription"
     SCALE_OUT_ALARM = "ScaleOutAlarm"
@@ -125,22 +128,48 @@ def settings_parameter_name(ecs_stack_name: str) -> str:
     return f"/s3sync/{ecs_stack_name}/settings"
 
 
+#: Who may read the China keys (the secret's resource policy) and send part messages (the part queue's policy): the
+#: roles that do, by the IAM path lambda.yaml creates them under, `/s3sync/<ECS stack>/<key>/` (ecs.yaml is deployed
+#: first and cannot name lambda.yaml's roles; their ARNs carry the path), plus the worker task role by its ARN.
+#: "operator": a role an operator creates under `/s3sync/<ECS stack>/operator/` to run `s3sync retry` / `backfill`
+#: (they read the keys and send parts). A path is not a name: CloudFormation still names the roles, CAPABILITY_IAM
+#: suffices. "When you use AWS CloudFormation to create resources, you can specify a path for users, user groups,
+#: and roles" (IAM identifiers, "Friendly names and paths").
+SECRET_READERS: tuple[str, ...] = ("splitter", "completion", "operator")
+QUEUE_SENDERS: tuple[str, ...] = ("splitter", "scale_in", "completion", "operator")
+
+
+def role_path(ecs_stack_name: str, key: str) -> str:
+    """The IAM path of a role of lambda.yaml (`${EcsStackName}` there), or of an operator's role ("operator")."""
+    return f"/s3sync/{ecs_stack_name}/{key}/"
+
+
+def role_arn_pattern(key: str) -> Sub:
+    """ecs.yaml's side: the ARNs of the roles lambda.yaml creates for `key` under `role_path`."""
+    return Sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role" + role_path("${AWS::StackName}", key) + "*")
+
+
 #: checkov checks that these stacks skip, with the reason, on the resources named in `skip_checks` calls. The reason
 #: lands in the resource's Metadata (`checkov: skip: [{id, comment}]`), where checkov reads it and a reviewer sees it.
 CHECKOV_SKIPS: dict[str, str] = {
-    "CKV_AWS_18": "transit bucket: CloudTrail data events are the access record; a log bucket would be one more "
-    "bucket to secure and pay for",
+    "CKV_AWS_18": "no server access log: the stack keeps no record of reads of the transit bucket; an operator who "
+    "needs one turns on CloudTrail data events for it (README, Security), which a log bucket of this stack would "
+    "only duplicate at the cost of one more bucket to secure",
     "CKV_AWS_21": "transit bucket: objects are copied, then may go; versioning would bill for every overwritten or "
     "deleted object. Each read is pinned to the planned ETag (If-Match), so an overwrite fails or restarts the "
     "copy instead of mixing versions",
-    "CKV_AWS_26": "CloudWatch alarm actions cannot publish to a topic encrypted with the AWS managed SNS key; the "
-    "messages carry alarm states only, no object data",
+    "CKV_AWS_26": "encrypting needs a customer managed KMS key whose key policy lets CloudWatch use it (SNS developer "
+    "guide: AWS services that publish to an encrypted topic need a customer managed key; the AWS managed aws/sns key "
+    "cannot be granted to them), one more key to pay for and secure; these two topics carry alarm state changes "
+    "(alarm name, state, reason with the queue's depth), no object names or data, and their topic policies let only "
+    "the stack's own alarm publish",
     "CKV_AWS_27": "encrypted at rest with SSE-SQS (SqsManagedSseEnabled: true); checkov only recognises "
     "KmsMasterKeyId",
     "CKV_AWS_65": "Container Insights is optional (StackConfig.container_insights) because it bills per task; the "
     "queue-depth alarms, the worker logs and the task counts the scale functions report cover operations",
     "CKV_AWS_88": "workers run in a public subnet to reach S3 in both partitions without a NAT gateway; the security "
-    "group admits nothing inbound (SSH only if SshCidr is set) and IMDSv2 is required",
+    "group admits nothing inbound but SSH from SshCidr when set, and SshCidr 0.0.0.0/0 is refused unless "
+    "SshFromAnywhere is true (a stack rule); IMDSv2 is required",
     "CKV_AWS_115": "no reserved concurrency: it would take from the account's unreserved pool (new accounts may not "
     "go below 10) and cap the splitter exactly when many objects arrive",
     "CKV_AWS_116": "not invoked asynchronously by S3 (stream mapping: retried and bisected by the mapping itself), "
@@ -149,8 +178,10 @@ CHECKOV_SKIPS: dict[str, str] = {
     "would need a NAT gateway and gains no isolation",
     "CKV_AWS_119": "encrypted at rest with the AWS managed key (SSESpecification.SSEEnabled); the items hold object "
     "names, sizes and ETags, no object data",
-    "CKV_AWS_149": "encrypted at rest with the AWS managed key (aws/secretsmanager); access is by IAM, scoped to "
-    "this one secret",
+    "CKV_AWS_149": "encrypted at rest with the AWS managed key (aws/secretsmanager); who may read it is set by the "
+    "secret's own resource policy (DestCredentialsPolicy), which denies GetSecretValue to every principal but the "
+    "worker task role, the splitter and completion roles and an operator role (by ARN and IAM path); a customer "
+    "managed key would say the same again in a key policy",
     "CKV_AWS_158": "CloudWatch Logs encrypts every log group at rest with service keys; the logs carry no secrets "
     "(tested: tests/test_security.py)",
     "CKV_AWS_173": "Lambda encrypts environment variables at rest with its service key; they hold names and ARNs "

@@ -9,14 +9,16 @@ secret holding the China credentials.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from troposphere import And, Base64, Equals, GetAtt, If, Join, Not, NoValue, Ref, Sub, Tags, Template
+from troposphere import And, Base64, Equals, GetAtt, If, Join, Not, NoValue, Ref, Select, Split, Sub, Tags, Template
 from troposphere import autoscaling, dynamodb, ec2, ecs, sqs, ssm
 from troposphere.iam import InstanceProfile
-from troposphere.secretsmanager import Secret
+from troposphere.secretsmanager import ResourcePolicy, Secret
 
 import awacs.dynamodb as ddb
+from awacs.aws import Action
 
 from s3sync import contract
 from s3sync.contract import Env
@@ -25,9 +27,12 @@ from s3sync.stacks.common import (
     OPTIONAL_MARK,
     SETTINGS_FIELDS,
     Exports,
+    QUEUE_SENDERS,
+    SECRET_READERS,
     Ids,
     StackBuilder,
     marked,
+    role_arn_pattern,
     settings_parameter_name,
     skip_checks,
 )
@@ -37,6 +42,7 @@ IS_EC2 = "IsEc2"
 IS_FARGATE = "IsFargate"
 HAS_KEY_NAME = "HasKeyName"
 HAS_SSH = "HasSsh"
+IN_CHINA = "InChina"
 
 CONTAINER_NAME = "worker"
 #: The capacity provider's name (AWS::ECS::CapacityProvider Name, CreateCapacityProvider `name`): "Up to 255
@@ -44,6 +50,24 @@ CONTAINER_NAME = "worker"
 #: can't be prefixed with "aws", "ecs", or "fargate"." A stack name is at most 128 letters, digits and hyphens, so
 #: this is at most 143 characters of those, and never starts with a reserved prefix.
 CAPACITY_PROVIDER_NAME = "s3sync-${AWS::StackName}-workers"
+
+#: DestEndpointUrl: empty (the region's public endpoint) or an https:// URL; s3sync.transfer.endpoints refuses
+#: anything else at run time too, unless `s3sync local` says otherwise.
+DEST_ENDPOINT_PATTERN = r"^(https://[^\s|]+)?$"
+#: SshCidr: empty, an IPv4 CIDR with a prefix of /8 to /32, or exactly 0.0.0.0/0 (which SSH_RULE refuses unless
+#: SshFromAnywhere is true): no other spelling of the whole internet ("1.2.3.4/0") gets past the pattern.
+ANYWHERE = "0.0.0.0/0"
+SSH_CIDR_PATTERN = r"^((\d{1,3}\.){3}\d{1,3}/([89]|[12]\d|3[0-2])|0\.0\.0\.0/0)?$"
+SSH_RULE = "SshFromAnywhereOnlyWhenAsked"
+
+
+def ssh_problems(values: Mapping[str, str]) -> list[str]:
+    """SSH_RULE on the parameter values `s3sync deploy` is about to use (the same check, before any stack changes)."""
+    if values.get("SshCidr", "") == ANYWHERE and values.get("SshFromAnywhere", "false") != "true":
+        return ["SshCidr 0.0.0.0/0 opens SSH to the whole internet: pass SshFromAnywhere=true to mean it, or a "
+                "narrower CIDR"]
+    return []
+
 
 G_WORKER = "Worker tasks"
 G_DEST = "Destination in China"
@@ -61,8 +85,10 @@ class EcsStack(StackBuilder):
     steps = (
         "add_parameters",
         "add_size_rules",
+        "add_access_rules",
         "add_conditions",
         "add_secret",
+        "add_secret_policy",
         "add_dead_letter_queue",
         "add_queue",
         "add_queue_policy",
@@ -121,8 +147,9 @@ class EcsStack(StackBuilder):
                    ConstraintDescription=f"any text without {OPTIONAL_MARK!r}")
         self.param("DestEndpointUrl", G_DEST, "Destination endpoint URL (optional)",
                    "S3 endpoint of the destination (e.g. https://s3.cn-north-1.amazonaws.com.cn); empty for the "
-                   "region's public endpoint.", Default="", MaxLength=2048, AllowedPattern=r"^(https?://[^\s|]+)?$",
-                   ConstraintDescription="empty, or an http(s) URL")
+                   "region's public endpoint. https:// only: the copies travel with their payload unsigned (Content-MD5 "
+                   "carries integrity), so only TLS keeps them secret.", Default="", MaxLength=2048,
+                   AllowedPattern=DEST_ENDPOINT_PATTERN, ConstraintDescription="empty, or an https:// URL")
         self.param("DestAccessKeyId", G_DEST, "China access key ID",
                    "Access key ID of an IAM user in the China account allowed to write the destination bucket; kept "
                    "in Secrets Manager.", NoEcho=True, AllowedPattern=r"^[A-Z0-9]{16,128}$",
@@ -147,9 +174,14 @@ class EcsStack(StackBuilder):
         self.param("KeyName", G_NETWORK, "EC2 key pair (optional)",
                    "EC2 launch type only: key pair for SSH to the instances; empty for none.", Default="")
         self.param("SshCidr", G_NETWORK, "SSH source CIDR (optional)",
-                   "EC2 launch type only: address range allowed to SSH to the instances; empty closes port 22.",
-                   Default="", AllowedPattern=r"^((\d{1,3}\.){3}\d{1,3}/\d{1,2})?$",
-                   ConstraintDescription="empty, or a CIDR such as 203.0.113.0/24")
+                   "EC2 launch type only: address range allowed to SSH to the instances; empty closes port 22. "
+                   "0.0.0.0/0 (the whole internet) only with SshFromAnywhere true.",
+                   Default="", AllowedPattern=SSH_CIDR_PATTERN,
+                   ConstraintDescription="empty, a CIDR with a prefix of /8 to /32 such as 203.0.113.0/24, or "
+                                         "0.0.0.0/0 with SshFromAnywhere true")
+        self.param("SshFromAnywhere", G_NETWORK, "Allow SSH from anywhere",
+                   "true: SshCidr may be 0.0.0.0/0 (every address on the internet may try port 22); false refuses it.",
+                   Default="false", AllowedValues=["false", "true"])
         self.param("AmiId", G_NETWORK, "ECS-optimized AMI (EC2)",
                    "EC2 launch type only: the public SSM parameter naming the ECS-optimized AMI.",
                    Type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>", Default=c.ecs_ami_parameter)
@@ -167,11 +199,24 @@ class EcsStack(StackBuilder):
         for name, rule in sizes.rules().items():
             self.t.add_rule(name, rule)
 
+    def add_access_rules(self) -> None:
+        """Refuse, at stack creation and update, SSH open to the whole internet unless SshFromAnywhere says so (the
+        SshCidr pattern admits no other /0, nor a prefix shorter than /8). `ssh_problems` is the same check for
+        `s3sync deploy`. Rules: "Fn::Equals ... Ref" are among the "Rule-specific intrinsic functions" (CloudFormation
+        user guide, Rules syntax)."""
+        self.t.add_rule(SSH_RULE, {
+            "RuleCondition": Equals(Ref("SshCidr"), ANYWHERE),
+            "Assertions": [{"Assert": Equals(Ref("SshFromAnywhere"), "true"),
+                            "AssertDescription": "SshCidr 0.0.0.0/0 opens SSH to the whole internet: set "
+                                                 "SshFromAnywhere to true to mean it, or give a narrower CIDR"}],
+        })
+
     def add_conditions(self) -> None:
         self.t.add_condition(IS_EC2, Equals(Ref("LaunchType"), "EC2"))
         self.t.add_condition(IS_FARGATE, Equals(Ref("LaunchType"), "FARGATE"))
         self.t.add_condition(HAS_KEY_NAME, Not(Equals(Ref("KeyName"), "")))
         self.t.add_condition(HAS_SSH, And(Equals(Ref("LaunchType"), "EC2"), Not(Equals(Ref("SshCidr"), ""))))
+        self.t.add_condition(IN_CHINA, Equals(Ref("AWS::Partition"), "aws-cn"))
 
     # --- state: secret, queues, tables ----------------------------------------------------------------------------
     def add_secret(self) -> None:
@@ -194,6 +239,32 @@ class EcsStack(StackBuilder):
             )
         ), "CKV_AWS_149")
         self.resource_output(Ids.SECRET, "Arn", "ARN of the secret holding the China credentials", Ref(Ids.SECRET))
+
+    def add_secret_policy(self) -> None:
+        """Only the roles that use the China keys may read them: the secret's resource policy denies GetSecretValue
+        to every other principal, whatever its identity policy allows (`iam.deny_all_but`). The readers: the worker
+        task role (it reads the secret with its own role, at start and after a refusal: s3sync.transfer.runtime
+        Runtime.dest), the splitter and completion roles of lambda.yaml and an operator's role (SECRET_READERS, by
+        IAM path). ECS no longer injects the keys, so the execution role is not among them. Only GetSecretValue is
+        denied: the deployer can still update, rotate (PutSecretValue) and replace this policy.
+
+        AWS::SecretsManager::ResourcePolicy: "ResourcePolicy: A JSON-formatted string for an AWS resource-based
+        policy"; "SecretId: The ARN or name of the secret to attach the resource-based policy"; "BlockPublicPolicy:
+        Specifies whether to block resource-based policies that allow broad access to the secret" (CloudFormation
+        user guide). Resource "*": "In a policy attached to a secret, * means the policy applies to this secret"
+        (Secrets Manager user guide, Permissions policy examples)."""
+        readers = [GetAtt(Ids.TASK_ROLE, "Arn"), *(role_arn_pattern(key) for key in SECRET_READERS)]
+        self.add(
+            ResourcePolicy(
+                Ids.SECRET_POLICY,
+                SecretId=Ref(Ids.SECRET),
+                BlockPublicPolicy=True,
+                ResourcePolicy=iam.document([
+                    iam.deny_all_but("OnlyTheCopiersReadTheChinaKeys", [Action("secretsmanager", "GetSecretValue")],
+                                     ["*"], readers),
+                ]),
+            )
+        )
 
     def add_dead_letter_queue(self) -> None:
         skip_checks(self.add(
@@ -230,14 +301,22 @@ class EcsStack(StackBuilder):
                              GetAtt(Ids.QUEUE, "QueueName"))
 
     def add_queue_policy(self) -> None:
-        """Both queues refuse requests that do not come over TLS."""
+        """Both queues refuse requests that do not come over TLS; only the roles that send parts may send to the
+        part queue (QUEUE_SENDERS: the splitter, the sweeper in scale_in, completion, which sends a part again, and
+        an operator's role for `s3sync retry` / `backfill`, by IAM path): a message names what the workers copy.
+        (The workers also check every message against its job: s3sync.transfer.worker.) SQS: "You cannot set
+        permissions explicitly for SendMessageBatch ... setting permissions for SendMessage ... sets permissions for
+        the corresponding batch versions" (SQS developer guide), so the Deny covers SendMessageBatch too."""
+        senders = [role_arn_pattern(key) for key in QUEUE_SENDERS]
         self.add(
             sqs.QueuePolicy(
                 Ids.QUEUE_POLICY,
                 Queues=[Ref(Ids.QUEUE), Ref(Ids.DLQ)],
-                PolicyDocument=iam.document(
-                    [iam.deny_insecure_transport("sqs", [GetAtt(Ids.QUEUE, "Arn"), GetAtt(Ids.DLQ, "Arn")])]
-                ),
+                PolicyDocument=iam.document([
+                    iam.deny_insecure_transport("sqs", [GetAtt(Ids.QUEUE, "Arn"), GetAtt(Ids.DLQ, "Arn")]),
+                    iam.deny_all_but("OnlyTheSplittersSendParts", [Action("sqs", "SendMessage")],
+                                     [GetAtt(Ids.QUEUE, "Arn")], senders),
+                ]),
             )
         )
 
@@ -304,16 +383,21 @@ class EcsStack(StackBuilder):
         self.resource_output(Ids.CLUSTER, "Arn", "ARN of the ECS cluster")
 
     def add_task_role(self) -> None:
-        """What the worker code may do: consume parts and write both tables (source read comes from lambda.yaml)."""
-        item_actions = [ddb.ConditionCheckItem, ddb.GetItem, ddb.PutItem, ddb.UpdateItem]
+        """What the worker code does (source read comes from lambda.yaml), and nothing more: on the transfers table
+        GetItem (Ledger.get_job) and UpdateItem (the Update of Ledger.record_part's transaction, mark_failed); on
+        the parts table GetItem (part_recorded) and PutItem (the Put of record_part's transaction: "Permissions for
+        Put, Update, Delete, and Get actions are governed by the permissions used for the underlying PutItem,
+        UpdateItem, DeleteItem, and GetItem operations", DynamoDB developer guide, IAM with transactions). No PutItem
+        on the transfers table: a worker cannot make a job that completion would then act on with the China keys."""
         self.role(
             Ids.TASK_ROLE,
             "task",
             "ecs-tasks",
             [
                 iam.consume_messages(GetAtt(Ids.QUEUE, "Arn")),
-                iam.table_items(item_actions, GetAtt(Ids.TRANSFERS_TABLE, "Arn"), GetAtt(Ids.PARTS_TABLE, "Arn")),
-                # re-read after the destination refuses the injected keys: rotation without a redeploy
+                iam.table_items([ddb.GetItem, ddb.UpdateItem], GetAtt(Ids.TRANSFERS_TABLE, "Arn")),
+                iam.table_items([ddb.GetItem, ddb.PutItem], GetAtt(Ids.PARTS_TABLE, "Arn")),
+                # the China keys, read with this role at start and again after a refusal (rotation without a redeploy)
                 iam.read_secret(Ref(Ids.SECRET)),
             ],
         )
@@ -322,15 +406,16 @@ class EcsStack(StackBuilder):
         self.resource_output(Ids.TASK_ROLE, "Arn", "ARN of the worker task role")
 
     def add_execution_role(self) -> None:
-        """What ECS does for the task: pull the image, write its logs, inject the secret."""
+        """What ECS does for the task: pull the image from ImageUri's repository, write its logs. No secret: the
+        worker reads the China keys itself (ECS injected them into the container's environment before, where
+        `docker inspect` and /proc/1/environ show them)."""
         self.role(
             Ids.EXECUTION_ROLE,
             "execution",
             "ecs-tasks",
             [
-                *iam.pull_images(),
+                *iam.pull_images(image_repository()),
                 iam.write_logs(GetAtt(Ids.WORKER_LOG_GROUP, "Arn")),
-                iam.read_secret(Ref(Ids.SECRET)),
             ],
         )
 
@@ -345,7 +430,7 @@ class EcsStack(StackBuilder):
             Env.DEST_REGION: Ref("DestRegion"),
             Env.DEST_ENDPOINT_URL: Ref("DestEndpointUrl"),
             Env.WORKER_THREADS: Ref("WorkerThreads"),
-            Env.DEST_SECRET_ARN: Ref(Ids.SECRET),  # the ARN, never the value: read again after a refusal
+            Env.DEST_SECRET_ARN: Ref(Ids.SECRET),  # the ARN, never the value: the worker reads it with its task role
             # boto3 needs a region for the queue, the tables and the secret (NoRegionError otherwise). Fargate sets
             # both variables in the task; the EC2 launch type does not (the ECS agent sets neither), so the task
             # definition does, for either launch type.
@@ -354,7 +439,8 @@ class EcsStack(StackBuilder):
         }
 
     def add_task_definition(self) -> None:
-        secret = Ids.SECRET
+        # No Secrets: the China keys are not injected into the environment; the worker reads the secret named by
+        # S3SYNC_DEST_SECRET_ARN with its task role (s3sync.transfer.endpoints.dest_endpoint).
         container = ecs.ContainerDefinition(
             Name=CONTAINER_NAME,
             Image=Ref("ImageUri"),
@@ -364,12 +450,6 @@ class EcsStack(StackBuilder):
             Essential=True,
             StopTimeout=self.cfg.worker_stop_timeout_s,
             Environment=[ecs.Environment(Name=k, Value=v) for k, v in sorted(self.worker_environment().items())],
-            Secrets=[
-                ecs.Secret(Name=Env.DEST_ACCESS_KEY_ID,
-                           ValueFrom=Sub(f"${{{secret}}}:{contract.SECRET_ACCESS_KEY_ID_FIELD}::")),
-                ecs.Secret(Name=Env.DEST_SECRET_ACCESS_KEY,
-                           ValueFrom=Sub(f"${{{secret}}}:{contract.SECRET_SECRET_ACCESS_KEY_FIELD}::")),
-            ],
             LogConfiguration=ecs.LogConfiguration(
                 LogDriver="awslogs",
                 Options={
@@ -554,6 +634,19 @@ class EcsStack(StackBuilder):
         )
         self.resource_output(Ids.SETTINGS_PARAMETER, "Name", "SSM parameter the lambda stack's EcsSettings names",
                              Ref(Ids.SETTINGS_PARAMETER))
+
+
+def image_repository() -> If:
+    """The ECR repository name in ImageUri (`<account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag]
+    [@digest]`; a repository name may hold slashes, never ':' or '@'): what follows the registry host, without tag
+    or digest. A non-ECR ImageUri gives "" (the ARN then names no repository and grants nothing; such an image
+    needs no ECR right). Fn::Split's delimiter must be a plain string, hence one expression per partition."""
+
+    def after(host_suffix: str) -> Select:
+        path = Select(1, Split(host_suffix, Sub("${ImageUri}" + host_suffix)))
+        return Select(0, Split(":", Select(0, Split("@", path))))
+
+    return If(IN_CHINA, after(".amazonaws.com.cn/"), after(".amazonaws.com/"))
 
 
 def build_ecs(config: StackConfig | None = None, *, builder: type[EcsStack] = EcsStack) -> Template:

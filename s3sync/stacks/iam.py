@@ -20,8 +20,23 @@ import awacs.secretsmanager as secretsmanager
 import awacs.sns as sns
 import awacs.sqs as sqs
 import awacs.sts as sts
-from awacs.aws import Action, Allow, Bool, Condition, Deny, Policy, PolicyDocument, Principal, Statement
-from troposphere import Sub
+from awacs.aws import (
+    Action,
+    Allow,
+    ArnEquals,
+    ArnLike,
+    ArnNotEquals,
+    ArnNotLike,
+    Bool,
+    Condition,
+    Deny,
+    Policy,
+    PolicyDocument,
+    Principal,
+    Statement,
+    StringEquals,
+)
+from troposphere import Ref, Sub
 from troposphere.iam import Policy as RolePolicy
 
 #: Actions IAM cannot scope to a resource (the Service Authorization Reference lists no resource type for them), so
@@ -86,6 +101,12 @@ SERVICE_PRINCIPALS: Mapping[str, Mapping[str, str]] = MappingProxyType(
             "source": "https://docs.aws.amazon.com/lambda/latest/dg/with-sns.html; aws-cdk region-info default.ts "
             "(universal)",
         },
+        "cloudwatch": {
+            "aws": "cloudwatch.amazonaws.com",
+            "aws-cn": "cloudwatch.amazonaws.com",
+            "source": "https://repost.aws/knowledge-center/cloudwatch-receive-sns-for-alarm-trigger (the alarm's "
+            "SNS action publishes as this principal); aws-cdk region-info default.ts (universal)",
+        },
         "events": {
             "aws": "events.amazonaws.com",
             "aws-cn": "events.amazonaws.com",
@@ -139,11 +160,25 @@ def role_policy(name: str, statements: Iterable[Statement]) -> RolePolicy:
 
 
 def trust(service: str) -> Policy:
-    """Trust policy letting one AWS service (a key of SERVICE_PRINCIPALS, e.g. `lambda`) assume the role."""
+    """Trust policy letting one AWS service (a key of SERVICE_PRINCIPALS, e.g. `lambda`) assume the role.
+
+    ECS tasks (`ecs-tasks`, the task and the execution role) assume it only for tasks of this account and region, as
+    the ECS developer guide recommends ("Amazon ECS task IAM role"): "It is recommended that you use the
+    aws:SourceAccount or aws:SourceArn condition keys to scope the permissions further to prevent the confused
+    deputy security issue. These condition keys can be specified in the trust relationship", with the example
+    `"ArnLike": {"aws:SourceArn": "arn:aws:ecs:us-west-2:111122223333:*"}, "StringEquals": {"aws:SourceAccount":
+    "111122223333"}`; and "Using the aws:SourceArn condition key to specify a specific cluster is not currently
+    supported, you should use the wildcard to specify all clusters"."""
+    condition: dict[str, Any] = {}
+    if service == "ecs-tasks":
+        condition = {"Condition": Condition([
+            ArnLike("aws:SourceArn", arn("ecs", "*")),
+            StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
+        ])}
     return PolicyDocument(
         Version=POLICY_VERSION,
         Statement=[Statement(Effect=Allow, Principal=Principal("Service", [service_principal(service)]),
-                             Action=[sts.AssumeRole])],
+                             Action=[sts.AssumeRole], **condition)],
     )
 
 
@@ -158,6 +193,59 @@ def deny_insecure_transport(service: str, resources: Iterable[Any]) -> Statement
         Resource=list(resources),
         Condition=Condition(Bool("aws:SecureTransport", "false")),
     )
+
+
+def deny_all_but(sid: str, actions: Iterable[Action], resources: Iterable[Any], principals: Iterable[Any]) -> Statement:
+    """For a resource policy: refuse `actions` on `resources` to every principal whose ARN matches none of
+    `principals` (role ARNs, wildcards allowed). In one account an identity policy alone grants access ("If either
+    the identity-based policy or the resource-based policy within the same account allows the request ... the
+    request is still allowed", IAM policy evaluation logic), so only an explicit Deny narrows who may.
+    aws:PrincipalArn: "For IAM roles, the request context returns the ARN of the role, not the ARN of the user that
+    assumed the role" (IAM global condition keys), and a role's ARN carries its path ("arn:aws:iam::account:role/
+    role-name-with-path", IAM identifiers): the roles of lambda.yaml are matched by the path they are created
+    under (`role_path`). ArnNotLike holds when the key is absent ("If the policy condition requires that the key is
+    not matched, such as StringNotLike or ArnNotLike, and the right key is not present, the condition is true",
+    condition operators), so an anonymous request is refused too."""
+    return Statement(
+        Sid=sid,
+        Effect=Deny,
+        Principal=Principal("*"),
+        Action=list(actions),
+        Resource=list(resources),
+        Condition=Condition(ArnNotLike("aws:PrincipalArn", list(principals))),
+    )
+
+
+def publish_from_alarm(topic_arn: Any, alarm_arn: Any) -> list[Statement]:
+    """A topic policy: only `alarm_arn` (through the CloudWatch service) may publish to the topic.
+
+    - "Allow_Publish_Alarms": CloudWatch alarms publish as the service principal cloudwatch.amazonaws.com (AWS
+      re:Post, "Why didn't I receive an SNS notification for my CloudWatch alarm trigger?": a topic policy must
+      grant it sns:Publish, and "To restrict the ability to publish messages to the topic for specific alarms, add
+      global condition keys ... ArnLike ... aws:SourceArn"); the SNS developer guide lists Amazon CloudWatch among
+      the services that support aws:SourceAccount when publishing (Example cases for Amazon SNS access control);
+    - a Deny for any other publisher (an IAM principal's request carries no aws:SourceArn, and ArnNotEquals holds
+      for an absent key), since in one account an identity policy alone would let it publish.
+    """
+    return [
+        Statement(
+            Sid="AllowPublishFromTheAlarm",
+            Effect=Allow,
+            Principal=Principal("Service", [service_principal("cloudwatch")]),
+            Action=[sns.Publish],
+            Resource=[topic_arn],
+            Condition=Condition([ArnEquals("aws:SourceArn", alarm_arn),
+                                 StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))]),
+        ),
+        Statement(
+            Sid="DenyPublishFromAnyoneElse",
+            Effect=Deny,
+            Principal=Principal("*"),
+            Action=[sns.Publish],
+            Resource=[topic_arn],
+            Condition=Condition(ArnNotEquals("aws:SourceArn", alarm_arn)),
+        ),
+    ]
 
 
 # --- ARNs ---------------------------------------------------------------------------------------------------------
@@ -191,9 +279,14 @@ def list_objects(bucket_name: Any) -> Statement:
     return allow([s3.ListBucket], [bucket_arn(bucket_name)])
 
 
-def decrypt(key_arn: Any) -> Statement:
-    """Decrypt with one KMS key (reading SSE-KMS objects)."""
-    return allow([kms.Decrypt], [key_arn])
+def decrypt_via_s3(key_arn: Any) -> Statement:
+    """Decrypt with one KMS key, and only in requests S3 makes for the role (reading SSE-KMS objects): the KMS
+    developer guide, kms:ViaService: "limits use of an KMS key to requests from specified AWS services", e.g.
+    `"StringEquals": {"kms:ViaService": ["ec2.us-west-2.amazonaws.com", ...]}`; "Use the .amazonaws.com suffix of
+    the AWS KMS ViaService name in all AWS partitions"."""
+    st = allow([kms.Decrypt], [key_arn])
+    st.Condition = Condition(StringEquals("kms:ViaService", Sub("s3.${AWS::Region}.amazonaws.com")))
+    return st
 
 
 def read_secret(secret_arn: Any) -> Statement:
@@ -243,13 +336,13 @@ def manage_service(service_arn: Any) -> Statement:
     return allow([ecs.UpdateService, ecs.DescribeServices], [service_arn])
 
 
-def pull_images() -> list[Statement]:
-    """Pull the worker image from an ECR repository of this account and region."""
+def pull_images(repository: Any) -> list[Statement]:
+    """Pull the worker image from one ECR repository (its name) of this account and region."""
     return [
         unscoped([ecr.GetAuthorizationToken]),
         allow(
             [ecr.BatchCheckLayerAvailability, ecr.BatchGetImage, ecr.GetDownloadUrlForLayer],
-            [arn("ecr", "repository/*")],
+            [arn("ecr", "repository/${Repository}", Repository=repository)],
         ),
     ]
 

@@ -29,6 +29,7 @@ from s3sync.stacks.common import (
     StackBuilder,
     ecs_setting,
     import_value,
+    role_path,
     settings_parameter_name,
     skip_checks,
 )
@@ -138,6 +139,14 @@ class LambdaStack(OperationsSteps, StackBuilder):
         # Alarm topics stay unencrypted: CloudWatch cannot publish to a topic under the AWS-managed SNS key.
         skip_checks(self.add(sns.Topic(Ids.SCALE_OUT_TOPIC, DisplayName="s3sync scale out")), "CKV_AWS_26")
         skip_checks(self.add(sns.Topic(Ids.SCALE_IN_TOPIC, DisplayName="s3sync scale in")), "CKV_AWS_26")
+        # Only the stack's own alarm may publish to each (a message there scales the workers, or sweeps).
+        # AWS::SNS::TopicPolicy: "PolicyDocument: A policy document that contains permissions to add to the
+        # specified Amazon SNS topics"; "Topics: The Amazon Resource Names (ARN) of the topics to which you want
+        # to add the policy" (CloudFormation user guide).
+        for policy_id, topic, alarm in ((Ids.SCALE_OUT_TOPIC_POLICY, Ids.SCALE_OUT_TOPIC, Ids.SCALE_OUT_ALARM),
+                                        (Ids.SCALE_IN_TOPIC_POLICY, Ids.SCALE_IN_TOPIC, Ids.SCALE_IN_ALARM)):
+            self.add(sns.TopicPolicy(policy_id, Topics=[Ref(topic)], PolicyDocument=iam.document(
+                iam.publish_from_alarm(Ref(topic), GetAtt(alarm, "Arn")))))
         self.add(sns.Topic(Ids.COMPLETION_TOPIC, DisplayName="s3sync", KmsMasterKeyId="alias/aws/sns"))
         self.add(sns.SubscriptionResource(Ids.COMPLETION_SUBSCRIPTION, Protocol="email", Endpoint=Ref("Email"),
                                           TopicArn=Ref(Ids.COMPLETION_TOPIC)))
@@ -154,7 +163,9 @@ class LambdaStack(OperationsSteps, StackBuilder):
         role = f"{logical_id}Role"
         settings = self.cfg.functions[key]
         self.log_group(log_group, f"/s3sync/${{AWS::StackName}}/{key}")
-        self.role(role, key, "lambda", [iam.write_logs(GetAtt(log_group, "Arn")), *statements])
+        # under /s3sync/<ECS stack>/<key>/: the ECS stack's secret and queue policies let roles in by this path
+        self.role(role, key, "lambda", [iam.write_logs(GetAtt(log_group, "Arn")), *statements],
+                  Path=Sub(role_path("${EcsStackName}", key)))
         fn = self.add(
             awslambda.Function(
                 logical_id,
@@ -226,6 +237,9 @@ class LambdaStack(OperationsSteps, StackBuilder):
             **self.encryption_environment(),
             Env.QUEUE_URL: import_value(Exports.QUEUE_URL),
             Env.PART_SIZE_MIB: Ref("PartSizeMiB"),
+            # the only bucket whose events it acts on (s3sync.transfer.admission); PropagateDeletes adds
+            # S3SYNC_PROPAGATE_DELETES (operations): without it, deletion events are refused
+            Env.SOURCE_BUCKET: Ref("SourceBucketName"),
         }
         self.function(
             "splitter",
@@ -280,7 +294,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 # candidates from the sparse Attention index, never a Scan; each read again (BatchGetItem,
                 # strongly consistent) before the sweeper decides (s3sync.transfer.sweeper)
                 iam.query_index(import_value(Exports.TRANSFERS_TABLE_NAME), contract.ATTENTION_INDEX),
-                iam.table_items([ddb.BatchGetItem, ddb.GetItem, ddb.UpdateItem],
+                iam.table_items([ddb.BatchGetItem, ddb.UpdateItem],
                                 import_value(Exports.TRANSFERS_TABLE_ARN)),
                 iam.table_items([ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
                 iam.send_messages(import_value(Exports.QUEUE_ARN)),

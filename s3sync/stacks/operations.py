@@ -1,13 +1,15 @@
 """Operations additions to lambda.yaml (issue #7), rendered with `StackConfig(operations=True)`.
 
 - `PropagateDeletes` (false): the source bucket also sends its events to EventBridge, and a rule sends "Object
-  Deleted" to the splitter, which deletes the copy (s3sync.transfer.deletes). The S3 notification keeps only
-  ObjectCreated, so switching this on or off never touches it;
+  Deleted" to the splitter, which deletes the copy (s3sync.transfer.deletes); the splitter's environment carries
+  the switch (S3SYNC_PROPAGATE_DELETES), so that with it off a deletion event is refused whoever sends it. The S3
+  notification keeps only ObjectCreated, so switching this on or off never touches it;
 - `FinderSchedule` (empty: off): an EventBridge schedule invokes the splitter function with contract.FIND_EVENT; it
   lists both buckets and hands every object whose copy is missing or differs to the splitter (s3sync.transfer.
-  finder). The splitter role may list the source bucket and clear a re-copied job's old parts in every
-  configuration (its code can do both whatever the switches say), so the switch adds no right;
-- `SourceKmsKeyArn` (empty: none): the workers may decrypt SSE-KMS source objects with this key;
+  finder). The splitter role may list the source bucket in every configuration (its code can whatever the switch
+  says), so the switch adds no right;
+- `SourceKmsKeyArn` (empty: none): the workers may decrypt SSE-KMS source objects with this key, through S3 only
+  (kms:ViaService);
 - a CloudWatch dashboard: part queue depth and oldest message age, dead-letter queue depth, running vs desired tasks
   (the task counts scale_out/scale_in report on every invocation, at least every `sweep_every_min` minutes; plus
   Container Insights' per-minute counts with `container_insights`), bytes and parts copied (the worker's
@@ -26,6 +28,7 @@ from troposphere import awslambda, cloudwatch, events, s3
 from troposphere.iam import ManagedPolicy
 
 from s3sync import contract
+from s3sync.contract import Env
 from s3sync.stacks import iam
 from s3sync.stacks.common import FUNCTIONS, Exports, Ids, ecs_setting, import_value
 
@@ -82,6 +85,9 @@ class OperationsSteps:
             Principal=iam.service_principal("events"), SourceArn=GetAtt(rule_id, "Arn")))
 
     def add_delete_propagation(self) -> None:
+        # the splitter acts on deletion events only when this says true, whoever invokes it (s3sync.transfer.admission)
+        splitter = self.t.resources[FUNCTIONS["splitter"]]  # type: ignore[attr-defined]
+        splitter.Environment.Variables[Env.PROPAGATE_DELETES] = Ref("PropagateDeletes")
         bucket = self.t.resources[Ids.BUCKET]  # type: ignore[attr-defined]
         bucket.NotificationConfiguration.EventBridgeConfiguration = If(
             DELETES_ON, s3.EventBridgeConfiguration(EventBridgeEnabled=True), NoValue)
@@ -97,7 +103,7 @@ class OperationsSteps:
     def add_source_key_policy(self) -> None:
         self.add(ManagedPolicy(OpsIds.SOURCE_KEY_POLICY, Condition=HAS_SOURCE_KEY,  # type: ignore[attr-defined]
                                Roles=[import_value(Exports.TASK_ROLE_NAME)],
-                               PolicyDocument=iam.document([iam.decrypt(Ref("SourceKmsKeyArn"))])))
+                               PolicyDocument=iam.document([iam.decrypt_via_s3(Ref("SourceKmsKeyArn"))])))
 
     def add_dashboard(self) -> None:
         insights = self.cfg.container_insights  # type: ignore[attr-defined]

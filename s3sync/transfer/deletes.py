@@ -5,8 +5,16 @@ turns on the bucket's EventBridge delivery and a rule sending "Object Deleted" e
 --propagate-deletes` subscribes `s3:ObjectRemoved:*` notifications. Both shapes are read here.
 
 Before deleting, the source is looked at once more: S3 does not order events, so a delete that arrives after the key
-was written again must not remove the new copy. Deleting a destination key that is absent is a no-op (S3 answers
-204), so a repeated event is harmless.
+was written again must not remove the new copy. Only a 404 from that HEAD lets the delete through: "If you have the
+s3:ListBucket permission on the bucket, Amazon S3 returns an HTTP status code 404 Not Found error. If you don't have
+the s3:ListBucket permission, Amazon S3 returns an HTTP status code 403 Forbidden error" (S3 API reference,
+HeadObject). The splitter's role has s3:ListBucket on the source bucket, so 404 means missing, and 403 means refused
+(a bucket policy, a KMS key, a role changed): then nothing is known about the key, and the copy is kept (outcome
+"refused", logged with the reason). Deleting a destination key that is absent is a no-op (S3 answers 204), so a
+repeated event is harmless.
+
+Which events get here at all is decided first (s3sync.transfer.admission): only the stack's source bucket, and only
+with propagation switched on.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from s3sync.transfer.errors import PermanentError, classify
 from s3sync.transfer.settings import Settings
 
 log = logging.getLogger("s3sync.deletes")
+
+#: The HEAD answers that mean the key is missing (botocore's code for a bodiless 404 is "404").
+MISSING_CODES = ("NoSuchKey", "NoSuchVersion", "404", "NotFound")
 
 EVENTBRIDGE_DELETED = "Object Deleted"
 
@@ -68,7 +79,7 @@ def deletion_refs(event: dict[str, Any]) -> Iterator[Deletion]:
 class DeleteResult:
     key: str
     dest_key: str
-    outcome: str  # "deleted" or "kept" (the source holds the key again)
+    outcome: str  # "deleted", "kept" (the source holds the key again) or "refused" (the source did not say 404)
     detail: str = ""
 
 
@@ -78,24 +89,30 @@ class DeletePropagator:
         self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
         self.settings = settings.require("dest_bucket")
 
-    def source_exists(self, bucket: str, key: str) -> bool:
-        """True when the key holds an object again. Without s3:ListBucket, S3 answers a missing key with 403, which
-        counts as gone here too: the event already says S3 deleted it; this look only catches a newer write."""
+    def source_state(self, bucket: str, key: str) -> tuple[str, str]:
+        """("present", ""), ("missing", "") on a 404, or ("refused", reason) on any other permanent answer (403:
+        the source would not say; never taken for missing). Retryable errors are raised (the function is retried)."""
         try:
             self.source.head_object(Bucket=bucket, Key=key)
-            return True
+            return "present", ""
         except Exception as exc:  # noqa: BLE001 - classify decides
             err = classify(exc, "source")
-            if isinstance(err, PermanentError):
-                return False
-            raise err from exc
+            if not isinstance(err, PermanentError):
+                raise err from exc
+            if err.code in MISSING_CODES:
+                return "missing", ""
+            return "refused", err.reason
 
     def propagate(self, deletion: Deletion) -> DeleteResult:
         dest_key = self.settings.dest_prefix + deletion.key
         ids = {"key": deletion.key, "dest_key": dest_key, "kind": deletion.kind}
-        if self.source_exists(deletion.bucket, deletion.key):
+        state, reason = self.source_state(deletion.bucket, deletion.key)
+        if state == "present":
             log.info("source key written again since the delete; destination kept", extra=ids)
             return DeleteResult(deletion.key, dest_key, "kept", "the source holds the key again")
+        if state == "refused":
+            log.error("source refused the look before deleting; destination kept", extra={**ids, "reason": reason})
+            return DeleteResult(deletion.key, dest_key, "refused", f"the source did not answer 404: {reason}")
         where = f"s3://{self.settings.dest_bucket}/{dest_key} at {self.dest.endpoint.describe()}"
         self.dest.call(lambda c: c.delete_object(Bucket=self.settings.dest_bucket, Key=dest_key), where)
         log.info("destination object deleted", extra=ids)

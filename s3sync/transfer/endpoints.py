@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.loaders import create_loader
 
 from s3sync.contract import SECRET_ACCESS_KEY_ID_FIELD, SECRET_SECRET_ACCESS_KEY_FIELD, Env
+from s3sync.transfer.settings import ConfigError
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,26 @@ def source_endpoint(env: Mapping[str, str]) -> Endpoint:
     )
 
 
+def check_dest_endpoint_url(env: Mapping[str, str]) -> str | None:
+    """The destination endpoint URL, refused unless https://: payload signing is off (see s3_config), so over plain
+    HTTP nothing would keep the objects secret on the way to China, and the request headers would show who signed
+    them. Plain http:// only where `s3sync local` says so (Env.LOCAL_PLAIN_HTTP, set by the local runner and the ops
+    commands against it, never by the templates, whose DestEndpointUrl accepts https:// only)."""
+    url = env.get(Env.DEST_ENDPOINT_URL) or None
+    if url is None:
+        return None
+    scheme = urlsplit(url).scheme.lower()
+    allowed = ("https", "http") if env.get(Env.LOCAL_PLAIN_HTTP) == "1" else ("https",)
+    if scheme not in allowed:
+        raise ConfigError(f"{Env.DEST_ENDPOINT_URL}={url!r}: the destination endpoint must be https:// "
+                          f"(plain http:// only under `s3sync local`)")
+    return url
+
+
 def dest_endpoint(env: Mapping[str, str], secrets_client: Any | None = None) -> Endpoint:
-    """The destination side, with credentials from the environment (ECS injects them from the secret) or, when
-    only the secret's ARN is given (Lambda), read from Secrets Manager."""
-    ep = Endpoint(region=env.get(Env.DEST_REGION) or None, endpoint_url=env.get(Env.DEST_ENDPOINT_URL) or None)
+    """The destination side, with credentials from the environment (given to `s3sync local` or an ops command) or,
+    when only the secret's ARN is given (Lambda, the ECS task), read from Secrets Manager with the caller's role."""
+    ep = Endpoint(region=env.get(Env.DEST_REGION) or None, endpoint_url=check_dest_endpoint_url(env))
     key_id, secret = env.get(Env.DEST_ACCESS_KEY_ID), env.get(Env.DEST_SECRET_ACCESS_KEY)
     if key_id and secret:
         return ep.with_credentials(key_id, secret)

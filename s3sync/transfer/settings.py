@@ -38,6 +38,8 @@ class Settings:
     min_tasks: int = DEFAULT_MIN_TASKS
     completion_topic_arn: str = ""
     stuck_after: int = DEFAULT_STUCK_AFTER_SECONDS
+    source_bucket: str = ""  # the only bucket whose events the splitter acts on ("": none)
+    propagate_deletes: bool = False  # deletion events delete copies only when this is on
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -52,6 +54,12 @@ class Settings:
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
             return value
+
+        def switch(name: str) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if raw not in ("", "true", "false"):
+                raise ConfigError(f"{name} must be true or false, got {raw!r}")
+            return raw == "true"
 
         return cls(
             queue_url=env.get(Env.QUEUE_URL, ""),
@@ -68,6 +76,8 @@ class Settings:
             min_tasks=num(Env.MIN_TASKS, DEFAULT_MIN_TASKS),
             completion_topic_arn=env.get(Env.COMPLETION_TOPIC_ARN, ""),
             stuck_after=num(Env.STUCK_AFTER_SECONDS, DEFAULT_STUCK_AFTER_SECONDS, 1),
+            source_bucket=env.get(Env.SOURCE_BUCKET, ""),
+            propagate_deletes=switch(Env.PROPAGATE_DELETES),
         )
 
     def require(self, *names: str) -> "Settings":
