@@ -275,8 +275,9 @@ def test_the_image_holds_only_the_files_and_packages_in_package_json(built: Any,
 # --- runs through `s3sync local --worker-image` -----------------------------------------------------------------------
 def test_the_worker_starts_with_only_the_task_definitions_environment(built: Any, moto_server: Any, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m container.worker` in the container gets the task definition's Environment, its Secrets' values,
-    what ECS sets and the local stand-ins for AWS's endpoints and role: nothing of the runner's environment."""
+    """`python -m container.worker` in the container gets the task definition's Environment, what ECS sets and the
+    local stand-ins for AWS's endpoints and role: nothing of the runner's environment, and not the China keys (the
+    task definition injects no secret: the worker reads it with its task role, issue 18 item 2)."""
     _, result = built
     monkeypatch.setenv("S3SYNC_CANARY", "from-the-runner-shell")  # must not reach the worker
     monkeypatch.setenv("AWS_CA_BUNDLE", "/nowhere/ca.pem")  # nor this (it would break every TLS call)
@@ -299,11 +300,12 @@ def test_the_worker_starts_with_only_the_task_definitions_environment(built: Any
     # what Docker adds by itself: HOSTNAME, HOME (from the image's passwd), PATH (its default, or the image's)
     assert set(env) == set(expected) | set(image_env) | {"HOSTNAME", "HOME", "PATH"}
     assert {k: env[k] for k in expected} == expected
-    # the task definition's variables and secrets are there, resolved; what ECS sets too
+    # the task definition's variables are there, resolved; what ECS sets too; no key of the China account
     _, task = task_definition(runner.stacks.ecs)
-    assert {e["Name"] for e in task["Environment"]} | {s["Name"] for s in task["Secrets"]} <= set(env)
-    assert env[contract.Env.QUEUE_URL] == runner.r.queue_url
-    assert env[contract.Env.DEST_ACCESS_KEY_ID] == "testing" and env["AWS_REGION"] == "us-east-1"
+    assert {e["Name"] for e in task["Environment"]} <= set(env) and "Secrets" not in task
+    assert env[contract.Env.QUEUE_URL] == runner.r.queue_url and env["AWS_REGION"] == "us-east-1"
+    assert contract.Env.DEST_ACCESS_KEY_ID not in env and contract.Env.DEST_SECRET_ACCESS_KEY not in env
+    assert env[contract.Env.DEST_SECRET_ARN] == runner.r.secret_arn
     assert env["AWS_EXECUTION_ENV"] == "AWS_ECS_EC2"
     assert "S3SYNC_CANARY" not in env and "AWS_CA_BUNDLE" not in env
     # the entry point of the image, then the task definition's Command (if any), as ECS runs them
