@@ -55,14 +55,25 @@ def _target(kw: dict, **extra):
 @click.option("--stuck", is_flag=True, help="Only unfinished jobs without progress for --stuck-after seconds.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(0),
               help="Rows to show (unfinished first, then failed, then the latest done); 0: all. Totals count all.")
-def status_command(as_json, failed, stuck, limit, **kw) -> None:
+@click.option("--all", "everything", is_flag=True,
+              help="Read every job (a Scan of the whole table): exact totals and the latest done rows, at a cost that "
+                   "grows with the table. Without it, a table of more than 1,000 jobs is read through its index: "
+                   "unfinished and failed jobs, and the number of done ones from DynamoDB's item count.")
+@click.option("--reindex", is_flag=True,
+              help="Once, after upgrading from a version without the transfers table's Attention index: put the "
+                   "unfinished and failed jobs written before it into it (a Scan, one write per such job).")
+def status_command(as_json, failed, stuck, limit, everything, reindex, **kw) -> None:
     """Progress of every transfer: parts, bytes, rate, ETA per object, and totals."""
     from rich.console import Console
 
-    from s3sync.ops.status import collect, render
+    from s3sync.ops.status import collect, do_reindex, render
 
     target = _target(kw)
-    report = _run(collect, target, failed=failed, stuck=stuck, limit=limit)
+    if reindex:
+        counts = _run(do_reindex, target)
+        click.echo(f"reindexed: {counts['indexed']} job(s) put into the index, {counts['skipped']} changed meanwhile "
+                   f"(run it again), {counts['scanned']} item(s) scanned", err=as_json)
+    report = _run(collect, target, failed=failed, stuck=stuck, limit=limit, everything=everything)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:

@@ -76,7 +76,7 @@ def find_jobs(target: Target, ledger: Ledger, ids: list[str]) -> list[Job]:
             prefixes.append(ident)
     if prefixes:
         matches: dict[str, list[Job]] = {p: [] for p in prefixes}
-        for job in iter_jobs(target):
+        for job in iter_jobs(target, everything=True):  # a prefix may name a job of any status: read them all
             for p in prefixes:
                 if job.job_id.startswith(p):
                     matches[p].append(job)

@@ -1,8 +1,17 @@
 """`s3sync status`: the transfers table as progress per object (parts, bytes, rate, ETA) and totals.
 
-The table is scanned page by page (a filter expression for --failed / --stuck does the selecting server-side); totals
-count every selected job, rows keep only the `limit` most relevant (unfinished first, then failed, then the most
-recently finished), so memory stays bounded however many jobs the table holds.
+What it reads does not grow with the DONE jobs (issue 15):
+- one Scan page of up to WHOLE_TABLE_UP_TO items first: when that is the whole table (no LastEvaluatedKey), every job
+  is shown and counted exactly, as before (a demo, a test, a young system: one request);
+- otherwise the table's sparse `Attention` index (s3sync.transfer.ledger) names the unfinished and the failed jobs,
+  which are read (BatchGetItem) and shown and counted exactly; the DONE ones are not read: their number is the
+  table's item count (DescribeTable, "updated approximately every six hours") less the jobs the index lists, marked
+  as an estimate, and their bytes and parts are not totalled;
+- `everything` (`--all`): every page of a Scan, exact totals and the latest DONE rows, at a cost that grows with the
+  table.
+A table without the index (an ECS stack older than it) is scanned whole, and the report says so. Totals count every
+selected job; rows keep only the `limit` most relevant (unfinished first, then failed, then the most recently
+finished), so memory stays bounded however many jobs are read.
 
 "Stuck" is the sweeper's notion (s3sync.transfer.sweeper): an unfinished job whose `updated_at` is at least
 `stuck_after` seconds old, i.e. no part counted, no state change for that long.
@@ -10,16 +19,24 @@ recently finished), so memory stays bounded however many jobs the table holds.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from s3sync.contract import Status
+from botocore.exceptions import ClientError
+
+from s3sync.contract import ATTENTION_INDEX, Status
 from s3sync.errors import UserError
 from s3sync.ops.context import Target
 from s3sync.package import aws_errors
-from s3sync.transfer.ledger import Job, from_image
+from s3sync.transfer.ledger import Job, Ledger, from_image
+
+#: A table of at most this many jobs is read whole with one Scan page (exact totals, DONE rows); a larger one is read
+#: through the Attention index. ~0.5 KB a job: one page stays under Scan's 1 MB.
+WHOLE_TABLE_UP_TO = 1000
 
 _PRIORITY = {Status.PLANNED: 2, Status.COPYING: 2, Status.COMPLETING: 2, Status.FAILED: 1, Status.DONE: 0}
 
@@ -81,6 +98,8 @@ class Totals:
     stuck: int = 0
     rate: float = 0.0  # sum over unfinished jobs
     left: int = 0  # bytes unfinished jobs still have to copy
+    done_estimated: bool = False  # DONE jobs not read: by_status[DONE] is the table's item count less the indexed
+    read: str = "table"  # "table": every job was read; "index": the unfinished and failed ones (the index's)
 
     def add(self, view: JobView) -> None:
         j = view.job
@@ -101,10 +120,17 @@ class Totals:
             return 0.0
         return self.left / self.rate if self.rate else None
 
+    def estimate_done(self, count: int) -> None:
+        """DONE jobs that were not read: counted in `jobs` and `by_status`, not in bytes or parts."""
+        self.done_estimated = True
+        self.jobs += count
+        self.by_status[Status.DONE] = self.by_status.get(Status.DONE, 0) + count
+
     def as_dict(self) -> dict[str, Any]:
         return {"jobs": self.jobs, "by_status": self.by_status, "size": self.size, "bytes_done": self.bytes_done,
                 "parts": self.parts, "parts_done": self.parts_done, "stuck": self.stuck,
-                "rate_bytes_per_s": round(self.rate, 1), "eta_s": None if self.eta is None else round(self.eta, 1)}
+                "rate_bytes_per_s": round(self.rate, 1), "eta_s": None if self.eta is None else round(self.eta, 1),
+                "read": self.read, "done_estimated": self.done_estimated}
 
 
 @dataclass
@@ -115,19 +141,117 @@ class StatusReport:
     shown: int
     queue: dict[str, int] = field(default_factory=dict)
     now: float = 0.0
+    note: str = ""  # how the jobs were read, when it is not the usual
 
     def as_dict(self) -> dict[str, Any]:
         return {"where": self.where, "jobs": [r.as_dict() for r in self.rows], "totals": self.totals.as_dict(),
-                "queue": self.queue, "shown": self.shown, "now": int(self.now)}
+                "queue": self.queue, "shown": self.shown, "now": int(self.now), "note": self.note or None}
 
 
-def iter_jobs(target: Target, *, failed: bool = False, stuck: bool = False, now: float | None = None) -> Iterator[Job]:
-    """Every selected job, one scan page at a time."""
+@dataclass
+class Reading:
+    """The selected jobs, and how they were read."""
+
+    jobs: Iterable[Job]
+    done_estimate: int | None = None  # read through the index: DONE jobs not read, estimated (None: none selected)
+    read: str = "table"
+    note: str = ""
+
+
+def _selected(job: Job, failed: bool, stuck: bool, now: float, stuck_after: float) -> bool:
+    if failed and job.status != Status.FAILED:
+        return False
+    return not stuck or is_stuck(job, now, stuck_after)
+
+
+def read_jobs(target: Target, *, failed: bool = False, stuck: bool = False, now: float | None = None,
+              everything: bool = False, whole_up_to: int | None = None) -> Reading:
+    """The selected jobs (all, FAILED ones, stuck ones): the whole table when it holds at most `whole_up_to` jobs
+    (one Scan page), else the unfinished and failed jobs the Attention index lists, each read; `everything`: a
+    Scan of every page."""
+    now = time.time() if now is None else now
+    if everything:
+        return Reading(_scan(target, failed=failed, stuck=stuck, now=now))
+    page, more = _first_page(target, WHOLE_TABLE_UP_TO if whole_up_to is None else whole_up_to)
+    if not more:
+        return Reading([j for j in page if _selected(j, failed, stuck, now, target.stuck_after)])
+    ledger = Ledger(target.client("dynamodb"), target.transfers_table, target.parts_table or "")
+    where = f"reading the transfers table {target.transfers_table} through its {ATTENTION_INDEX} index ({target.where})"
+    try:
+        with aws_errors(where), _no_index_is_said():
+            jobs: list[Job] = []
+            if not failed:  # unfinished ones (a stuck job is one of them, idle since its creation at least)
+                before = int(now - target.stuck_after) if stuck else None
+                jobs += ledger.unfinished_jobs(created_before=before, consistent=False)
+            if not stuck:
+                jobs += ledger.failed_jobs(consistent=False)
+            estimate = None
+            if not (failed or stuck):
+                table = target.client("dynamodb").describe_table(TableName=target.transfers_table)["Table"]
+                estimate = max(0, int(table.get("ItemCount", 0)) - len(jobs))
+    except _NoIndex:
+        return Reading(_scan(target, failed=failed, stuck=stuck, now=now), note=(
+            f"the transfers table has no {ATTENTION_INDEX} index (an ECS stack from before it): every job was read; "
+            "update the ECS stack, then run `s3sync status --reindex` once"))
+    return Reading([j for j in jobs if _selected(j, failed, stuck, now, target.stuck_after)], estimate, "index")
+
+
+class _NoIndex(Exception):
+    """The table has no Attention index."""
+
+
+@contextlib.contextmanager
+def _no_index_is_said() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        # DynamoDB: ValidationException "The table does not have the specified index: Attention"; moto:
+        # ResourceNotFoundException "Invalid index: Attention for table: ..."
+        err = exc.response.get("Error", {})
+        if (err.get("Code") in ("ValidationException", "ResourceNotFoundException")
+                and "index" in str(err.get("Message", "")).lower()):
+            raise _NoIndex() from None
+        raise
+
+
+def _first_page(target: Target, limit: int) -> tuple[list[Job], bool]:
+    """Up to `limit` jobs, and whether the table holds more."""
+    ddb = target.client("dynamodb")
+    with aws_errors(f"reading the transfers table {target.transfers_table} ({target.where})"):
+        try:
+            resp = ddb.scan(TableName=target.transfers_table, Limit=max(1, limit))
+        except ddb.exceptions.ResourceNotFoundException:
+            raise _missing_table(target) from None
+    return [Job.from_item(from_image(raw)) for raw in resp.get("Items", [])], "LastEvaluatedKey" in resp
+
+
+def _missing_table(target: Target) -> UserError:
+    return UserError(f"transfers table {target.transfers_table} does not exist ({target.where}): is the system "
+                     "running there? (see --stack, --table, --endpoint-url)")
+
+
+def do_reindex(target: Target) -> dict[str, int]:
+    """`status --reindex`: Ledger.reindex on the target's table (the upgrade step that fills the Attention index)."""
+    ledger = Ledger(target.client("dynamodb"), target.transfers_table, target.parts_table or "")
+    with aws_errors(f"reindexing the transfers table {target.transfers_table} ({target.where})"):
+        try:
+            return ledger.reindex()
+        except target.client("dynamodb").exceptions.ResourceNotFoundException:
+            raise _missing_table(target) from None
+
+
+def iter_jobs(target: Target, *, failed: bool = False, stuck: bool = False, now: float | None = None,
+              everything: bool = False) -> Iterator[Job]:
+    """Every selected job (read_jobs: through the index when the table is large, unless `everything`)."""
+    yield from read_jobs(target, failed=failed, stuck=stuck, now=now, everything=everything).jobs
+
+
+def _scan(target: Target, *, failed: bool, stuck: bool, now: float) -> Iterator[Job]:
+    """Every selected job, one scan page at a time (a filter expression does the selecting server-side)."""
     from boto3.dynamodb.types import TypeSerializer
 
     ser = TypeSerializer()
     ddb = target.client("dynamodb")
-    now = time.time() if now is None else now
     kwargs: dict[str, Any] = {"TableName": target.transfers_table}
     filters, values = [], {}
     if failed:
@@ -145,8 +269,7 @@ def iter_jobs(target: Target, *, failed: bool = False, stuck: bool = False, now:
             try:
                 resp = ddb.scan(**kwargs)
             except ddb.exceptions.ResourceNotFoundException:
-                raise UserError(f"transfers table {target.transfers_table} does not exist ({target.where}): is the "
-                                "system running there? (see --stack, --table, --endpoint-url)") from None
+                raise _missing_table(target) from None
         for raw in resp.get("Items", []):
             yield Job.from_item(from_image(raw))
         if "LastEvaluatedKey" not in resp:
@@ -172,13 +295,15 @@ def queue_depths(target: Target) -> dict[str, int]:
 
 
 def collect(target: Target, *, failed: bool = False, stuck: bool = False, limit: int = 50,
-            now: float | None = None) -> StatusReport:
+            now: float | None = None, everything: bool = False, whole_up_to: int | None = None) -> StatusReport:
     now = time.time() if now is None else now
     totals = Totals()
     seq = iter(range(1 << 62))
+    reading = read_jobs(target, failed=failed, stuck=stuck, now=now, everything=everything, whole_up_to=whole_up_to)
+    totals.read = reading.read
 
     def views() -> Iterator[tuple[tuple[int, int, int], JobView]]:
-        for job in iter_jobs(target, failed=failed, stuck=stuck, now=now):
+        for job in reading.jobs:
             view = JobView.of(job, now, target.stuck_after)
             totals.add(view)
             yield (_PRIORITY.get(job.status, 0), job.updated_at, next(seq)), view
@@ -188,7 +313,9 @@ def collect(target: Target, *, failed: bool = False, stuck: bool = False, limit:
     else:
         kept = sorted(views(), key=lambda kv: kv[0], reverse=True)
     rows = [v for _k, v in kept]
-    return StatusReport(target.where, rows, totals, len(rows), queue_depths(target), now)
+    if reading.done_estimate is not None:
+        totals.estimate_done(reading.done_estimate)
+    return StatusReport(target.where, rows, totals, len(rows), queue_depths(target), now, reading.note)
 
 
 # --- text -------------------------------------------------------------------------------------------------------------
@@ -305,12 +432,20 @@ def render(report: StatusReport, console: Any, *, failed: bool = False, stuck: b
         for v in report.rows:
             if v.job.error:
                 console.print(f"{v.job.source_key}: {v.job.error}", markup=False, highlight=False)
-    counts = ", ".join(f"{n} {s.lower()}" for s, n in t.by_status.items() if n)
-    hidden = f" (showing {report.shown}; --limit 0 for all)" if report.shown < t.jobs else ""
+    counts = ", ".join(f"{'about ' if s == Status.DONE and t.done_estimated else ''}{n} {s.lower()}"
+                       for s, n in t.by_status.items() if n)
+    read = t.jobs - (t.by_status.get(Status.DONE, 0) if t.done_estimated else 0)
+    hidden = f" (showing {report.shown}; --limit 0 for all)" if report.shown < read else ""
     console.print(f"{t.jobs} job(s){hidden}: {counts or 'none'}"
-                  + (f"; [bold red]{t.stuck} stuck[/]" if t.stuck else ""))
-    console.print(f"parts {t.parts_done}/{t.parts}, bytes {human_bytes(t.bytes_done)}/{human_bytes(t.size)}"
+                  + (f"; [bold red]{t.stuck} stuck[/]" if t.stuck else ""), highlight=False)
+    scope = "unfinished and failed: " if t.done_estimated else ""
+    console.print(f"{scope}parts {t.parts_done}/{t.parts}, bytes {human_bytes(t.bytes_done)}/{human_bytes(t.size)}"
                   + (f", {human_bytes(t.rate)}/s, ETA {human_seconds(t.eta)}" if t.rate else ""))
+    if t.done_estimated:
+        console.print("(DONE jobs are not read: their number is DynamoDB's item count of the table, refreshed about "
+                      "every six hours, less the unfinished and failed; --all reads every job)", highlight=False)
+    if report.note:
+        console.print(f"note: {report.note}", highlight=False)
     _print_queue(report, console)
 
 

@@ -365,12 +365,13 @@ class Ledger:
                                      f"{BATCH_GET_ATTEMPTS} BatchGetItem rounds")
         return out
 
-    def unfinished_jobs(self, *, created_before: int | None = None) -> list[Job]:
+    def unfinished_jobs(self, *, created_before: int | None = None, consistent: bool = True) -> list[Job]:
         """Jobs not DONE or FAILED (created at or before `created_before`, when given): the index's candidates,
-        each read again strongly consistently, so a job that finished meanwhile is left out and every field is
-        current. What this reads grows with the unfinished jobs, never with the DONE ones."""
+        each read again, strongly consistently unless told otherwise (a report may read eventually consistently,
+        the sweeper never does), so a job that finished meanwhile is left out and every field is current. What
+        this reads grows with the unfinished jobs, never with the DONE ones."""
         ids = self.attention_ids(Attention.UNFINISHED, created_before=created_before)
-        return [j for j in self.get_jobs(ids) if j.status not in Status.FINAL]
+        return [j for j in self.get_jobs(ids, consistent=consistent) if j.status not in Status.FINAL]
 
     def failed_jobs(self, *, consistent: bool = True) -> list[Job]:
         """The FAILED jobs, from the index, each read again."""
