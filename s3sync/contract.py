@@ -54,6 +54,9 @@ class Env:
     # "true": the splitter deletes a copy when its source object is deleted (PropagateDeletes); else it refuses
     # deletion events, whoever sends them.
     PROPAGATE_DELETES = "S3SYNC_PROPAGATE_DELETES"
+    # The SSM parameter where the scheduled finder keeps where its last run stopped (FinderCursor in lambda.yaml,
+    # which exists with a FinderSchedule); unset, or no such parameter: every run starts at the first key.
+    FINDER_CURSOR = "S3SYNC_FINDER_CURSOR"
     # Local only, set by `s3sync local` on its functions and workers and by the ops commands against it, never by the
     # templates: "1" lets the destination endpoint be plain http:// (the local servers); elsewhere only https://.
     LOCAL_PLAIN_HTTP = "S3SYNC_LOCAL_PLAIN_HTTP"

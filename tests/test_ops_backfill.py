@@ -165,3 +165,91 @@ def test_cli_json_and_mistakes(system, moto_server):
                                     t.endpoint_url, "--dry-run"])
     assert gone.exit_code == 1 and "destination bucket missing (NoSuchBucket)" in gone.output
     assert len(gone.output.strip().splitlines()) == 1
+
+
+# --- issue 15: the scheduled finder resumes where its last run stopped -----------------------------------------------
+class Ticks:
+    """A clock for the finder's deadline only: every reading is one second later (s3sync.transfer.finder and
+    functions.finder read `time` through their module; nothing else sees this)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 1
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+
+class ShortContext:
+    """A Lambda context with MARGIN_S + 3 s left: a run gets 3 ticks, i.e. hands on two keys, then stops."""
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        from functions.finder import MARGIN_S
+
+        return int((MARGIN_S + 3) * 1000)
+
+
+@pytest.fixture
+def finder_env(moto_server, monkeypatch):
+    """The splitter function as Lambda runs it, with the stack's FinderCursor parameter (as lambda.yaml makes it)."""
+    import functions.finder
+    import s3sync.transfer.finder
+    from functions import _common
+    from s3sync.contract import Env
+
+    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
+    name = f"/s3sync/{sys_.target.transfers_table}/finder-cursor"
+    boto3.client("ssm", endpoint_url=moto_server.endpoint_url, region_name="us-east-1", aws_access_key_id="t",
+                 aws_secret_access_key="t").put_parameter(Name=name, Value="{}", Type="String")
+    for k, v in {**sys_.target.env(), "AWS_ENDPOINT_URL": moto_server.endpoint_url, Env.FINDER_CURSOR: name}.items():
+        monkeypatch.setenv(k, v)
+    ticks = Ticks()
+    monkeypatch.setattr(functions.finder, "time", ticks)
+    monkeypatch.setattr(s3sync.transfer.finder, "time", ticks)
+    _common.runtime.cache_clear()
+    yield sys_, name
+    _common.runtime.cache_clear()
+
+
+def test_the_scheduled_finder_resumes_where_its_last_run_stopped(finder_env):
+    """Seven objects, two per run: four runs cover the bucket, each after the key the last one handed on; the run that
+    reaches the end sends the next one back to the first key, which finds the jobs the pass made."""
+    from functions.splitter import handler
+
+    sys_, name = finder_env
+    keys = [f"k{i}" for i in range(7)]
+    for key in keys:
+        sys_.s3.put_object(Bucket=sys_.src, Key=key, Body=key.encode())
+    runs = [handler({"s3sync": "find", "bucket": sys_.src}, ShortContext()) for _ in range(5)]
+    assert [(r["started_after"], r["listed"], r["stopped_at"]) for r in runs] == [
+        (None, 2, "k1"), ("k1", 2, "k3"), ("k3", 2, "k5"), ("k5", 1, None), (None, 2, "k1")]
+    assert [r["cursor"]["next_start_after"] for r in runs] == ["k1", "k3", "k5", None, "k1"]
+    assert [dict(r["outcomes"]) for r in runs] == [{"enqueued": 2}] * 3 + [{"enqueued": 1}, {"in-progress": 2}]
+    assert sorted(j.source_key for j in sys_.ledger.scan_jobs()) == keys  # each object handed over once
+    ssm = boto3.client("ssm", endpoint_url=sys_.target.endpoint_url, region_name="us-east-1",
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    kept = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    assert (kept["start_after"], kept["passes"], kept["runs"], kept["bucket"]) == ("k1", 1, 1, sys_.src)
+    # an event that names its own start wins; another prefix starts a pass of its own
+    assert handler({"s3sync": "find", "bucket": sys_.src, "start_after": "k4"}, ShortContext())["listed"] == 2
+    other = handler({"s3sync": "find", "bucket": sys_.src, "prefix": "k6"}, ShortContext())
+    assert (other["started_after"], other["listed"], other["complete"]) == (None, 1, True)
+
+
+def test_without_the_parameter_every_run_starts_at_the_first_key(finder_env, monkeypatch):
+    """No FinderSchedule (the parameter is the template's, made with one): nothing is kept, nothing created."""
+    from functions import _common
+    from functions.splitter import handler
+    from s3sync.contract import Env
+
+    sys_, _name = finder_env
+    monkeypatch.setenv(Env.FINDER_CURSOR, "/s3sync/no-such-stack/finder-cursor")
+    _common.runtime.cache_clear()
+    for key in ("a", "b", "c"):
+        sys_.s3.put_object(Bucket=sys_.src, Key=key, Body=b"x")
+    runs = [handler({"s3sync": "find", "bucket": sys_.src}, ShortContext()) for _ in range(2)]
+    assert [(r["started_after"], r["stopped_at"], "cursor" in r) for r in runs] == [(None, "b", False)] * 2

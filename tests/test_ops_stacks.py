@@ -56,6 +56,11 @@ def test_switches_add_conditional_resources_with_scoped_rights(lam: dict[str, An
     [target] = finder["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": ["Splitter", "Arn"]}
     assert json.loads(target["Input"]["Fn::Sub"]) == {**contract.FIND_EVENT, "bucket": "${SourceBucketName}"}
+    cursor = res["FinderCursor"]  # where the last run stopped (s3sync.transfer.finder.FinderCursor)
+    assert cursor["Condition"] == "FinderOn" and cursor["Type"] == "AWS::SSM::Parameter"
+    assert cursor["Properties"]["Name"] == {"Fn::Sub": "/s3sync/${AWS::StackName}/finder-cursor"}
+    assert res["Splitter"]["Properties"]["Environment"]["Variables"]["S3SYNC_FINDER_CURSOR"] == \
+        cursor["Properties"]["Name"]
     for rule in ("DeleteRule", "FinderRule"):
         perm = res[f"{rule}Permission"]
         assert perm["Condition"] == res[rule]["Condition"]

@@ -30,6 +30,7 @@ SOURCE_OBJECTS = "source bucket objects"
 SOURCE_BUCKET = "source bucket"
 TRANSFERS = "transfers table"
 TRANSFERS_INDEX = "transfers table's Attention index"
+FINDER_CURSOR = "the finder's cursor (SSM parameter)"
 TRANSFERS_STREAM = "transfers table stream"
 PARTS = "parts table"
 QUEUE = "part queue"
@@ -71,6 +72,9 @@ CALLS: tuple[Call, ...] = (
     Call("SplitterRole", "secretsmanager:GetSecretValue", SECRET, "transfer/runtime.py Runtime.dest: read_secret"),
     Call("SplitterRole", "sqs:SendMessage", SPLITTER_DLQ,
          "Lambda sends a failed asynchronous event to the function's dead-letter queue with its execution role"),
+    Call("SplitterRole", "ssm:GetParameter", FINDER_CURSOR,
+         "functions/finder.py -> transfer/finder.py FinderCursor.load (any find event)"),
+    Call("SplitterRole", "ssm:PutParameter", FINDER_CURSOR, "FinderCursor.save, after a find run"),
     # --- completion (functions/completion.py) ----------------------------------------------------------------------
     Call("CompletionRole", "dynamodb:UpdateItem", TRANSFERS,
          "transfer/completion.py Completer: elect_completion, mark_done, release_completion, mark_failed"),
@@ -158,10 +162,12 @@ def kind_of(resource: Any) -> str:
     text = json.dumps(resource, sort_keys=True)
     if "SourceBucketName" in text:
         return SOURCE_OBJECTS if "/*" in text else SOURCE_BUCKET
-    if "/index/" in text and "TransfersTable" in text:
-        return TRANSFERS_INDEX
     if "SourceKmsKeyArn" in text:
         return SOURCE_KEY
+    if "/index/" in text and "TransfersTable" in text:
+        return TRANSFERS_INDEX
+    if "finder-cursor" in text:
+        return FINDER_CURSOR
     for needle, kind in (("StreamArn", TRANSFERS_STREAM), ("TransfersTable", TRANSFERS), ("PartsTable", PARTS),
                          ("SplitterDeadLetterQueue", SPLITTER_DLQ), ("TransferQueue", QUEUE),
                          ("DestCredentials", SECRET), ("CompletionTopic", TOPIC), ("Service", SERVICE),

@@ -156,6 +156,7 @@ def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any
         # the finder (tests/test_role_permissions.py has every call site), in every configuration; a re-copy
         # never touches the parts table (its new attempt token makes the old part items count for nothing)
         "s3:ListBucket",
+        "ssm:GetParameter", "ssm:PutParameter",  # the finder's cursor: where its last run stopped
     }  # fmt: skip
     assert role_actions(lam, "CompletionRole") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DescribeStream", "dynamodb:GetRecords",
@@ -399,8 +400,9 @@ def test_each_function_gets_exactly_its_environment(lam: dict[str, Any]) -> None
             Env.DEST_ENDPOINT_URL, Env.DEST_SECRET_ARN}  # fmt: skip
     encryption = {Env.DEST_SSE, Env.DEST_SSE_KMS_KEY_ID}  # whoever plans objects: splitter, sweeper (scale_in)
     # the source bucket and the delete switch: the only events it acts on (issue 18 item 1)
+    # ... and where the scheduled finder resumes (its cursor, issue 15)
     assert env_of(lam, "Splitter") == dest | encryption | {Env.QUEUE_URL, Env.PART_SIZE_MIB, Env.SOURCE_BUCKET,
-                                                           Env.PROPAGATE_DELETES}
+                                                           Env.PROPAGATE_DELETES, Env.FINDER_CURSOR}
     splitter = lam["Resources"]["Splitter"]["Properties"]["Environment"]["Variables"]
     assert splitter[Env.SOURCE_BUCKET] == {"Ref": "SourceBucketName"}
     assert splitter[Env.PROPAGATE_DELETES] == {"Ref": "PropagateDeletes"}

@@ -494,6 +494,10 @@ def requests_for(service: str, operation: str, params: Mapping[str, Any], where:
                             f"arn:{where.partition}:cloudwatch:{region}:{where.account}:alarm:{n}")
                     for n in _as_list(p.get("AlarmNames", p.get("AlarmName")))]
         return [Request(f"cloudwatch:{operation}", "*")]
+    if service == "ssm":  # a parameter's ARN: parameter/<name without its leading slash>
+        names = [str(n) for n in _as_list(p.get("Names", p.get("Name", [])))]
+        return [Request(f"ssm:{operation}", f"arn:{where.partition}:ssm:{region}:{where.account}:parameter/"
+                        + n.lstrip("/")) for n in names] or [Request(f"ssm:{operation}", "*")]
     if service == "kms":
         key = str(p.get("KeyId", ""))
         if key and not key.startswith("arn:"):

@@ -128,6 +128,11 @@ def settings_parameter_name(ecs_stack_name: str) -> str:
     return f"/s3sync/{ecs_stack_name}/settings"
 
 
+#: The SSM parameter where the scheduled finder keeps where its last run stopped (lambda.yaml's FinderCursor, made
+#: with a FinderSchedule; s3sync.transfer.finder.FinderCursor), as Fn::Sub text: under the Lambda stack's name.
+FINDER_CURSOR_NAME = "/s3sync/${AWS::StackName}/finder-cursor"
+
+
 #: Who may read the China keys (the secret's resource policy) and send part messages (the part queue's policy): the
 #: roles that do, by the IAM path lambda.yaml creates them under, `/s3sync/<ECS stack>/<key>/` (ecs.yaml is deployed
 #: first and cannot name lambda.yaml's roles; their ARNs carry the path), plus the worker task role by its ARN.

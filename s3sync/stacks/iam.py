@@ -19,6 +19,7 @@ import awacs.s3 as s3
 import awacs.secretsmanager as secretsmanager
 import awacs.sns as sns
 import awacs.sqs as sqs
+import awacs.ssm as ssm
 import awacs.sts as sts
 from awacs.aws import (
     Action,
@@ -311,6 +312,11 @@ def consume_messages(queue_arn: Any) -> Statement:
 def table_items(actions: Iterable[Action], *table_arns: Any) -> Statement:
     """Item-level DynamoDB actions on the given tables (TransactWriteItems is authorized through these)."""
     return allow(actions, list(table_arns))
+
+
+def keep_parameter(name: str) -> Statement:
+    """Read and overwrite one SSM parameter (`name`: its path, leading slash included, as Fn::Sub text)."""
+    return allow([ssm.GetParameter, ssm.PutParameter], [arn("ssm", "parameter" + name)])
 
 
 def query_index(table_name: Any, index: str) -> Statement:

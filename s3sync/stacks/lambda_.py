@@ -22,6 +22,7 @@ from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam
 from s3sync.stacks.common import (
+    FINDER_CURSOR_NAME,
     FUNCTIONS,
     SETTINGS_PARAMETER,
     Exports,
@@ -240,6 +241,8 @@ class LambdaStack(OperationsSteps, StackBuilder):
             # the only bucket whose events it acts on (s3sync.transfer.admission); PropagateDeletes adds
             # S3SYNC_PROPAGATE_DELETES (operations): without it, deletion events are refused
             Env.SOURCE_BUCKET: Ref("SourceBucketName"),
+            # where a find event resumes (the parameter exists with a FinderSchedule; without it, from the start)
+            Env.FINDER_CURSOR: Sub(FINDER_CURSOR_NAME),
         }
         self.function(
             "splitter",
@@ -255,6 +258,8 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 iam.table_items([ddb.GetItem, ddb.PutItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
                 iam.read_secret(import_value(Exports.SECRET_ARN)),
                 iam.send_messages(dead_letter),
+                # the finder's cursor, in every configuration (a find event reaches the code whatever the switches)
+                iam.keep_parameter(FINDER_CURSOR_NAME),
             ],
             dead_letter_arn=dead_letter,
         )
@@ -294,8 +299,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 # candidates from the sparse Attention index, never a Scan; each read again (BatchGetItem,
                 # strongly consistent) before the sweeper decides (s3sync.transfer.sweeper)
                 iam.query_index(import_value(Exports.TRANSFERS_TABLE_NAME), contract.ATTENTION_INDEX),
-                iam.table_items([ddb.BatchGetItem, ddb.UpdateItem],
-                                import_value(Exports.TRANSFERS_TABLE_ARN)),
+                iam.table_items([ddb.BatchGetItem, ddb.UpdateItem], import_value(Exports.TRANSFERS_TABLE_ARN)),
                 iam.table_items([ddb.Query], import_value(Exports.PARTS_TABLE_ARN)),
                 iam.send_messages(import_value(Exports.QUEUE_ARN)),
                 # missing parts are re-sent only while the queue is empty (Sweeper.queue_busy)

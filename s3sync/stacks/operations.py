@@ -6,8 +6,9 @@
   notification keeps only ObjectCreated, so switching this on or off never touches it;
 - `FinderSchedule` (empty: off): an EventBridge schedule invokes the splitter function with contract.FIND_EVENT; it
   lists both buckets and hands every object whose copy is missing or differs to the splitter (s3sync.transfer.
-  finder). The splitter role may list the source bucket in every configuration (its code can whatever the switch
-  says), so the switch adds no right;
+  finder), resuming where the last run stopped: the SSM parameter `FinderCursor` keeps that key. The splitter role
+  may list the source bucket and read and write that parameter in every configuration (its code can whatever the
+  switch says), so the switch adds no right;
 - `SourceKmsKeyArn` (empty: none): the workers may decrypt SSE-KMS source objects with this key, through S3 only
   (kms:ViaService);
 - a CloudWatch dashboard: part queue depth and oldest message age, dead-letter queue depth, running vs desired tasks
@@ -24,13 +25,13 @@ import json
 from typing import Any
 
 from troposphere import Equals, GetAtt, If, Not, NoValue, Ref, Select, Split, Sub
-from troposphere import awslambda, cloudwatch, events, s3
+from troposphere import awslambda, cloudwatch, events, s3, ssm
 from troposphere.iam import ManagedPolicy
 
 from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam
-from s3sync.stacks.common import FUNCTIONS, Exports, Ids, ecs_setting, import_value
+from s3sync.stacks.common import FINDER_CURSOR_NAME, FUNCTIONS, Exports, Ids, ecs_setting, import_value
 
 G_OPS = "Operations"
 DELETES_ON = "PropagateDeletesOn"
@@ -43,6 +44,7 @@ class OpsIds:
     DELETE_PERMISSION = "DeleteRulePermission"
     FINDER_RULE = "FinderRule"
     FINDER_PERMISSION = "FinderRulePermission"
+    FINDER_CURSOR = "FinderCursor"
     SOURCE_KEY_POLICY = "SourceKeyPolicy"
     DASHBOARD = "Dashboard"
 
@@ -99,6 +101,11 @@ class OperationsSteps:
         find = json.dumps({**contract.FIND_EVENT, "bucket": "${SourceBucketName}"}, sort_keys=True)
         self._invoke_splitter(OpsIds.FINDER_RULE, OpsIds.FINDER_PERMISSION, FINDER_ON,
                               ScheduleExpression=Ref("FinderSchedule"), target={"Input": Sub(find)})
+        # where the last run stopped: the function overwrites the value (s3sync.transfer.finder.FinderCursor); a
+        # stack update leaves it alone unless this resource changes (then the next run starts a new pass)
+        self.add(ssm.Parameter(  # type: ignore[attr-defined]
+            OpsIds.FINDER_CURSOR, Condition=FINDER_ON, Name=Sub(FINDER_CURSOR_NAME), Type="String", Value="{}",
+            Description="s3sync: the key after which the scheduled finder's next run lists (JSON; {}: the start)"))
 
     def add_source_key_policy(self) -> None:
         self.add(ManagedPolicy(OpsIds.SOURCE_KEY_POLICY, Condition=HAS_SOURCE_KEY,  # type: ignore[attr-defined]

@@ -16,17 +16,23 @@ MD5s at all under SSE-KMS), so the rule is:
    same with `size_only` (for copies made by another tool).
 "Copy" is `Splitter.split`: idempotent by job id. A DONE job whose copy is gone or differs gets a new attempt, once
 a HeadObject confirms it (the listing may predate the job's completion: "copied-meanwhile").
+
+The scheduled finder resumes where its last run stopped (FinderCursor), so a bucket larger than one run lists is
+covered in a few runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from s3sync.contract import Status
 from s3sync.errors import UserError
@@ -250,3 +256,78 @@ class Finder:
         outcome = self.reattempter.reattempt(job, (Status.DONE,)).outcome
         return {"requeued": "re-copied", "superseded": "enqueued", "source-missing": "source-gone"}.get(
             outcome, "in-progress")
+
+
+# --- where the scheduled finder stopped -------------------------------------------------------------------------------
+SSM_VALUE_LIMIT = 4096  # bytes: a standard SSM parameter's value
+
+
+@dataclass(frozen=True)
+class Position:
+    """The cursor's value: where the pass over one bucket and prefix stands."""
+
+    bucket: str
+    prefix: str
+    start_after: str = ""  # the next run lists keys after this one ("": from the first key)
+    pass_started_at: int = 0  # when the run that listed from the first key started
+    runs: int = 0  # runs in this pass so far
+    listed: int = 0  # source keys listed in this pass so far
+    passes: int = 0  # passes that reached the end of the listing
+
+    def after(self, result: FindResult, run_started: float) -> Position:
+        """Where the next run starts once this run (started at `run_started`, from here) got `result`: after the last
+        key it handed on, or, at the end of the listing, at the first key of a new pass."""
+        started = self.pass_started_at if self.start_after else int(run_started)
+        if result.complete:
+            return Position(self.bucket, self.prefix, "", 0, 0, 0, self.passes + 1)
+        return Position(self.bucket, self.prefix, result.stopped_at, started, self.runs + 1,
+                        self.listed + result.listed, self.passes)
+
+
+class FinderCursor:
+    """Where the scheduled finder's last run stopped, kept between runs in one SSM parameter (lambda.yaml's
+    `FinderCursor`, named by contract.Env.FINDER_CURSOR).
+
+    A run lists from the key after the cursor and stops `functions.finder.MARGIN_S` before the function's timeout;
+    the cursor is then the last key it handed on, and the next run resumes after it: a bucket larger than one run
+    lists is covered in a few runs (before, every run started over and never got past the first run's share). The
+    run that reaches the end of the listing sets it back to the first key: the next run starts a new pass. A run that
+    fails leaves the cursor where it was (its keys are listed again).
+
+    Why an SSM parameter, not an item of the transfers table: that table holds jobs, which the stream, the sweeper's
+    index, `status` and every Scan read as jobs; a standard parameter costs nothing, is written once per run (far
+    under its throughput limit), is readable and resettable in the console, and is the template's resource, so it
+    goes with the stack. The code never creates it: where it does not exist (no FinderSchedule, another deployment),
+    nothing is kept and every run starts at the first key, as before.
+    Two runs that overlap (a schedule shorter than the function's timeout) each write where they stopped, the later
+    write wins: some keys are then listed twice, or a pass starts later, and none is left out of every pass (the
+    finder hands an object over once however often it is listed: the splitter is idempotent)."""
+
+    def __init__(self, ssm: Any, name: str) -> None:
+        self.ssm, self.name = ssm, name
+
+    def load(self, bucket: str, prefix: str) -> Position | None:
+        """Where to start for this bucket and prefix; None when no cursor is kept (the parameter does not exist).
+        A cursor of another bucket or prefix, or one that cannot be read, starts a new pass."""
+        try:
+            value = self.ssm.get_parameter(Name=self.name)["Parameter"]["Value"]
+        except self.ssm.exceptions.ParameterNotFound:
+            return None
+        fresh = Position(bucket, prefix)
+        try:
+            doc = json.loads(value)
+            kept = Position(**{f.name: doc[f.name] for f in dataclasses.fields(Position) if f.name in doc})
+        except (ValueError, TypeError):
+            log.warning("finder cursor unreadable: starting a new pass", extra={"parameter": self.name})
+            return fresh
+        return kept if (kept.bucket, kept.prefix) == (bucket, prefix) else fresh
+
+    def save(self, position: Position) -> bool:
+        """Write the position (False, and nothing written, when it does not fit a parameter: a pathological key)."""
+        value = json.dumps(dataclasses.asdict(position), ensure_ascii=False, sort_keys=True)
+        if len(value.encode("utf-8")) > SSM_VALUE_LIMIT:
+            log.warning("finder cursor too long for an SSM parameter: not kept",
+                        extra={"parameter": self.name, "key": position.start_after[:100]})
+            return False
+        self.ssm.put_parameter(Name=self.name, Value=value, Type="String", Overwrite=True)
+        return True

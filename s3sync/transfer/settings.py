@@ -40,6 +40,7 @@ class Settings:
     stuck_after: int = DEFAULT_STUCK_AFTER_SECONDS
     source_bucket: str = ""  # the only bucket whose events the splitter acts on ("": none)
     propagate_deletes: bool = False  # deletion events delete copies only when this is on
+    finder_cursor: str = ""  # SSM parameter: where the scheduled finder's last run stopped ("": none kept)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
@@ -78,6 +79,7 @@ class Settings:
             stuck_after=num(Env.STUCK_AFTER_SECONDS, DEFAULT_STUCK_AFTER_SECONDS, 1),
             source_bucket=env.get(Env.SOURCE_BUCKET, ""),
             propagate_deletes=switch(Env.PROPAGATE_DELETES),
+            finder_cursor=env.get(Env.FINDER_CURSOR, ""),
         )
 
     def require(self, *names: str) -> "Settings":
