@@ -214,14 +214,16 @@ def test_scale_topics_take_messages_from_their_own_alarm_only(docs):
 
 
 def test_ecs_roles_trust_tasks_of_this_account_and_region_only(docs):
-    """Item 4: the ECS developer guide's recommended trust conditions on both roles ECS tasks assume."""
+    """Item 4: the ECS developer guide's recommended trust conditions on the task role (the worker's rights); the
+    execution role keeps the documented plain trust (iam.trust says why)."""
     ecs = docs["ecs.yaml"]["Resources"]
-    for role in ("TaskRole", "ExecutionRole"):
-        [st] = ecs[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-        assert st["Principal"] == {"Service": ["ecs-tasks.amazonaws.com"]}
-        assert st["Condition"] == {
-            "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:*"}},
-            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}, role
+    [st] = ecs["TaskRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert st["Principal"] == {"Service": ["ecs-tasks.amazonaws.com"]}
+    assert st["Condition"] == {
+        "ArnLike": {"aws:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:*"}},
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    [st] = ecs["ExecutionRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert st["Principal"] == {"Service": ["ecs-tasks.amazonaws.com"]} and "Condition" not in st
 
 
 def test_the_source_key_decrypts_through_s3_only(docs):

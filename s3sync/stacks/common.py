@@ -271,13 +271,15 @@ class StackBuilder:
     def add(self, resource: AWSObject) -> AWSObject:
         return self.t.add_resource(resource)
 
-    def role(self, logical_id: str, key: str, service: str, statements: Sequence[Any], **kwargs: Any) -> Role:
-        """A role with one inline policy: the built-in statements, then the config's extra ones for `key`."""
+    def role(self, logical_id: str, key: str, service: str, statements: Sequence[Any], *,
+             source_conditions: bool = False, **kwargs: Any) -> Role:
+        """A role with one inline policy: the built-in statements, then the config's extra ones for `key`
+        (`source_conditions`: iam.trust's confused-deputy conditions)."""
         all_statements = [*statements, *self.cfg.statements_for(key)]
         return self.add(
             Role(
                 logical_id,
-                AssumeRolePolicyDocument=iam.trust(service),
+                AssumeRolePolicyDocument=iam.trust(service, source_conditions=source_conditions),
                 Policies=[iam.role_policy(f"{logical_id}Policy", all_statements)],
                 **kwargs,
             )

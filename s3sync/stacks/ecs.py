@@ -400,6 +400,7 @@ class EcsStack(StackBuilder):
                 # the China keys, read with this role at start and again after a refusal (rotation without a redeploy)
                 iam.read_secret(Ref(Ids.SECRET)),
             ],
+            source_conditions=True,
         )
         self.resource_output(Ids.TASK_ROLE, "Name", "Worker task role (lambda.yaml adds source bucket read)",
                              Ref(Ids.TASK_ROLE))

@@ -160,18 +160,21 @@ def role_policy(name: str, statements: Iterable[Statement]) -> RolePolicy:
     return RolePolicy(PolicyName=name, PolicyDocument=document(statements))
 
 
-def trust(service: str) -> Policy:
+def trust(service: str, *, source_conditions: bool = False) -> Policy:
     """Trust policy letting one AWS service (a key of SERVICE_PRINCIPALS, e.g. `lambda`) assume the role.
 
-    ECS tasks (`ecs-tasks`, the task and the execution role) assume it only for tasks of this account and region, as
-    the ECS developer guide recommends ("Amazon ECS task IAM role"): "It is recommended that you use the
+    With `source_conditions` (the worker's task role), ECS tasks assume it only for tasks of this account and
+    region, as the ECS developer guide recommends for the task role ("Amazon ECS task IAM role"): "It is recommended
+    that you use the
     aws:SourceAccount or aws:SourceArn condition keys to scope the permissions further to prevent the confused
     deputy security issue. These condition keys can be specified in the trust relationship", with the example
     `"ArnLike": {"aws:SourceArn": "arn:aws:ecs:us-west-2:111122223333:*"}, "StringEquals": {"aws:SourceAccount":
     "111122223333"}`; and "Using the aws:SourceArn condition key to specify a specific cluster is not currently
-    supported, you should use the wildcard to specify all clusters"."""
+    supported, you should use the wildcard to specify all clusters". Not on the execution role: its page ("Amazon
+    ECS task execution IAM role") shows the trust policy without them and does not say that the agent sends these
+    keys when it assumes that role; a condition that never holds would keep every task from starting."""
     condition: dict[str, Any] = {}
-    if service == "ecs-tasks":
+    if source_conditions:
         condition = {"Condition": Condition([
             ArnLike("aws:SourceArn", arn("ecs", "*")),
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
