@@ -52,6 +52,7 @@ from s3sync.package import (
 from s3sync.render import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region, _STACK_NAME
 from s3sync.stacks import StackBuilder, StackConfig, render_all, sizes
 from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
+from s3sync.stacks.ecs import ssh_problems
 
 #: The NoEcho parameters of ecs.yaml and where the CLI takes them from.
 SECRET_PARAMETERS: Mapping[str, str] = {
@@ -696,6 +697,7 @@ def _deploy(
                                     problems)  # fmt: skip
         values[stem] = effective_values(document.get("Parameters", {}), params, states[name])
         plan.append((stem, name, params, capabilities(document)))
+    problems += ssh_problems(values["ecs"])  # ecs.yaml's SSH rule, before anything is packaged
     if problems:
         raise UserError("; ".join(problems) + " (nothing was packaged, uploaded or changed)")
     check_sizes(values["ecs"], values["lambda"])

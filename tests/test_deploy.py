@@ -426,6 +426,15 @@ def test_every_bad_value_is_reported_before_anything_is_packaged_or_uploaded(aws
     assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []
 
 
+def test_ssh_open_to_the_whole_internet_is_refused_before_anything_is_packaged(aws: SimpleNamespace) -> None:
+    """Issue 18 item 2: ecs.yaml's rule (SshCidr 0.0.0.0/0 only with SshFromAnywhere=true), checked by deploy first."""
+    message = one_line_error(run(*aws.deploy, *aws.create, "--param", "SshCidr=0.0.0.0/0", env=KEYS_ENV))
+    assert "SshCidr 0.0.0.0/0 opens SSH to the whole internet" in message
+    assert "nothing was packaged, uploaded or changed" in message
+    assert not (aws.out / "package.json").exists() and code_bucket_keys(aws) == []
+    assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+
 def test_deploy_and_destroy_follow_aws_region_and_say_which_region(aws: SimpleNamespace) -> None:
     """Issue 19 item 3: AWS_REGION alone (boto3's session reads only AWS_DEFAULT_REGION and the profile)."""
     env = {"AWS_DEFAULT_REGION": None, "AWS_REGION": "us-east-1"}  # type: ignore[dict-item]
