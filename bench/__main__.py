@@ -1,9 +1,11 @@
-"""`python -m bench` (`make bench`): B1 (one large object), B2 (many small files), B3 (the splitter's write path).
+"""`python -m bench` (`make bench`): B1 (one large object), B2 (many small files), B3 (the splitter's write path),
+B5 (the ledger at 100,000 jobs: sweep and status).
 
     python -m bench                      # all three at the issue's sizes (several minutes)
     python -m bench --quick              # all three, small sizes (under a minute)
     python -m bench b1 --b1-size-mib 256 --b1-runs 5
     python -m bench b2 --b2-count 500 --transfers 16
+    python -m bench b5 --b5-jobs 10000,100000 --b5-runs 3
 
 Each benchmark starts its own servers and stops them, prints one line per run and a summary line, and writes its
 results as JSON under bench/results/.
@@ -15,12 +17,12 @@ import argparse
 import signal
 import sys
 
-from bench import b1_large, b2_small, b3_splitter, common
+from bench import b1_large, b2_small, b3_splitter, b5_ledger, common
 from bench.common import say
 
-BENCHES = {"b1": b1_large, "b2": b2_small, "b3": b3_splitter}
+BENCHES = {"b1": b1_large, "b2": b2_small, "b3": b3_splitter, "b5": b5_ledger}
 QUICK = {"b1_size_mib": 64, "b1_runs": 3, "b2_count": 20, "b2_runs": 3, "b3_parts": 300, "b3_runs": 3,
-         "quiet_wait": 0.0}
+         "b5_jobs": "2000,5000", "b5_runs": 1, "quiet_wait": 0.0}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -158,7 +158,7 @@ def test_an_endpoint_that_is_not_aws_is_named_as_such(rclone_server) -> None:
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "<" not in lines[0], result.output  # no HTML or XML body
-    assert "answered HTTP 400 to Scan without an AWS error" in lines[0]
+    assert "answered HTTP 400 to DescribeTable without an AWS error" in lines[0]  # status asks that first
     assert "expected an AWS API there" in lines[0] and "--endpoint-url" in lines[0]
 
 

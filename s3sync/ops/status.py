@@ -1,17 +1,17 @@
 """`s3sync status`: the transfers table as progress per object (parts, bytes, rate, ETA) and totals.
 
-What it reads does not grow with the DONE jobs (issue 15):
-- one Scan page of up to WHOLE_TABLE_UP_TO items first: when that is the whole table (no LastEvaluatedKey), every job
-  is shown and counted exactly, as before (a demo, a test, a young system: one request);
-- otherwise the table's sparse `Attention` index (s3sync.transfer.ledger) names the unfinished and the failed jobs,
-  which are read (BatchGetItem) and shown and counted exactly; the DONE ones are not read: their number is the
-  table's item count (DescribeTable, "updated approximately every six hours") less the jobs the index lists, marked
-  as an estimate, and their bytes and parts are not totalled;
+What it reads does not grow with the DONE jobs (issue 15). DescribeTable first: the table's item count ("DynamoDB
+updates this value approximately every six hours") and whether its sparse `Attention` index is there and ACTIVE.
+- A table that counts at most WHOLE_TABLE_UP_TO items is read with one Scan page of that many: when that is the whole
+  table (no LastEvaluatedKey), every job is shown and counted exactly, as before (a demo, a test, a young system);
+- otherwise the index (s3sync.transfer.ledger) names the unfinished and the failed jobs, which are read (BatchGetItem)
+  and shown and counted exactly; the DONE ones are not read: their number is the item count less the jobs the index
+  lists, marked as an estimate, and their bytes and parts are not totalled;
 - `everything` (`--all`): every page of a Scan, exact totals and the latest DONE rows, at a cost that grows with the
   table.
-A table without the index (an ECS stack older than it) is scanned whole, and the report says so. Totals count every
-selected job; rows keep only the `limit` most relevant (unfinished first, then failed, then the most recently
-finished), so memory stays bounded however many jobs are read.
+A table without the index (an ECS stack older than it), or whose index is still being built, is scanned whole, and
+the report says so. Totals count every selected job; rows keep only the `limit` most relevant (unfinished first,
+then failed, then the most recently finished), so memory stays bounded however many jobs are read.
 
 "Stuck" is the sweeper's notion (s3sync.transfer.sweeper): an unfinished job whose `updated_at` is at least
 `stuck_after` seconds old, i.e. no part counted, no state change for that long.
@@ -19,14 +19,11 @@ finished), so memory stays bounded however many jobs are read.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from s3sync.contract import ATTENTION_INDEX, Status
 from s3sync.errors import UserError
@@ -172,46 +169,40 @@ def read_jobs(target: Target, *, failed: bool = False, stuck: bool = False, now:
     now = time.time() if now is None else now
     if everything:
         return Reading(_scan(target, failed=failed, stuck=stuck, now=now))
-    page, more = _first_page(target, WHOLE_TABLE_UP_TO if whole_up_to is None else whole_up_to)
-    if not more:
-        return Reading([j for j in page if _selected(j, failed, stuck, now, target.stuck_after)])
+    table = _describe(target)
+    index = {i.get("IndexName"): i for i in table.get("GlobalSecondaryIndexes") or []}.get(ATTENTION_INDEX)
+    if index is None or index.get("IndexStatus", "ACTIVE") != "ACTIVE":
+        why = (f"the transfers table has no {ATTENTION_INDEX} index (an ECS stack from before it): every job was "
+               "read; update the ECS stack, then run `s3sync status --reindex` once" if index is None else
+               f"the transfers table's {ATTENTION_INDEX} index is {index.get('IndexStatus')} (being built after a "
+               "stack update): every job was read")
+        return Reading(_scan(target, failed=failed, stuck=stuck, now=now), note=why)
+    whole = WHOLE_TABLE_UP_TO if whole_up_to is None else whole_up_to
+    count = int(table.get("ItemCount", 0))
+    if count <= whole:  # small, or counted before it grew (the count lags): one page says which
+        page, more = _first_page(target, whole)
+        if not more:
+            return Reading([j for j in page if _selected(j, failed, stuck, now, target.stuck_after)])
     ledger = Ledger(target.client("dynamodb"), target.transfers_table, target.parts_table or "")
-    where = f"reading the transfers table {target.transfers_table} through its {ATTENTION_INDEX} index ({target.where})"
-    try:
-        with aws_errors(where), _no_index_is_said():
-            jobs: list[Job] = []
-            if not failed:  # unfinished ones (a stuck job is one of them, idle since its creation at least)
-                before = int(now - target.stuck_after) if stuck else None
-                jobs += ledger.unfinished_jobs(created_before=before, consistent=False)
-            if not stuck:
-                jobs += ledger.failed_jobs(consistent=False)
-            estimate = None
-            if not (failed or stuck):
-                table = target.client("dynamodb").describe_table(TableName=target.transfers_table)["Table"]
-                estimate = max(0, int(table.get("ItemCount", 0)) - len(jobs))
-    except _NoIndex:
-        return Reading(_scan(target, failed=failed, stuck=stuck, now=now), note=(
-            f"the transfers table has no {ATTENTION_INDEX} index (an ECS stack from before it): every job was read; "
-            "update the ECS stack, then run `s3sync status --reindex` once"))
+    with aws_errors(f"reading the transfers table {target.transfers_table} through its {ATTENTION_INDEX} index "
+                    f"({target.where})"):
+        jobs: list[Job] = []
+        if not failed:  # unfinished ones (a stuck job is one of them, idle since its creation at least)
+            before = int(now - target.stuck_after) if stuck else None
+            jobs += ledger.unfinished_jobs(created_before=before, consistent=False)
+        if not stuck:
+            jobs += ledger.failed_jobs(consistent=False)
+    estimate = None if failed or stuck else max(0, count - len(jobs))
     return Reading([j for j in jobs if _selected(j, failed, stuck, now, target.stuck_after)], estimate, "index")
 
 
-class _NoIndex(Exception):
-    """The table has no Attention index."""
-
-
-@contextlib.contextmanager
-def _no_index_is_said() -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        # DynamoDB: ValidationException "The table does not have the specified index: Attention"; moto:
-        # ResourceNotFoundException "Invalid index: Attention for table: ..."
-        err = exc.response.get("Error", {})
-        if (err.get("Code") in ("ValidationException", "ResourceNotFoundException")
-                and "index" in str(err.get("Message", "")).lower()):
-            raise _NoIndex() from None
-        raise
+def _describe(target: Target) -> dict[str, Any]:
+    ddb = target.client("dynamodb")
+    with aws_errors(f"reading the transfers table {target.transfers_table} ({target.where})"):
+        try:
+            return ddb.describe_table(TableName=target.transfers_table)["Table"]
+        except ddb.exceptions.ResourceNotFoundException:
+            raise _missing_table(target) from None
 
 
 def _first_page(target: Target, limit: int) -> tuple[list[Job], bool]:
