@@ -13,10 +13,14 @@ only then delete the message.
   later parts until the earlier ones arrive, and a worker must not hold those earlier ones behind its own blocked
   copies. Should its copies still make no progress for `park_after` seconds while messages wait, the waiting ones
   are released at once (visibility 0) for another worker instead of being parked there.
-- Memory is bounded by threads x part size: only the copy threads hold part buffers. The receiver keeps up to
-  `prefetch` more messages waiting (their visibility extended like the rest), so that a copy thread that finishes
-  takes its next part at once instead of after a receive; it refills when half the room is free, so one receive
-  brings several messages.
+- Memory is bounded by threads x part size: only the copy threads hold part buffers. While copies are quick (the
+  recent ones took at most `prefetch_below` seconds), the receiver keeps up to `prefetch` more messages waiting
+  (their visibility extended like the rest), so that a copy thread that finishes takes its next part at once
+  instead of after a receive; it refills when half the room is free, so one receive brings several messages.
+  Once copies are slow (a thin cross-border link: a 16 MiB part takes 4-17 s; before any copy has finished, one
+  running longer than `prefetch_below` tells), a receive saves nothing worth having and a waiting message would
+  wait for a whole copy while other workers idle (bench B4): the worker then hands the waiting ones back at once
+  (visibility 0), holds only what its threads copy, and receives as soon as one thread is free.
 - A copy thread only copies: once a part is uploaded, counting it in the ledger (and acknowledging its message)
   happens on a recorder thread, so the copy thread takes its next part at once. The message stays in flight (and
   the part stays "being copied here") until it is counted.
@@ -89,6 +93,7 @@ class _InFlight:
     receipt: str
     received: float
     started: bool = False  # a copy thread took it (until then it waits in the priority queue)
+    started_at: float = 0.0
 
 
 def _part_number(m: dict[str, Any]) -> int:
@@ -103,7 +108,7 @@ class Worker:
     def __init__(self, *, sqs: Any, queue_url: str, ledger: Ledger, source: Any, dest: Any, threads: int = 4,
                  visibility_timeout: int = 300, wait_seconds: int = 20, stop_grace: float = 20.0,
                  prefetch: int | None = None, delete_every: float = 0.2, park_after: float | None = None,
-                 dest_bucket: str = "") -> None:
+                 dest_bucket: str = "", prefetch_below: float = 1.0) -> None:
         self.sqs, self.queue_url, self.ledger = sqs, queue_url, ledger
         self.source = source
         self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
@@ -114,6 +119,10 @@ class Worker:
         # a few waiting messages are enough to hide a receive; more would widen the window of parts a worker holds
         # out of order (see Splitter.send_threads)
         self.prefetch = max(1, threads // 2) if prefetch is None else max(0, prefetch)
+        # ... and only while copies take at most this long: a receive (tens of ms in AWS) is worth hiding behind a
+        # sub-second copy, not behind one of several seconds
+        self.prefetch_below = prefetch_below
+        self._copy_seconds: float | None = None  # moving average of recent copies (None: none finished yet)
         self.delete_every = delete_every
         # waiting messages go back to the queue when no copy has finished for this long (blocked copies; a slow but
         # moving link finishes a part well within a visibility timeout, and a hung request is cut off by the
@@ -191,10 +200,13 @@ class Worker:
     # --- receiving ------------------------------------------------------------------------------------------------
     def _receive_loop(self) -> None:
         while not self._stop.is_set():
-            room = self.threads + self.prefetch
             with self._cond:
-                # refill when half the room is free (at least one slot): one receive brings several messages
-                while room - self._holding() < max(1, room // 2) and not self._stop.is_set():
+                # prefetching: refill when half the room is free, so that one receive brings several messages;
+                # else as soon as a copy thread is free
+                while True:
+                    room, refill = self._room()
+                    if room - self._holding() >= refill or self._stop.is_set():
+                        break
                     self._cond.wait(timeout=1.0)
                 free = room - self._holding()
             if self._stop.is_set():
@@ -219,6 +231,21 @@ class Worker:
             for m in sorted(messages, key=_part_number):  # lowest first, even to a thread waking at the first put
                 self._work.put((_part_number(m), next(self._order), m))
 
+    def _room(self) -> tuple[int, int]:
+        """(messages to hold at most, free room that triggers a receive). Called holding `_cond`."""
+        if self.prefetch and not self._copies_slow():
+            room = self.threads + self.prefetch
+            return room, max(1, room // 2)
+        return self.threads, 1
+
+    def _copies_slow(self) -> bool:
+        """Whether copies take longer than `prefetch_below`: the recent ones, or before any has finished, one that
+        is running. Called holding `_cond`."""
+        if self._copy_seconds is not None:
+            return self._copy_seconds > self.prefetch_below
+        now = time.monotonic()
+        return any(f.started and now - f.started_at > self.prefetch_below for f in self._inflight.values())
+
     def _holding(self) -> int:
         """Messages that hold (or wait for) a copy thread: in flight, less those only being counted."""
         return len(self._inflight) - self._recording
@@ -229,15 +256,23 @@ class Worker:
             _, _, m = self._work.get()
             with self._cond:
                 flight = self._inflight.get(m["MessageId"])
-                if flight is None:  # released while it waited (stop, or parked behind blocked copies)
+                # released while it waited (stop, parked behind blocked copies, copies slow), or this is the entry
+                # of an earlier receive of a message received again since (another receipt handle)
+                if flight is None or flight.receipt != m["ReceiptHandle"]:
                     continue
                 flight.started = True
+                flight.started_at = time.monotonic()
             then: Callable[[], None] | None = None
+            began = time.monotonic()
             try:
                 then = self._process(m)
             except Exception:  # noqa: BLE001 - never lose a thread; the message comes back by itself
                 log.exception("unexpected error", extra={"message_id": m.get("MessageId")})
             self._progress_at = time.monotonic()
+            if then is not None:  # a part was copied: how long copies take decides whether to prefetch
+                took = self._progress_at - began
+                last = self._copy_seconds
+                self._copy_seconds = took if last is None else 0.7 * last + 0.3 * took
             if then is None:
                 self._done_with(m)
                 continue
@@ -491,10 +526,11 @@ class Worker:
         """Extend every in-flight message's visibility well before it runs out; release waiting messages that are
         parked behind blocked copies."""
         interval = max(1.0, self.visibility_timeout / 3)
-        tick = max(0.5, min(interval, self.park_after / 2))
+        tick = max(0.5, min(interval, self.park_after / 2, self.prefetch_below))
         extended_at = time.monotonic()
         while not self._stop.wait(tick):
             self._release_parked()
+            self._release_waiting_if_slow()
             now = time.monotonic()
             if now - extended_at < interval:
                 continue
@@ -503,6 +539,23 @@ class Worker:
                 due = {k: v for k, v in self._inflight.items() if now - v.received >= interval}
             if due:
                 self._change_visibility(due, self.visibility_timeout)
+
+    def _release_waiting_if_slow(self) -> None:
+        """Copies are slow: a message waiting for a copy thread here would wait for a whole copy. Hand the waiting
+        ones back (visibility 0): a worker with a free thread takes them now."""
+        if not self.prefetch:
+            return
+        with self._cond:
+            if not self._copies_slow():
+                return
+            waiting = {k: v for k, v in self._inflight.items() if not v.started}
+            for k in waiting:
+                self._inflight.pop(k)
+            self._cond.notify_all()
+        if waiting:
+            log.info("copies are slow; waiting parts handed back for workers with free threads",
+                     extra={"count": len(waiting), "copy_s": round(self._copy_seconds or 0.0, 1)})
+            self._change_visibility(waiting, 0)
 
     def _release_parked(self) -> None:
         """No copy finished for `park_after` seconds and messages wait for a copy thread: hand them back (visibility
