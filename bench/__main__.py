@@ -1,10 +1,11 @@
 """`python -m bench` (`make bench`): B1 (one large object), B2 (many small files), B3 (the splitter's write path),
-B5 (the ledger at 100,000 jobs: sweep and status).
+B4 (across the border: an emulated long, thin, lossy link), B5 (the ledger at 100,000 jobs: sweep and status).
 
     python -m bench                      # all three at the issue's sizes (several minutes)
     python -m bench --quick              # all three, small sizes (under a minute)
     python -m bench b1 --b1-size-mib 256 --b1-runs 5
     python -m bench b2 --b2-count 500 --transfers 16
+    python -m bench b4 --b4-profiles cn-good --b4-runs 1
     python -m bench b5 --b5-jobs 10000,100000 --b5-runs 3
 
 Each benchmark starts its own servers and stops them, prints one line per run and a summary line, and writes its
@@ -17,22 +18,24 @@ import argparse
 import signal
 import sys
 
-from bench import b1_large, b2_small, b3_splitter, b5_ledger, common
+from bench import b1_large, b2_small, b3_splitter, b4_link, b5_ledger, common
 from bench.common import say
 
-BENCHES = {"b1": b1_large, "b2": b2_small, "b3": b3_splitter, "b5": b5_ledger}
+BENCHES = {"b1": b1_large, "b2": b2_small, "b3": b3_splitter, "b4": b4_link, "b5": b5_ledger}
 QUICK = {"b1_size_mib": 64, "b1_runs": 3, "b2_count": 20, "b2_runs": 3, "b3_parts": 300, "b3_runs": 3,
-         "b5_jobs": "2000,5000", "b5_runs": 1, "quiet_wait": 0.0}
+         "b4_big_mib": 16, "b4_small_count": 2, "b4_small_mib": 8, "b4_runs": 1, "b4_workers": 2,
+         "max_aggregate_mb": 0.0, "b5_jobs": "2000,5000", "b5_runs": 1, "quiet_wait": 0.0}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", nargs="*", choices=[*BENCHES, []], metavar="BENCH",
-                   help="b1, b2 and/or b3 (default: all)")
+                   help="b1, b2, b3, b4 and/or b5 (default: all)")
     p.add_argument("--quick", action="store_true",
-                   help="small sizes: B1 64 MiB, B2 20 files, B3 300 parts, no waiting for a quiet machine "
-                        "(flags given explicitly win)")
+                   help="small sizes: B1 64 MiB, B2 20 files, B3 300 parts, B4 32 MiB with 2 workers on the "
+                        "paths' own bandwidths (a smoke test, not figures), no waiting for a quiet machine (flags "
+                        "given explicitly win)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data and logs (path printed)")
     p.add_argument("--moto-as-shipped", action="store_true",
                    help="run the embedded moto server without s3sync.local.moto_patches (default: patched, as "

@@ -354,11 +354,11 @@ class MotoCalls:
 
 
 # --- rclone as the peer -----------------------------------------------------------------------------------------------
-def run_rclone(args: list[str], env: dict[str, str]) -> float:
+def run_rclone(args: list[str], env: dict[str, str], timeout: float | None = None) -> float:
     """Run an rclone client command (no config file: remotes come from the environment); returns seconds."""
     cmd = [find_rclone(), *args, "--config", os.devnull]
     started = time.monotonic()
-    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -380,6 +380,8 @@ class PipelineRun:
     control_plane: dict[str, Any] = field(default_factory=dict)
     ok: bool = True
     detail: str = ""
+    failed_jobs: int = 0
+    worker_stats: dict[str, int] = field(default_factory=dict)  # summed over the workers' "worker stopped" lines
 
 
 def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -422,12 +424,14 @@ def _ts(record: dict[str, Any]) -> float:
 
 def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: str, make_present: Callable[[], int],
                  name: str, part_size_mib: int, workers: int, threads: int, state_dir: Path,
-                 timeout: float = 900.0, extra_options: dict[str, Any] | None = None) -> PipelineRun:
+                 timeout: float = 900.0, extra_options: dict[str, Any] | None = None,
+                 dest_url: str | None = None) -> PipelineRun:
     """Start `s3sync local` (LocalRunner in a thread; moto in this process; `workers` worker processes), wait until
     every worker serves the queue, call `make_present()` (which makes the objects visible in the source bucket and
     returns how many there are), and time until each has its job DONE (from the completion's own "done" log lines),
     then stop the runner. (`--until-idle` would stop it at once, before the objects appear: the bench stops it
-    itself when the last job is DONE, which is what `--until-idle` waits for, minus its idle grace.)
+    itself when the last job is DONE, which is what `--until-idle` waits for, minus its idle grace.) `dest_url`
+    reaches the destination server another way (B4: through an emulated link).
     """
     from s3sync.contract import DEFAULT_STUCK_AFTER_SECONDS  # noqa: PLC0415
     from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner  # noqa: PLC0415
@@ -438,7 +442,8 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
     reset_moto()  # moto keeps every backend in this process: start each run from an empty control plane
     options = LocalOptions(
         source=BucketSpec(source_bucket, src.endpoint_url, src.access_key_id, src.secret_access_key),
-        dest=BucketSpec(dest_bucket, dst.endpoint_url, dst.access_key_id, dst.secret_access_key, region="cn-north-1"),
+        dest=BucketSpec(dest_bucket, dest_url or dst.endpoint_url, dst.access_key_id, dst.secret_access_key,
+                        region="cn-north-1"),
         part_size_mib=part_size_mib, worker_threads=threads, min_tasks=workers, max_tasks=workers,
         until_idle=False, timeout=timeout, state_dir=state_dir, name=name, moto_patches=RUN_FLAGS["moto_patches"],
         # the deployed sweeper's setting (s3sync local's 30 s suits tests): a queued job is not a stuck one
@@ -515,11 +520,18 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
         "last_part_recorded_to_done": (t_end - max(copied_ts)) if copied_ts else float("nan"),
     }
     summary = result.get("summary")
-    ok = len(done_ts) >= count and (summary is None or summary.dlq_messages == 0)
+    failed = sum(1 for j in summary.jobs if j.status == "FAILED") if summary is not None else 0
+    ok = len(done_ts) >= count and failed == 0 and (summary is None or summary.dlq_messages == 0)
+    stats: dict[str, int] = {}
+    for r in worker_records:
+        if r.get("msg") == "worker stopped":
+            for k in ("copied", "duplicates", "skipped", "failed_jobs", "retries"):
+                stats[k] = stats.get(k, 0) + int(r.get(k, 0) or 0)
     return PipelineRun(seconds=t_end - t0, jobs_done=len(set(done_jobs)), jobs=count,
                        peak_rss_mib=probe.peak_rss_mib, workers=len(probe.hwm), cpu=cpu,
                        phases={k: round(v, 3) for k, v in phases.items()}, control_plane=control_plane, ok=ok,
-                       detail="" if ok else f"{len(done_ts)}/{count} done; state in {state_dir}")
+                       detail="" if ok else f"{len(done_ts)}/{count} done, {failed} FAILED; state in {state_dir}",
+                       failed_jobs=failed, worker_stats=stats)
 
 
 def reset_moto() -> None:
