@@ -91,7 +91,9 @@ class Target:
         }
         if self.source_bucket:
             env[Env.SOURCE_BUCKET] = self.source_bucket
-        if self.local:  # `s3sync local`'s servers speak http://; against AWS only https:// is accepted
+        # `s3sync local`'s servers speak http://: a control plane reached over plain http:// is such a local one
+        # (AWS's APIs are https:// only); against AWS only an https:// destination is accepted
+        if self.local or (self.endpoint_url or "").lower().startswith("http://"):
             env[Env.LOCAL_PLAIN_HTTP] = "1"
         # Destination keys given to this command win over the secret.
         key_id, secret = os.environ.get(Env.DEST_ACCESS_KEY_ID), os.environ.get(Env.DEST_SECRET_ACCESS_KEY)
