@@ -47,6 +47,8 @@ def rule_value(node: Any, params: dict[str, str]) -> Any:
 
 
 def failed_assertions(doc: dict[str, Any], params: dict[str, str]) -> list[str]:
+    """The assertions that fail for `params`, every other parameter at its default (as a launch that leaves it)."""
+    params = {**{k: str(v.get("Default", "")) for k, v in doc["Parameters"].items()}, **params}
     out = []
     for rule in doc.get("Rules", {}).values():
         if "RuleCondition" in rule and not rule_value(rule["RuleCondition"], params):
