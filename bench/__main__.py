@@ -23,7 +23,7 @@ from bench.common import say
 
 BENCHES = {"b1": b1_large, "b2": b2_small, "b3": b3_splitter, "b4": b4_link, "b5": b5_ledger}
 QUICK = {"b1_size_mib": 64, "b1_runs": 3, "b2_count": 20, "b2_runs": 3, "b3_parts": 300, "b3_runs": 3,
-         "b4_big_mib": 16, "b4_small_count": 2, "b4_small_mib": 8, "b4_runs": 1, "b4_workers": 2,
+         "b4_big_mib": 12, "b4_small_count": 2, "b4_small_mib": 6, "b4_runs": 1, "b4_workers": 2,
          "max_aggregate_mb": 0.0, "b5_jobs": "2000,5000", "b5_runs": 1, "quiet_wait": 0.0}
 
 
@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("which", nargs="*", choices=[*BENCHES, []], metavar="BENCH",
                    help="b1, b2, b3, b4 and/or b5 (default: all)")
     p.add_argument("--quick", action="store_true",
-                   help="small sizes: B1 64 MiB, B2 20 files, B3 300 parts, B4 32 MiB with 2 workers on the "
+                   help="small sizes: B1 64 MiB, B2 20 files, B3 300 parts, B4 24 MiB with 2 workers on the "
                         "paths' own bandwidths (a smoke test, not figures), no waiting for a quiet machine (flags "
                         "given explicitly win)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data and logs (path printed)")

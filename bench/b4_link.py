@@ -51,14 +51,15 @@ from bench.common import (
     write_random_file,
 )
 from s3sync import contract
-from s3sync.local.link import PROFILES, Link, LinkProfile
+from s3sync.local.link import PROFILES, LinkProcess, LinkProfile
 
 MODES = ["pipeline", "pipeline-tuned", "rclone", "rclone-tuned"]
 DEFAULT_RCLONE_TUNED = ("--transfers 16 --checkers 16 --s3-upload-concurrency 16 --s3-chunk-size 16M "
                         "--s3-upload-cutoff 16M --multi-thread-streams 16 --multi-thread-cutoff 64M "
                         "--multi-thread-chunk-size 16M --s3-use-unsigned-payload true")
 # what `rclone serve s3` needs to stand in for S3 here (see the module's docstring)
-DEST_SERVER_ARGS = ("--multipart-streaming-buffer-limit", "0", "--multipart-streaming-buffer-total", "0")
+DEST_SERVER_ARGS = ("--multipart-streaming-buffer-limit", "0", "--multipart-streaming-buffer-total", "0",
+                    "--local-hashes", "none")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with Rclone(src_root) as src, Rclone(dst_root, extra_args=DEST_SERVER_ARGS) as dst:
             src.client().list_objects_v2(Bucket="b4src")  # rclone hashes them once, here, before any timing
             for prof in profiles:
-                with Link(dst.endpoint_url, prof, seed=args.b4_seed) as link:
+                with LinkProcess(dst.endpoint_url, prof, seed=args.b4_seed) as link:
                     for r, mode in rotations(modes, args.b4_runs):
                         entry = _one_run(args, prof, link, mode, r, src, dst, src_root, dst_root, data, sums,
                                          total, defaults, tuned, tuned_flags, base)
@@ -152,8 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
-def _one_run(args: argparse.Namespace, prof: LinkProfile, link: Link, mode: str, r: int, src: Rclone, dst: Rclone,
-             src_root: Path, dst_root: Path, data: dict[str, Path], sums: dict[str, str], total: int,
+def _one_run(args: argparse.Namespace, prof: LinkProfile, link: LinkProcess, mode: str, r: int, src: Rclone,
+             dst: Rclone, src_root: Path, dst_root: Path, data: dict[str, Path], sums: dict[str, str], total: int,
              defaults: dict[str, int], tuned: dict[str, int], tuned_flags: list[str], base: Path) -> dict[str, Any]:
     quiet = wait_quiet(args.quiet_wait, own_pids=(src.pid or 0, dst.pid or 0))
     prefix = f"{prof.name}-{mode}-{r}"
@@ -177,7 +178,8 @@ def _one_run(args: argparse.Namespace, prof: LinkProfile, link: Link, mode: str,
                           part_size_mib=settings["part_mib"], workers=args.b4_workers, threads=settings["threads"],
                           state_dir=base / "state" / prefix, timeout=args.b4_timeout,
                           extra_options={"dest_prefix": f"{prefix}/",
-                                         "visibility_timeout": settings["visibility_timeout"]})
+                                         "visibility_timeout": settings["visibility_timeout"]},
+                          extra_pids={"link": link.pid or 0})
         entry.update(seconds=pr.seconds, ok=pr.ok, detail=pr.detail, cpu=pr.cpu, phases=pr.phases,
                      failed_jobs=pr.failed_jobs, worker_stats=pr.worker_stats, workers=pr.workers,
                      peak_rss_mib=round(pr.peak_rss_mib, 1), settings=settings,
@@ -186,7 +188,7 @@ def _one_run(args: argparse.Namespace, prof: LinkProfile, link: Link, mode: str,
         flags = [] if mode == "rclone" else tuned_flags
         env = {**src.rclone_env("src"), **dst.rclone_env("dst")}
         env["RCLONE_CONFIG_DST_ENDPOINT"] = link.endpoint_url  # the destination across the link
-        meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0})
+        meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0, "link": link.pid or 0})
         try:
             seconds = run_rclone(["copy", "src:b4src", f"dst:dst/{prefix}", *flags], env, timeout=args.b4_timeout)
             entry.update(seconds=seconds, ok=True, detail="")

@@ -294,7 +294,7 @@ class WorkerProbe:
 
 def cpu_line(cpu: dict[str, float]) -> str:
     short = {"this_process": "bench", "rclone_source": "src", "rclone_dest": "dst", "reaped_children": "rclone-cli",
-             "workers": "workers", "other_processes": "OTHERS"}
+             "workers": "workers", "link": "link", "other_processes": "OTHERS"}
     return " ".join(f"{short[k]} {v:.1f}" for k, v in cpu.items() if k in short and (v or k == "other_processes"))
 
 
@@ -425,13 +425,14 @@ def _ts(record: dict[str, Any]) -> float:
 def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: str, make_present: Callable[[], int],
                  name: str, part_size_mib: int, workers: int, threads: int, state_dir: Path,
                  timeout: float = 900.0, extra_options: dict[str, Any] | None = None,
-                 dest_url: str | None = None) -> PipelineRun:
+                 dest_url: str | None = None, extra_pids: dict[str, int] | None = None) -> PipelineRun:
     """Start `s3sync local` (LocalRunner in a thread; moto in this process; `workers` worker processes), wait until
     every worker serves the queue, call `make_present()` (which makes the objects visible in the source bucket and
     returns how many there are), and time until each has its job DONE (from the completion's own "done" log lines),
     then stop the runner. (`--until-idle` would stop it at once, before the objects appear: the bench stops it
     itself when the last job is DONE, which is what `--until-idle` waits for, minus its idle grace.) `dest_url`
-    reaches the destination server another way (B4: through an emulated link).
+    reaches the destination server another way (B4: through an emulated link); `extra_pids` are other processes of
+    the run whose CPU is measured with it.
     """
     from s3sync.contract import DEFAULT_STUCK_AFTER_SECONDS  # noqa: PLC0415
     from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner  # noqa: PLC0415
@@ -489,7 +490,7 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                 t0 = time.time()
                 calls.start()
                 probe.sample()
-                meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0},
+                meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0, **(extra_pids or {})},
                                  workers=lambda: dict(probe.cpu))
                 deadline = time.monotonic() + timeout
                 tail = LogTail(runner_log)

@@ -246,3 +246,30 @@ def test_it_serves_loopback_only():
         Link("http://127.0.0.1:9000", host="0.0.0.0")
     with pytest.raises(ValueError, match="http://"):
         Link("https://127.0.0.1:9000")
+
+
+def test_a_link_in_its_own_process_serves_and_counts_the_same(sink):
+    from s3sync.local.link import LinkProcess
+
+    with LinkProcess(f"http://127.0.0.1:{sink}", LinkProfile(rtt=0.1, handshake_rtts=0)) as link:
+        peer = Peer(link)
+        assert peer.exchange(1000) >= 0.1
+        peer.close()
+        figures = link.figures()
+        link.reset()
+        assert link.figures()["bytes"] == {"up": 0, "down": 0}
+        link.set_profile(LinkProfile(rtt=0.0, handshake_rtts=0))
+    assert figures["connections"] == 1 and figures["bytes"]["up"] >= 1000
+    with pytest.raises(ValueError, match="loopback"):
+        LinkProcess("http://10.0.0.1:9000")
+
+
+def test_part_uploads_and_object_puts_are_told_from_other_requests():
+    from s3sync.local.link import _object_put, _part_of
+
+    assert _part_of("PUT", "/b/a%20b?partNumber=7&uploadId=u%2B1") == ("/b/a b", "u+1", 7)
+    assert _part_of("PUT", "/b/k?uploadId=u") is None and _part_of("POST", "/b/k?partNumber=1&uploadId=u") is None
+    assert _object_put("PUT", "/b/k?x-id=PutObject") == "/b/k"  # the Go SDK's PutObject (rclone)
+    assert _object_put("PUT", "/b/a%20b") == "/b/a b"
+    assert _object_put("PUT", "/b/k?tagging") is None and _object_put("PUT", "/b?notification=") is None
+    assert _object_put("GET", "/b/k") is None

@@ -39,6 +39,7 @@ available on these machines).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import socket
 import threading
@@ -51,7 +52,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from s3sync.local.faults import LOOPBACK, _is_loopback
 
-__all__ = ["Link", "LinkProfile", "PROFILES", "MB"]
+__all__ = ["Link", "LinkProcess", "LinkProfile", "PROFILES", "MB"]
 
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -240,6 +241,16 @@ def _part_of(method: str, target: str) -> tuple[str, str, int] | None:
         return None
 
 
+def _object_put(method: str, target: str) -> str | None:
+    """The key path of a PutObject request (no sub-resource in the query but the SDKs' `x-id`); None otherwise."""
+    if method != "PUT":
+        return None
+    path, _, query = target.partition("?")
+    if set(parse_qs(query, keep_blank_values=True)) - {"x-id"}:
+        return None
+    return unquote(path)
+
+
 class _Conn:
     """One client connection and its upstream connection: two directions, each read, paced and delivered late."""
 
@@ -254,6 +265,8 @@ class _Conn:
         self.pacers = {d: [_Pacer(p.per_connection)] if p.per_connection else [] for d in ("up", "down")}
         self.requests = _RequestReader()
         self.stall_at: list[tuple[int, float]] = []  # (stream position, seconds or HANG) pending in the up stream
+        self.up_pos = 0  # bytes of the up stream passed on
+        self.part_ends: list[tuple[int, tuple[str, str, int], float]] = []  # (end of body, part, headers seen at)
 
     async def run(self) -> None:
         link = self.link
@@ -274,7 +287,9 @@ class _Conn:
                 _, pending = await asyncio.wait(pending, timeout=CLOSE_GRACE)
             for t in pending:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    link._note(f"ended by {type(result).__name__}")
         except asyncio.CancelledError:
             for t in tasks:
                 t.cancel()
@@ -329,6 +344,11 @@ class _Conn:
                     sent = max(left, now)  # the credit a late waker keeps is for the rate, not the delay
                     link._count_bytes(d, len(piece), sent)
                     line.put_nowait((sent + link.one_way, piece))
+                    if d == "up":
+                        self.up_pos += len(piece)
+                        while self.part_ends and self.part_ends[0][0] <= self.up_pos:
+                            _, part, seen = self.part_ends.pop(0)
+                            link._part_sent(part, sent + link.one_way - seen)
                     if stall:
                         self._stall(loop, stall)
             line.put_nowait(None)
@@ -384,6 +404,9 @@ class _Conn:
         was_opaque = self.requests.opaque
         for body_at, method, target, length in self.requests.feed(data):
             link._count_request(method, target)
+            part = _part_of(method, target)
+            if part is not None:
+                self.part_ends.append((body_at + length, part, asyncio.get_running_loop().time()))
             seconds = link._draw_stall()
             if seconds:
                 self.stall_at.append((body_at + (link._rng_int(length) if length else 0), seconds))
@@ -470,6 +493,9 @@ class Link:
             self.parts: Counter[tuple[str, str, int]] = Counter()  # UploadPart requests per (key, upload, part)
             self.puts: Counter[str] = Counter()  # PutObject requests per key
             self.other: Counter[str] = Counter()  # stalls, hangs, refused, upstream_errors, opaque_connections
+            # seconds from a part upload's headers reaching the link to its last byte reaching the server
+            self.part_seconds: list[tuple[float, tuple[str, str, int]]] = []
+            self.up_per_second: Counter[int] = Counter()  # bytes sent up in each second of the loop's clock
 
     def _now(self) -> float:
         return self._loop.time() if self._loop is not None else time.monotonic()
@@ -484,6 +510,8 @@ class Link:
             if self.first_byte[d] is None:
                 self.first_byte[d] = at
             self.last_byte[d] = at
+            if d == "up":
+                self.up_per_second[int(time.time())] += n  # wall clock: comparable with logs
 
     def _count_request(self, method: str, target: str) -> None:
         part = _part_of(method, target)
@@ -491,8 +519,14 @@ class Link:
             self.requests[method] += 1
             if part is not None:
                 self.parts[part] += 1
-            elif method == "PUT" and "?" not in target:
-                self.puts[unquote(target)] += 1
+            else:
+                put = _object_put(method, target)
+                if put is not None:
+                    self.puts[put] += 1
+
+    def _part_sent(self, part: tuple[str, str, int], seconds: float) -> None:
+        with self._lock:
+            self.part_seconds.append((seconds, part))
 
     def _draw_stall(self) -> float:
         p = self.profile
@@ -536,6 +570,18 @@ class Link:
                 if first is not None and last is not None and last > first:
                     out[f"busy_mb_s_{d}"] = round(self.bytes[d] / (last - first) / MB, 2)
         out["part_copies"] = self.part_copies()
+        with self._lock:
+            took = sorted(self.part_seconds)
+            seconds = sorted(self.up_per_second)
+            if seconds:  # MB sent up in each second (of the wall clock) from the first to the last
+                out["up_mb_per_second"] = [round(self.up_per_second.get(t, 0) / MB, 1)
+                                           for t in range(seconds[0], seconds[-1] + 1)]
+                out["up_first_second"] = seconds[0]
+        if took:
+            out["part_seconds"] = {"n": len(took), "min": round(took[0][0], 2),
+                                   "median": round(took[len(took) // 2][0], 2),
+                                   "p90": round(took[int(len(took) * 0.9)][0], 2), "max": round(took[-1][0], 2),
+                                   "slowest": f"{took[-1][1][0]} part {took[-1][1][2]}"}
         return out
 
     # --- serving ----------------------------------------------------------------------------------------------------
@@ -628,3 +674,115 @@ class Link:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class LinkProcess:
+    """The same link served by a child process of its own (`Link`'s interface, as far as a benchmark needs it).
+
+    A benchmark's own process is busy (moto, the local runner, log tailing): a link in a thread there waits for the
+    GIL at every step of its event loop, paces late and measures itself instead of the path (seen in B4: 55% of the
+    aggregate reached in-process). Commands go over a pipe; the child ends with `stop()`, or when this process ends
+    (the pipe closes).
+    """
+
+    def __init__(self, upstream: str, profile: LinkProfile = LinkProfile(), *, seed: int = 0,
+                 host: str = LOOPBACK) -> None:
+        Link(upstream, profile, seed=seed, host=host)  # validates the arguments (nothing is started)
+        self.upstream, self.profile, self.seed, self.host = upstream, profile, seed, host
+        self.port = 0
+        self.endpoint_url = ""
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._proc: Any = None
+
+    def _call(self, command: str, *args: Any) -> Any:
+        with self._lock:
+            self._conn.send((command, *args))
+            ok, value = self._conn.recv()
+        if not ok:
+            raise RuntimeError(f"link process: {command}: {value}")
+        return value
+
+    def start(self) -> LinkProcess:
+        if self._proc is not None:
+            return self
+        ctx = multiprocessing.get_context("spawn")  # never fork a process full of threads
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_link, args=(child, self.upstream, self.profile, self.seed, self.host),
+                                 name="link", daemon=True)
+        self._proc.start()
+        child.close()
+        self.port = int(self._call("port"))
+        self.endpoint_url = f"http://{self.host}:{self.port}"
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (for CPU accounting), None when not running."""
+        return self._proc.pid if self._proc is not None else None
+
+    def set_profile(self, profile: LinkProfile) -> None:
+        self._call("set_profile", profile)
+        self.profile = profile
+
+    def reset(self) -> None:
+        self._call("reset")
+
+    def figures(self) -> dict[str, Any]:
+        return dict(self._call("figures"))
+
+    def part_copies(self) -> dict[str, Any]:
+        return dict(self._call("part_copies"))
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            self._call("stop")
+        except (OSError, EOFError, RuntimeError):
+            pass
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        self._conn.close()
+
+    def __enter__(self) -> LinkProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _serve_link(conn: Any, upstream: str, profile: LinkProfile, seed: int, host: str) -> None:
+    """The child of LinkProcess: a Link, driven by commands from the pipe until "stop" or the pipe closes."""
+    link = Link(upstream, profile, seed=seed, host=host).start()
+    try:
+        while True:
+            try:
+                command, *args = conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                value: Any = None
+                if command == "port":
+                    value = link.port
+                elif command == "figures":
+                    value = link.figures()
+                elif command == "part_copies":
+                    value = link.part_copies()
+                elif command == "reset":
+                    link.reset()
+                elif command == "set_profile":
+                    link.set_profile(args[0])
+                elif command != "stop":
+                    raise ValueError(f"unknown command {command!r}")
+                conn.send((True, value))
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                conn.send((False, repr(exc)))
+            if command == "stop":
+                return
+    finally:
+        link.stop()
