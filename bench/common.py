@@ -298,6 +298,11 @@ def cpu_line(cpu: dict[str, float]) -> str:
     return " ".join(f"{short[k]} {v:.1f}" for k, v in cpu.items() if k in short and (v or k == "other_processes"))
 
 
+#: the local runner's queues that stand in for something AWS does without a queue request of ours (SQS calls on them
+#: are told apart: "SQS.ReceiveMessage@notifications"): the completion topic's e-mail, and S3's event delivery
+LOCAL_QUEUES = {"notifications": "notifications", "events": "s3-events", "intake": "intake"}
+
+
 class MotoCalls:
     """Counts the control-plane requests moto (in this process) serves, by service and action, with the CPU time
     spent in the action (request parsing, the backend, response serialization; not the HTTP server around it)."""
@@ -328,6 +333,9 @@ class MotoCalls:
                     try:
                         name = f"{type(self).__name__.replace('Response', '').replace('Handler', '')}." \
                                f"{self._get_action()}"
+                        if name.startswith("SQS."):  # which queue: the runner's own ones are not the product's
+                            queue = str(self._get_param("QueueUrl") or "").rsplit("/", 1)[-1]
+                            name += f"@{LOCAL_QUEUES.get(queue.rsplit('-', 1)[-1], 'queue')}" if queue else ""
                     except Exception:  # noqa: BLE001
                         name = type(self).__name__
                     with counter._lock:
@@ -366,6 +374,9 @@ def run_rclone(args: list[str], env: dict[str, str], timeout: float | None = Non
 
 
 # --- the local pipeline -----------------------------------------------------------------------------------------------
+DONE_LINES = ("done", "copied")  # a job DONE: by completion, or a small object by the splitter
+
+
 @dataclass
 class PipelineRun:
     """One `s3sync local --until-idle` run driven in this process."""
@@ -428,7 +439,8 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                  dest_url: str | None = None, extra_pids: dict[str, int] | None = None) -> PipelineRun:
     """Start `s3sync local` (LocalRunner in a thread; moto in this process; `workers` worker processes), wait until
     every worker serves the queue, call `make_present()` (which makes the objects visible in the source bucket and
-    returns how many there are), and time until each has its job DONE (from the completion's own "done" log lines),
+    returns how many there are), and time until each has its job DONE (from the completion's own "done" log lines, and
+    the splitter's "copied" lines for the small objects it copies itself),
     then stop the runner. (`--until-idle` would stop it at once, before the objects appear: the bench stops it
     itself when the last job is DONE, which is what `--until-idle` waits for, minus its idle grace.) `dest_url`
     reaches the destination server another way (B4: through an emulated link); `extra_pids` are other processes of
@@ -488,6 +500,7 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                 finally:
                     listing_allowed.set()
                 t0 = time.time()
+                invoked_before = runner.invocations.copy()
                 calls.start()
                 probe.sample()
                 meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0, **(extra_pids or {})},
@@ -497,18 +510,19 @@ def run_pipeline(*, src: Rclone, dst: Rclone, source_bucket: str, dest_bucket: s
                 while len(done_jobs) < count and time.monotonic() < deadline and thread.is_alive():
                     time.sleep(0.1)
                     for rec in tail.new():
-                        if rec.get("msg") == "done" and rec.get("job"):
+                        if rec.get("msg") in DONE_LINES and rec.get("job"):
                             done_jobs.add(rec["job"])
                 probe.stop()
                 cpu = meter.stop()
                 control_plane = calls.stop()
+                control_plane["invocations"] = dict(runner.invocations - invoked_before)
             finally:
                 runner.stop()
                 thread.join(timeout=120)
                 logging_reset()
     records = list(_json_lines(runner_log))
-    done_ts = [_ts(r) for r in records if r.get("msg") == "done"]
-    planned_ts = [_ts(r) for r in records if r.get("msg") == "planned"]
+    done_ts = [_ts(r) for r in records if r.get("msg") in DONE_LINES]
+    planned_ts = [_ts(r) for r in records if r.get("msg") in ("planned", "copied")]
     t_end = max(done_ts) if len(done_ts) >= count else float("nan")
     worker_records = [r for p in sorted((state_dir / "logs").glob("worker-*.log")) for r in _json_lines(p)]
     copied_ts = [_ts(r) for r in worker_records if r.get("msg") == "part copied"]

@@ -54,7 +54,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                     source_bucket=bucket, dest_bucket=s.dest_bucket, dest_prefix=s.dest_prefix,
                     threads=int(event.get("threads") or 8), dest_encryption=s.dest_encryption)
     result = finder.run(prefix, start_after=start_after, deadline=deadline)
-    handed = sum(n for outcome, n in result.outcomes.items() if outcome in ("enqueued", "re-copied"))
+    handed = sum(n for outcome, n in result.outcomes.items() if outcome in ("enqueued", "copied", "re-copied"))
     MetricsLogger.for_queue(s.queue_url).count(Metric.OBJECTS_FOUND, handed, bucket=bucket)
     out = {**result.as_dict(), "started_after": start_after or None}
     if cursor is not None and position is not None:

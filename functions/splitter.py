@@ -44,6 +44,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             outcome = r.outcome
             if outcome == "duplicate" and _recreated(rt, r.job_id, created.get((ref.bucket, ref.key))):
                 outcome = _recopy(rt, splitter, r.job_id)
+            elif outcome == "copied-again" and _recreated(rt, r.job_id, created.get((ref.bucket, ref.key))):
+                outcome = "re-copied"  # a small object written again: the splitter has just copied it again
             out["jobs"].append({"job": r.job_id, "outcome": outcome, "parts": r.parts})
     if deletions:
         propagator = DeletePropagator(source=rt.source, dest=rt.dest, settings=rt.settings)

@@ -49,6 +49,9 @@ class Env:
     COMPLETION_TOPIC_ARN = "S3SYNC_COMPLETION_TOPIC_ARN"
     LOG_LEVEL = "S3SYNC_LOG_LEVEL"
     STUCK_AFTER_SECONDS = "S3SYNC_STUCK_AFTER_SECONDS"  # the sweeper re-drives jobs idle this long
+    # Objects copied whole (under the multipart threshold) up to this many bytes are copied by the splitter itself,
+    # at once, instead of through a part message, a worker and completion; 0: every object goes to the workers.
+    INLINE_MAX_BYTES = "S3SYNC_INLINE_MAX_BYTES"
     # The splitter function acts only on events for this bucket (the stack's SourceBucketName); unset: none.
     SOURCE_BUCKET = "S3SYNC_SOURCE_BUCKET"
     # "true": the splitter deletes a copy when its source object is deleted (PropagateDeletes); else it refuses
@@ -138,6 +141,7 @@ DEFAULT_SCALE_OUT_THRESHOLD: Final = 100  # visible messages that fire alarm A
 DEFAULT_STREAM_BATCH_SIZE: Final = 10  # stream records per completion invocation
 DEFAULT_STREAM_PARALLELIZATION: Final = 10  # concurrent completion batches per stream shard (one job's in order)
 DEFAULT_STUCK_AFTER_SECONDS: Final = 900  # a job without progress this long is re-driven by the sweeper
+DEFAULT_INLINE_MAX_BYTES: Final = 5 * 1024 * 1024  # every object copied whole is copied by the splitter
 
 # --- Operations (issue #7): metrics, the scheduled finder, delete propagation ---------------------------------------
 # The worker writes CloudWatch embedded-metric-format lines in its JSON logs (s3sync.transfer.metrics); the dashboard

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from s3sync.contract import Status
+from s3sync.contract import DEFAULT_INLINE_MAX_BYTES, Status
 from s3sync.ops.context import Target
 from s3sync.transfer.ledger import Job, Ledger, PartRecord
 from tests.conftest import make_client
@@ -47,7 +47,9 @@ class System:
                     self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
-def make_system(endpoint_url: str, *, dest_prefix: str = "", part_size_mib: int = 5) -> System:
+def make_system(endpoint_url: str, *, dest_prefix: str = "", part_size_mib: int = 5,
+                inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES) -> System:
+    """inline_max_bytes 0: small objects go to the workers too (by default the splitter copies them itself)."""
     name = f"ops-{uuid.uuid4().hex[:8]}"
     s3, sqs, ddb = (make_client(s, endpoint_url) for s in ("s3", "sqs", "dynamodb"))
     transfers, parts = make_tables(ddb)
@@ -61,7 +63,7 @@ def make_system(endpoint_url: str, *, dest_prefix: str = "", part_size_mib: int 
                     source_endpoint_url=endpoint_url, source_access_key_id="testing",
                     source_secret_access_key="testing", dest_bucket=f"{name}-dst", dest_prefix=dest_prefix,
                     dest_region="us-east-1", dest_endpoint_url=endpoint_url, part_size_mib=part_size_mib,
-                    stuck_after=60, local=True, where=f"test system {name}")
+                    stuck_after=60, inline_max_bytes=inline_max_bytes, local=True, where=f"test system {name}")
     return System(target, s3, sqs, ddb, Ledger(ddb, transfers, parts))
 
 

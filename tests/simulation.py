@@ -49,10 +49,12 @@ from s3sync.local import patterns
 from s3sync.local.streams import StreamReader
 from s3sync.transfer import plan as plan_module
 from s3sync.transfer.completion import Completer
+from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.deletes import DeletePropagator, Deletion
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.events import ObjectRef, stream_changes
 from s3sync.transfer.ledger import Attention, Ledger, from_image, transfers_table_keys
+from s3sync.transfer.newest import Newest
 from s3sync.transfer.reattempt import Reattempter
 from s3sync.transfer.settings import Settings
 from s3sync.transfer.splitter import Splitter
@@ -100,11 +102,11 @@ class Version:
 class World:
     """One simulated deployment; `close()` when done."""
 
-    def __init__(self, seed: int, *, versioned: bool, kms: bool, propagate: bool) -> None:
+    def __init__(self, seed: int, *, versioned: bool, kms: bool, propagate: bool, inline: bool = True) -> None:
         self.rng = random.Random(seed)  # the simulation's choices (faults, preemptions, data)
         self.fault_rate = 0.0
         self.preempt_rate = 0.0
-        self.versioned, self.kms, self.propagate = versioned, kms, propagate
+        self.versioned, self.kms, self.propagate, self.inline = versioned, kms, propagate, inline
         self.clock_offset = 0.0
         self.depth = 0  # > 0 while a preempting action runs
         self.active: set[str] = set()  # components inside a call of theirs (never preempted by themselves)
@@ -159,7 +161,8 @@ class World:
         self.reader = StreamReader(obs["dynamodbstreams"], self.stream_arn, refresh_every=0)
         self.settings = Settings(queue_url=self.queue_url, transfers_table="transfers", parts_table="parts",
                                  dest_bucket="dst", dest_prefix="copy/", part_size=UNIT,
-                                 dest_encryption=DestEncryption("aws:kms" if self.kms else ""))
+                                 dest_encryption=DestEncryption("aws:kms" if self.kms else ""),
+                                 inline_max_bytes=UNIT if self.inline else 0)
         self.components: dict[str, dict[str, Any]] = {}
         for name in KILLABLE:
             self.components[name] = {s: self._client(s, name) for s in ("s3", "sqs", "dynamodb")}
@@ -173,9 +176,18 @@ class World:
         return Ledger(self.components[name]["dynamodb"], "transfers", "parts")
 
     def _splitter(self, name: str) -> Splitter:
+        """As Runtime.splitter builds it (with the newest-version check), on the component's clients."""
         c = self.components[name]
-        return Splitter(source=c["s3"], dest=c["s3"], sqs=c["sqs"], ledger=self._ledger(name),
-                        settings=self.settings)
+        splitter = Splitter(source=c["s3"], dest=c["s3"], sqs=c["sqs"], ledger=self._ledger(name),
+                            settings=self.settings)
+        splitter.newest = self._newest(name, splitter)
+        return splitter
+
+    def _newest(self, name: str, splitter: Splitter) -> Newest:
+        c = self.components[name]
+        reattempter = Reattempter(ledger=self._ledger(name), splitter=splitter, source=c["s3"], dest=c["s3"])
+        return Newest(source=c["s3"], dest=DestClient.fixed(c["s3"]), ledger=self._ledger(name),
+                      reattempt=lambda job: reattempter.reattempt(job, (Status.DONE,)))
 
     def _new_worker(self, name: str) -> SimWorker:
         c = self.components[name]
@@ -188,9 +200,8 @@ class World:
         """As Runtime.completer builds it, on the completion's clients."""
         c = self.components["completion"]
         ledger, splitter = self._ledger("completion"), self._splitter("completion")
-        reattempter = Reattempter(ledger=ledger, splitter=splitter, source=c["s3"], dest=c["s3"])
         return Completer(dest=c["s3"], ledger=ledger, requeue=lambda job, parts: splitter.enqueue(job, only=parts),
-                         source=c["s3"], reattempt=lambda job: reattempter.reattempt(job, (Status.DONE,)))
+                         newest=splitter.newest)
 
     def sweeper(self) -> Sweeper:
         """As Runtime.sweeper builds it (the queue's approximate counts: exact in moto)."""
@@ -250,6 +261,10 @@ class World:
         finally:
             self.op_seconds[op] = self.op_seconds.get(op, 0.0) + time.perf_counter() - started
         values = params.get("ExpressionAttributeValues") or {}
+        if op == "PutItem" and params.get("TableName") == "transfers":  # a small object the splitter copied
+            item = from_image(params["Item"])
+            if item.get("status") == Status.DONE:
+                self.check_done(item)
         if op == "UpdateItem" and params.get("TableName") == "transfers":
             new = from_image(result.get("Attributes") or {}) if result.get("Attributes") else None
             if new and ":done" in values and new.get("status") == Status.DONE:
@@ -607,6 +622,8 @@ class World:
             attempt = _attempt(job)
             parts = [p for p in by_job.get(job["job_id"], []) if _attempt(p) == attempt]
             numbers = [int(p[PARTS_RANGE_KEY]) for p in parts]
+            if job.get("inline") and job["status"] == Status.DONE:  # copied by the splitter: its one part is itself
+                numbers = [1] if not numbers else numbers + [1]
             if len(numbers) != len(set(numbers)) or any(not 1 <= n <= job["total"] for n in numbers):
                 self._fail(f"job {job['job_id'][:8]}: parts counted {sorted(numbers)} of {job['total']}")
             if job["total"] - job["remaining"] != len(numbers) or job.get("done", 0) != len(numbers):

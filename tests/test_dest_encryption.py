@@ -38,7 +38,7 @@ from s3sync.transfer.events import ObjectRef
 from s3sync.transfer.ledger import Ledger, PartRecord
 from s3sync.transfer.message import PartMessage, decode
 from s3sync.transfer.settings import ConfigError, Settings
-from s3sync.transfer.splitter import Splitter
+from s3sync.transfer.splitter import Splitter, job_id_for
 from tests.conftest import make_client
 from tests.ops_support import make_system
 from tests.test_ledger import make_tables
@@ -202,9 +202,10 @@ def system(moto_server):
     for k, data in objects.items():
         s3.put_object(Bucket=f"{name}-src", Key=k, Body=data)
 
-    def splitter(encryption: DestEncryption, dest: Any) -> Splitter:
+    def splitter(encryption: DestEncryption, dest: Any, inline_max_bytes: int = 0) -> Splitter:
+        """inline_max_bytes 0 (default here): the small object goes to a worker too, whose copier is tested."""
         settings = Settings(queue_url=queue, transfers_table=transfers, parts_table=parts, dest_bucket=f"{name}-dst",
-                            part_size=5 * MiB, dest_encryption=encryption)
+                            part_size=5 * MiB, dest_encryption=encryption, inline_max_bytes=inline_max_bytes)
         return Splitter(source=s3, dest=dest, sqs=sqs, ledger=ledger, settings=settings)
 
     def dest_client() -> Any:
@@ -269,6 +270,38 @@ def test_the_same_answers_are_refused_when_the_copy_is_not_kms_encrypted(system)
     jobs, errors = split_and_copy(system, DestEncryption("AES256"), dest)
     assert len(errors) == 4 and all(isinstance(e, RetryableError) for e in errors)
     assert all("differs from the MD5 sent" in e.reason for e in errors)
+
+
+def test_a_small_object_the_splitter_copies_is_checked_as_a_workers_copy_is(system):
+    """By default the splitter copies small objects itself: the same copier, so the same rules: under KMS the ETag
+    is not taken for an MD5 (DONE), Content-MD5 is sent; without KMS a wrong ETag is a passing error (the event is
+    delivered again), and no job is written."""
+    dest = system["dest_client"]()
+    rewrite_etags(dest, {"PutObject", "HeadObject"})
+    sent = record_content_md5(dest)
+    splitter = system["splitter"](DestEncryption("aws:kms", KEY_ARN), dest, inline_max_bytes=5 * MiB)
+    result = splitter.split(ObjectRef(system["src"], "small.txt"))
+    job = system["ledger"].get_job(result.job_id)
+    assert result.outcome == "copied" and job.status == Status.DONE and job.inline
+    assert [(op, header == digest) for op, header, digest in sent] == [("PutObject", True)]
+    head = system["s3"].head_object(Bucket=system["dst"], Key="small.txt")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", KEY_ARN)
+    assert system["s3"].get_object(Bucket=system["dst"], Key="small.txt")["Body"].read() == system["objects"][
+        "small.txt"]
+
+    other = f"{system['src']}-again"  # the same object under another source bucket name: another job
+    system["s3"].create_bucket(Bucket=other)
+    system["s3"].put_object(Bucket=other, Key="small.txt", Body=system["objects"]["small.txt"])
+    plain = system["dest_client"]()
+    rewrite_etags(plain, {"PutObject"})
+    with pytest.raises(RetryableError, match="differs from the MD5 sent"):
+        system["splitter"](DestEncryption("AES256"), plain, inline_max_bytes=5 * MiB).split(
+            ObjectRef(other, "small.txt"))
+    assert system["ledger"].get_job(job_id_for(other, "small.txt", None, head_etag(system, other))) is None
+
+
+def head_etag(system: dict[str, Any], bucket: str) -> str:
+    return system["s3"].head_object(Bucket=bucket, Key="small.txt")["ETag"]
 
 
 @pytest.mark.parametrize("mode, outcome", [("aws:kms", "done"), ("AES256", "failed")])

@@ -57,7 +57,9 @@ def upload_multipart(s3, bucket: str, key: str, data: bytes, part: int = 5 * MiB
 
 @pytest.fixture
 def system(moto_server):
-    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
+    # the finder's hand-off to the splitter and workers: small objects go to the workers too (see
+    # test_small_objects_are_copied_by_the_splitter_at_once for the default)
+    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/", inline_max_bytes=0)
     s3, src, dst = sys_.s3, sys_.src, sys_.dst
     for key, body in {"same.txt": b"same", "missing.txt": b"only here", "size.txt": b"longer", "etag.txt": b"aaaa",
                       "ü/unicode.txt": b"u"}.items():
@@ -95,6 +97,24 @@ def test_backfill_hands_differences_to_the_splitter_once(system):
     assert len(system.messages()) == 1 + 1 + 1 + 2
     again = do_backfill(system.target)  # the jobs exist (by object and ETag): nothing new
     assert again.outcomes == {"in-progress": 4} and system.messages() == []
+
+
+def test_small_objects_are_copied_by_the_splitter_at_once(moto_server):
+    """By default the splitter copies an object under the multipart threshold itself: backfill finds it copied, a
+    second run finds it in sync; a copy deleted since is written again (its DONE job exists: "re-copied")."""
+    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
+    sys_.s3.put_object(Bucket=sys_.src, Key="a.txt", Body=b"small a")
+    sys_.s3.put_object(Bucket=sys_.src, Key="b.txt", Body=b"small b")
+    first = do_backfill(sys_.target)
+    assert first.outcomes == {"copied": 2} and sys_.messages() == []
+    assert {j.source_key: (j.status, j.inline) for j in sys_.ledger.scan_jobs()} == {
+        "a.txt": (Status.DONE, True), "b.txt": (Status.DONE, True)}
+    assert sys_.s3.get_object(Bucket=sys_.dst, Key="copy/b.txt")["Body"].read() == b"small b"
+    again = do_backfill(sys_.target)
+    assert (again.in_sync, dict(again.outcomes)) == (2, {})
+    sys_.s3.delete_object(Bucket=sys_.dst, Key="copy/a.txt")
+    assert do_backfill(sys_.target).outcomes == {"re-copied": 1}
+    assert sys_.s3.get_object(Bucket=sys_.dst, Key="copy/a.txt")["Body"].read() == b"small a"
 
 
 def test_a_done_copy_is_trusted_and_a_vanished_one_copied_again(system):
@@ -201,7 +221,7 @@ def finder_env(moto_server, monkeypatch):
     from functions import _common
     from s3sync.contract import Env
 
-    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
+    sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/", inline_max_bytes=0)
     name = f"/s3sync/{sys_.target.transfers_table}/finder-cursor"
     boto3.client("ssm", endpoint_url=moto_server.endpoint_url, region_name="us-east-1", aws_access_key_id="t",
                  aws_secret_access_key="t").put_parameter(Name=name, Value="{}", Type="String")

@@ -91,15 +91,15 @@ def test_splitter_function_routes_deletions_creations_and_the_finder(handler_env
                                created(src, "new.txt")]})
     assert out["deletes"] == [{"key": "gone file.txt", "dest_key": "copy/gone file.txt", "outcome": "deleted"},
                               {"key": "written again.txt", "dest_key": "copy/written again.txt", "outcome": "kept"}]
-    [job] = out["jobs"]
-    assert job["outcome"] == "planned" and sys_.ledger.get_job(job["job"]).status == Status.COPYING
+    [job] = out["jobs"]  # a small object: copied by the splitter at once
+    assert job["outcome"] == "copied" and sys_.ledger.get_job(job["job"]).status == Status.DONE
     assert handler(eventbridge_deleted(src, "by+eventbridge.txt"))["deletes"][0]["outcome"] == "deleted"
     left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dst).get("Contents", []))
-    assert left == ["copy/written again.txt"]
+    assert left == ["copy/new.txt", "copy/written again.txt"]
 
     found = handler({"s3sync": "find", "bucket": src})  # the scheduled finder's input
-    assert (found["listed"], found["complete"]) == (2, True)
-    assert found["outcomes"] == {"in-progress": 1, "enqueued": 1}  # new.txt has its job; the other is new
+    assert (found["listed"], found["in_sync"], found["complete"]) == (2, 1, True)
+    assert found["outcomes"] == {"copied": 1}  # new.txt is in sync; the other differs in size
     emf = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"_aws"' in line]
     assert {Metric.OBJECTS_DELETED, Metric.OBJECTS_FOUND} <= {k for line in emf for k in line}
     assert [line[Metric.OBJECTS_FOUND] for line in emf if Metric.OBJECTS_FOUND in line] == [1]
@@ -139,19 +139,24 @@ def test_local_backfill_then_deletes_and_rewrites_propagate(moto_server):
             done_at = state["deleted"].updated_at  # type: ignore[attr-defined]
             time.sleep(max(0.0, done_at + 2.2 - time.time()))  # a rewrite, not a late copy of the first event
             r.source_s3.put_object(Bucket=r.o.source.name, Key="old/a.txt", Body=before["old/a.txt"])
-            state["rewritten"] = True
+            state["rewritten"] = time.time()
 
     summary = runner.run(on_tick=tick)
     only_old, everything = state["backfill"]  # type: ignore[misc]
-    assert (only_old.listed, only_old.outcomes) == (2, {"enqueued": 2})
+    # the small ones are copied by the splitter at once, the 5 MiB one goes to the workers
+    assert (only_old.listed, only_old.outcomes) == (2, {"copied": 1, "enqueued": 1})
     # the second run finds old/ in progress or already copied (its listing may predate a completion, which the
-    # finder's HeadObject then sees), and hands over only other/c.txt
-    assert (everything.listed, everything.outcomes["enqueued"]) == (3, 1)
+    # finder's HeadObject then sees), and copies only other/c.txt
+    assert (everything.listed, everything.outcomes["copied"]) == (3, 1)
     assert everything.in_sync + everything.outcomes["in-progress"] + everything.outcomes["copied-meanwhile"] == 2
     assert state.get("gone_from_dest") == ["old/b.bin", "other/c.txt"]
     assert summary.ok and {j.source_key for j in summary.jobs} == set(before)
     [a] = [j for j in summary.jobs if j.source_key == "old/a.txt"]
-    assert a.status == Status.DONE and a.updated_at > state["deleted"].updated_at  # type: ignore[attr-defined]
+    # the rewrite (the same bytes: the same job) was copied again: a small object by the splitter, whose job stays
+    # as it was (its copy is the same), a large one by a new attempt of its job
+    assert a.status == Status.DONE and (a.inline or a.updated_at > state["deleted"].updated_at)  # type: ignore
+    copied_at = runner.dest_s3.head_object(Bucket=runner.o.dest.name, Key="old/a.txt")["LastModified"].timestamp()
+    assert copied_at > state["rewritten"] - 1.5  # type: ignore[operator]  # seconds-resolution, 2.2 s after
     for key, data in before.items():
         assert runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=key)["Body"].read() == data, key
     final = CliRunner().invoke(cli, ["backfill", "--endpoint-url", moto_server.endpoint_url, "--name-prefix", name,
@@ -222,7 +227,7 @@ def test_events_the_configuration_does_not_name_are_refused_and_nothing_is_writt
 
     # and what the configuration names still goes through
     out = handler({"Records": [created(src, "ours.txt")]})
-    assert [j["outcome"] for j in out["jobs"]] == ["planned"] and "refused" not in out
+    assert [j["outcome"] for j in out["jobs"]] == ["copied"] and "refused" not in out
 
 
 def test_a_delete_propagates_only_when_the_source_answers_404(moto_server):

@@ -97,7 +97,7 @@ def test_racing_retries_act_once(moto_server):
 
 
 def test_changed_or_deleted_sources(moto_server):
-    sys_ = make_system(moto_server.endpoint_url)
+    sys_ = make_system(moto_server.endpoint_url, inline_max_bytes=0)  # jobs a worker failed
     changed, _ = failed_job(sys_, "changed.bin", 2 * MiB)
     gone, _ = failed_job(sys_, "gone.bin", 1000)
     sys_.s3.put_object(Bucket=sys_.src, Key="changed.bin", Body=b"new content")
@@ -137,7 +137,7 @@ def test_dead_letter_queue_moves_only_what_can_still_help(moto_server):
 def test_worker_forgets_a_job_it_saw_fail(moto_server):
     from s3sync.transfer.worker import Worker
 
-    sys_ = make_system(moto_server.endpoint_url)
+    sys_ = make_system(moto_server.endpoint_url, inline_max_bytes=0)  # small.txt goes to the worker
     sys_.s3.put_object(Bucket=sys_.src, Key="small.txt", Body=b"copied by the second attempt")
     rt = sys_.target.runtime()
     job_id = rt.splitter().split(ObjectRef(sys_.src, "small.txt")).job_id

@@ -67,6 +67,8 @@ CALLS: tuple[Call, ...] = (
     Call("SplitterRole", "dynamodb:UpdateItem", TRANSFERS,
          "Ledger.mark_copying / mark_failed (Splitter.split), Ledger.update_job (Reattempter's claim: a new "
          "attempt token; the old attempt's part items count for nothing, so the parts table is never touched)"),
+    Call("SplitterRole", "sns:Publish", TOPIC,
+         "transfer/splitter.py Splitter._copy_inline -> transfer/notify.py Notifier.done (a small object it copied)"),
     Call("SplitterRole", "sqs:SendMessage", QUEUE,
          "Splitter._send_batch: send_message_batch (SendMessageBatch is authorized by sqs:SendMessage)"),
     Call("SplitterRole", "secretsmanager:GetSecretValue", SECRET, "transfer/runtime.py Runtime.dest: read_secret"),

@@ -56,10 +56,11 @@ class ControlPlane(RuleBasedStateMachine):
     broken = False
 
     @initialize(world_seed=st.integers(0, 2**32 - 1), versioned=st.booleans(), kms=st.booleans(),
-                propagate=st.booleans())
-    def start(self, world_seed: int, versioned: bool, kms: bool, propagate: bool) -> None:
-        self.world = World(world_seed, versioned=versioned, kms=kms, propagate=propagate)
-        self.world.history.append(f"world seed {world_seed} versioned={versioned} kms={kms} propagate={propagate}")
+                propagate=st.booleans(), inline=st.booleans())
+    def start(self, world_seed: int, versioned: bool, kms: bool, propagate: bool, inline: bool) -> None:
+        self.world = World(world_seed, versioned=versioned, kms=kms, propagate=propagate, inline=inline)
+        self.world.history.append(f"world seed {world_seed} versioned={versioned} kms={kms} propagate={propagate} "
+                                  f"inline={inline} (small objects copied by the splitter)")
 
     def teardown(self) -> None:
         if self.world is None:

@@ -157,6 +157,7 @@ def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any
         # never touches the parts table (its new attempt token makes the old part items count for nothing)
         "s3:ListBucket",
         "ssm:GetParameter", "ssm:PutParameter",  # the finder's cursor: where its last run stopped
+        "sns:Publish",  # "transfer complete" for a small object it copied itself
     }  # fmt: skip
     assert role_actions(lam, "CompletionRole") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DescribeStream", "dynamodb:GetRecords",
@@ -400,10 +401,13 @@ def test_each_function_gets_exactly_its_environment(lam: dict[str, Any]) -> None
             Env.DEST_ENDPOINT_URL, Env.DEST_SECRET_ARN}  # fmt: skip
     encryption = {Env.DEST_SSE, Env.DEST_SSE_KMS_KEY_ID}  # whoever plans objects: splitter, sweeper (scale_in)
     # the source bucket and the delete switch: the only events it acts on (issue 18 item 1)
-    # ... and where the scheduled finder resumes (its cursor, issue 15)
+    # ... and where the scheduled finder resumes (its cursor, issue 15); the small objects it copies itself, and
+    # their notice (issue 15)
     assert env_of(lam, "Splitter") == dest | encryption | {Env.QUEUE_URL, Env.PART_SIZE_MIB, Env.SOURCE_BUCKET,
-                                                           Env.PROPAGATE_DELETES, Env.FINDER_CURSOR}
+                                                           Env.PROPAGATE_DELETES, Env.FINDER_CURSOR,
+                                                           Env.COMPLETION_TOPIC_ARN, Env.INLINE_MAX_BYTES}
     splitter = lam["Resources"]["Splitter"]["Properties"]["Environment"]["Variables"]
+    assert splitter[Env.INLINE_MAX_BYTES] == str(5 * 1024 * 1024)
     assert splitter[Env.SOURCE_BUCKET] == {"Ref": "SourceBucketName"}
     assert splitter[Env.PROPAGATE_DELETES] == {"Ref": "PropagateDeletes"}
     # completion sends a part again (the queue) and creates a re-copy's upload (the encryption)

@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3sync.contract import (
     COMPLETION_FILTERS,
+    DEFAULT_INLINE_MAX_BYTES,
     DEFAULT_MAX_RECEIVE_COUNT,
     DEFAULT_STREAM_BATCH_SIZE,
     DEFAULT_STREAM_PARALLELIZATION,
@@ -122,6 +124,7 @@ class LocalOptions:
     timeout: float | None = None  # stop (and report) after this many seconds
     duplicate_messages: int = 1  # fault injection: deliver every part message this many times
     stuck_after: int = 30  # seconds without progress before the sweeper (run on alarm B) re-drives a job
+    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # small objects the splitter copies itself (0: none)
     state_dir: Path | None = None  # worker logs and pids; a temp dir by default
     name: str = "s3sync"  # resource name prefix
     propagate_deletes: bool = False  # deleting a source object deletes its copy (PropagateDeletes in the stacks)
@@ -186,7 +189,7 @@ def load_handler(name: str) -> Callable[[dict[str, Any], Any], Any]:
 
 def local_templates(options: LocalOptions) -> dict[str, dict[str, Any]]:
     """Both templates as `s3sync render` builds them, with the render-time settings the local run uses."""
-    config = StackConfig(stuck_after_s=options.stuck_after)
+    config = StackConfig(stuck_after_s=options.stuck_after, inline_max_bytes=options.inline_max_bytes)
     return {stem: json.loads(json.dumps(cls(config).build().to_dict())) for stem, cls in STACKS.items()}
 
 
@@ -219,6 +222,8 @@ class LocalRunner:
         self.max_workers_seen = 0
         self.desired_counts: list[int] = []
         self.notifications: list[dict[str, Any]] = []
+        self.invocations: Counter[str] = Counter()  # function invocations by function (bench B2 counts them)
+        self._invocations_lock = threading.Lock()
         self._seen_objects: set[tuple[str, str]] = set()
         self._threads: list[threading.Thread] = []
         self._errors: list[str] = []
@@ -567,6 +572,8 @@ class LocalRunner:
         """Invoke a handler in-process; like Lambda's async invocation, retry a failed one twice."""
         common = importlib.import_module("functions._common")
         for attempt in range(1, attempts + 1):
+            with self._invocations_lock:  # as Lambda bills them: every attempt is an invocation
+                self.invocations[name] += 1
             try:
                 with common.invoked_with(self.runtimes[name]):
                     return self.handlers[name](event, None)

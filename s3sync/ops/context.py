@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from s3sync.contract import DEFAULT_PART_SIZE_MIB, DEFAULT_STUCK_AFTER_SECONDS, Env
+from s3sync.contract import DEFAULT_INLINE_MAX_BYTES, DEFAULT_PART_SIZE_MIB, DEFAULT_STUCK_AFTER_SECONDS, Env
 from s3sync.errors import UserError
 from s3sync.package import aws_errors
 from s3sync.stacks.common import OPTIONAL_MARK, Exports
@@ -53,6 +53,7 @@ class Target:
     dest_sse_kms_key_id: str = ""
     part_size_mib: int = DEFAULT_PART_SIZE_MIB
     stuck_after: int = DEFAULT_STUCK_AFTER_SECONDS
+    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # small objects the splitter copies itself (0: none)
     local: bool = False
     where: str = ""  # for messages: "stack ecsStack in us-east-1", "s3sync local at http://..."
     profile: str | None = None  # AWS profile of every client (credentials and region)
@@ -85,6 +86,7 @@ class Target:
             Env.DEST_ENDPOINT_URL: self.dest_endpoint_url, Env.DEST_SECRET_ARN: self.dest_secret_arn,
             Env.DEST_SSE: self.dest_sse, Env.DEST_SSE_KMS_KEY_ID: self.dest_sse_kms_key_id,
             Env.PART_SIZE_MIB: str(self.part_size_mib), Env.STUCK_AFTER_SECONDS: str(self.stuck_after),
+            Env.INLINE_MAX_BYTES: str(self.inline_max_bytes),
             Env.SOURCE_ENDPOINT_URL: self.source_endpoint_url or "",
             Env.SOURCE_ACCESS_KEY_ID: self.source_access_key_id or "",
             Env.SOURCE_SECRET_ACCESS_KEY: self.source_secret_access_key or "",

@@ -92,6 +92,8 @@ class StackConfig:
     alarm_period_s: int = 60  # SQS publishes its metrics once a minute
     scale_in_periods: int = 5  # alarm B fires after this many periods with nothing visible and nothing in flight
     stuck_after_s: int = contract.DEFAULT_STUCK_AFTER_SECONDS  # the sweeper (run by scale_in) re-drives idle jobs
+    # objects copied whole up to this size are copied by the splitter itself (S3SYNC_INLINE_MAX_BYTES; 0: none)
+    inline_max_bytes: int = contract.DEFAULT_INLINE_MAX_BYTES
     stream_batch_size: int = contract.DEFAULT_STREAM_BATCH_SIZE
     # concurrent batches per stream shard (records of one job stay in order): completing an object means a
     # cross-border ListParts and CompleteMultipartUpload, so one batch at a time per shard would cap small objects

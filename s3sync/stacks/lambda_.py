@@ -243,6 +243,9 @@ class LambdaStack(OperationsSteps, StackBuilder):
             Env.SOURCE_BUCKET: Ref("SourceBucketName"),
             # where a find event resumes (the parameter exists with a FinderSchedule; without it, from the start)
             Env.FINDER_CURSOR: Sub(FINDER_CURSOR_NAME),
+            # small objects it copies itself (s3sync.transfer.splitter), and their "transfer complete"
+            Env.INLINE_MAX_BYTES: str(self.cfg.inline_max_bytes),
+            Env.COMPLETION_TOPIC_ARN: Ref(Ids.COMPLETION_TOPIC),
         }
         self.function(
             "splitter",
@@ -260,6 +263,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 iam.send_messages(dead_letter),
                 # the finder's cursor, in every configuration (a find event reaches the code whatever the switches)
                 iam.keep_parameter(FINDER_CURSOR_NAME),
+                iam.publish(Ref(Ids.COMPLETION_TOPIC)),  # the notice of a small object it copied itself
             ],
             dead_letter_arn=dead_letter,
         )

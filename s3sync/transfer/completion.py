@@ -16,8 +16,8 @@ multipart ETag, or the `s3sync-job` marker the copy was created with) makes the 
 that reason. Whole objects: the worker's PutObject is verified the same way (size, MD5 ETag where comparable, the
 marker).
 
-After DONE, the newest source version wins (`_keep_newest`): jobs for two versions of one key may finish in any
-order, so each looks at the source's current version and the destination's marker once its own copy is in place,
+After DONE, the newest source version wins (s3sync.transfer.newest): jobs for two versions of one key may finish in
+any order, so each looks at the source's current version and the destination's marker once its own copy is DONE,
 and re-copies whichever job's copy an older one overwrote.
 
 A passing failure hands the job back (COMPLETING -> COPYING), which writes a new stream record and so tries again;
@@ -26,7 +26,6 @@ a permanent one marks the job FAILED, whose stream record brings (b): abort the 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,7 +37,9 @@ from s3sync.transfer.encryption import kms_encrypted
 from s3sync.transfer.errors import PermanentError, RetryableError, TransferError, classify, side_of
 from s3sync.transfer.events import StreamChange
 from s3sync.transfer.ledger import Job, Ledger, PartRecord
-from s3sync.transfer.splitter import MISSING_CODES, job_id_for, marker_of
+from s3sync.transfer.newest import Newest
+from s3sync.transfer.notify import Notifier
+from s3sync.transfer.splitter import marker_of
 
 log = logging.getLogger("s3sync.completion")
 
@@ -57,16 +58,15 @@ class Requeued(Exception):
 
 
 class Completer:
-    """`requeue(job, parts)` sends parts of a job again (Splitter.enqueue); `source` (an S3 client of the source
-    side) and `reattempt(job)` (Reattempter.reattempt of a DONE job) keep the newest version at the destination.
-    Without them, a wrong part fails the job and versions are not compared."""
+    """`requeue(job, parts)` sends parts of a job again (Splitter.enqueue); `newest` keeps the newest source version
+    at the destination (s3sync.transfer.newest). Without them, a wrong part fails the job and versions are not
+    compared."""
 
-    def __init__(self, *, dest: DestClient | Any, ledger: Ledger, sns: Any | None = None, topic_arn: str = "",
-                 requeue: Callable[[Job, set[int]], int] | None = None, source: Any | None = None,
-                 reattempt: Callable[[Job], Any] | None = None) -> None:
-        self.ledger, self.sns, self.topic_arn = ledger, sns, topic_arn
+    def __init__(self, *, dest: DestClient | Any, ledger: Ledger, notifier: Notifier | None = None,
+                 requeue: Callable[[Job, set[int]], int] | None = None, newest: Newest | None = None) -> None:
+        self.ledger, self.notifier = ledger, notifier or Notifier()
         self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
-        self.requeue, self.source, self.reattempt = requeue, source, reattempt
+        self.requeue, self.newest = requeue, newest
 
     def on_change(self, change: StreamChange) -> CompletionResult:
         new = change.new or {}
@@ -85,9 +85,10 @@ class Completer:
     def complete(self, job_id: str) -> CompletionResult:
         job = self.ledger.elect_completion(job_id)
         if job is None:
-            done = self.ledger.get_job(job_id) if self.reattempt is not None else None
+            done = self.ledger.get_job(job_id) if self.newest is not None else None
             if done is not None and done.status == Status.DONE:  # a record delivered again: the version check again
-                self._keep_newest(done)  # (it may have failed after DONE; a raise here has the record retried)
+                self.newest.keep(done)  # type: ignore[union-attr]  # (it may have failed after DONE: a raise here
+                # has the record retried)
             return CompletionResult(job_id, "skipped", "another completion holds it, or it is not ready")
         try:
             parts = self._checked_parts(job)
@@ -101,12 +102,9 @@ class Completer:
         if self.ledger.mark_done(job, etag) is None:
             return CompletionResult(job_id, "skipped", "the lease was taken back while finishing")
         log.info("done", extra={"job": job_id, "key": job.dest_key, "etag": etag, "parts": job.total})
-        self._publish(f"s3sync: transfer complete: {job.source_key}"[:100], {
-            "status": Status.DONE, "job": job_id, "source": f"s3://{job.source_bucket}/{job.source_key}",
-            "destination": f"s3://{job.dest_bucket}/{job.dest_key}", "size": job.size, "parts": job.total,
-            "etag": etag,
-        })
-        self._keep_newest(job)
+        self.notifier.done(job, etag)
+        if self.newest is not None:
+            self.newest.keep(job)
         return CompletionResult(job_id, "done", etag)
 
     def _checked_parts(self, job: Job) -> list[PartRecord]:
@@ -214,7 +212,7 @@ class Completer:
         head = self.dest.call(lambda c: c.head_object(Bucket=job.dest_bucket, Key=job.dest_key), self._where(job))
         got = strip_etag(head["ETag"])
         if not self._is_ours(head, job):  # another copy landed on the key after ours
-            if self._source_moved_on(job):
+            if self.newest is not None and self.newest.source_moved_on(job):
                 raise PermanentError("superseded: the source holds a newer version, whose copy replaced this one")
             self._send_again(job, parts, {1: (got, int(head["ContentLength"]))})
         if int(head["ContentLength"]) != job.size:
@@ -222,50 +220,6 @@ class Completer:
         if is_md5_etag(got) and got != parts[0].md5 and not kms_encrypted(head):  # SSE-KMS: Content-MD5 checked it
             raise PermanentError(f"checksum mismatch: destination ETag {got}, source bytes MD5 {parts[0].md5}")
         return parts[0].md5
-
-    def _current_job_id(self, job: Job) -> str | None:
-        """The job id of the version the source holds now (None: the key is gone)."""
-        try:
-            head = self.source.head_object(Bucket=job.source_bucket, Key=job.source_key)  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001
-            err = classify(exc, "source")
-            if err.code in MISSING_CODES:
-                return None
-            raise err from exc
-        return job_id_for(job.source_bucket, job.source_key,
-                          head.get("VersionId") if job.source_version else None, head["ETag"])
-
-    def _source_moved_on(self, job: Job) -> bool:
-        return self.source is not None and self._current_job_id(job) != job.job_id
-
-    def _keep_newest(self, job: Job) -> None:
-        """Copies of two versions of one key can land in either order. Once this job's copy is DONE: if the source
-        still holds this version but the destination holds another copy, copy this one again; if the source
-        holds a newer version whose job is DONE while the destination holds this (older) copy, copy that one
-        again. Whichever job finishes last sees the other finished, so one of them always repairs. A failure here
-        raises: the stream record is delivered again, and `complete` repeats this check for a DONE job."""
-        if self.source is None or self.reattempt is None:
-            return
-        current = self._current_job_id(job)
-        if current is None:
-            return  # the key is gone: delete propagation's business
-        try:
-            dest = self.dest.call(lambda c: c.head_object(Bucket=job.dest_bucket, Key=job.dest_key),
-                                  self._where(job))
-        except TransferError as exc:
-            if exc.code in MISSING_CODES:
-                return  # the copy was deleted since (a propagated delete)
-            raise  # the stream record is retried, and with it this check
-        if current == job.job_id:
-            if not self._is_ours(dest, job):
-                log.warning("an older copy overwrote this one; copying again", extra={"job": job.job_id})
-                self.reattempt(job)
-            return
-        newer = self.ledger.get_job(current)
-        if self._is_ours(dest, job) and newer is not None and newer.status == Status.DONE:
-            log.warning("this copy overwrote a newer version's; copying that again",
-                        extra={"job": job.job_id, "newer": current})
-            self.reattempt(newer)
 
     def _handle_failure(self, job: Job, exc: TransferError) -> CompletionResult:
         if exc.retryable and job.completion_attempts + 1 < MAX_COMPLETION_ATTEMPTS:
@@ -286,15 +240,5 @@ class Completer:
             except TransferError as exc:
                 if exc.code not in ("NoSuchUpload", "404"):
                     raise
-        self._publish(f"s3sync: transfer FAILED: {job.source_key}"[:100], {
-            "status": Status.FAILED, "job": job.job_id, "source": f"s3://{job.source_bucket}/{job.source_key}",
-            "destination": f"s3://{job.dest_bucket}/{job.dest_key}", "reason": job.error or "unknown",
-        })
+        self.notifier.failed(job)
         return CompletionResult(job.job_id, "cleaned", job.error or "")
-
-    def _publish(self, subject: str, body: dict[str, Any]) -> None:
-        if not (self.sns and self.topic_arn):
-            return
-        subject = subject.encode("ascii", "replace").decode("ascii").replace("\n", " ")
-        self.sns.publish(TopicArn=self.topic_arn, Subject=subject,
-                         Message=json.dumps(body, indent=2, ensure_ascii=False, sort_keys=True))

@@ -14,7 +14,8 @@ MD5s at all under SSE-KMS), so the rule is:
 5. otherwise (multipart or KMS ETag on either side): the transfers table has a DONE job for this source object and
    ETag (the copy was verified part by part when it was made)            -> same; else copy ("unverified"), or
    same with `size_only` (for copies made by another tool).
-"Copy" is `Splitter.split`: idempotent by job id. A DONE job whose copy is gone or differs gets a new attempt, once
+"Copy" is `Splitter.split`: idempotent by job id (a small object is copied by the splitter at once: "copied", or
+"re-copied" when its DONE job exists). A DONE job whose copy is gone or differs gets a new attempt, once
 a HeadObject confirms it (the listing may predate the job's completion: "copied-meanwhile").
 
 The scheduled finder resumes where its last run stopped (FinderCursor), so a bucket larger than one run lists is
@@ -239,15 +240,20 @@ class Finder:
         split = self.splitter.split(ObjectRef(self.source_bucket, src.key, None, src.etag, src.size))
         if split.outcome in ("planned", "resumed"):
             return "enqueued"
+        if split.outcome == "copied":  # a small object: the splitter copied it at once
+            return "copied"
         if split.outcome == "missing":
             return "source-gone"
         if split.outcome == "failed":
             return "failed"
-        job = self.ledger.get_job(split.job_id)  # "duplicate": the job of this very object and ETag exists
+        # "duplicate" or "copied-again": the job of this very object and ETag exists
+        job = self.ledger.get_job(split.job_id)
         if job is None or job.status not in Status.FINAL:
             return "in-progress"
         if job.status == Status.FAILED:
             return "failed-before"  # `s3sync retry` gives it a new attempt
+        if split.outcome == "copied-again":  # a small object's DONE job: the splitter wrote the same bytes again
+            return "re-copied"
         if self.reattempter is None:
             return "done-but-different"
         if self.difference(src, self._dest_now(src.key)) is None:

@@ -157,6 +157,7 @@ class Job:
     completion_attempts: int = 0
     redrives: int = 0
     attempt: str = ""  # this attempt's token (messages and part items carry it)
+    inline: bool | None = None  # copied by the splitter itself (a small object): DONE with no part item
     lease: str | None = None  # the elected completion's token while COMPLETING
     rev: int = 0  # +1 on every write
 

@@ -97,7 +97,7 @@ class Reattempter:
             "SET #s = :planned, #upload = :upload, #size = :size, #ps = :ps, #total = :total, "
             "#remaining = :total, #done = :zero, #done_bytes = :zero, #ca = :zero, #redrives = :zero, "
             "#updated = :now, #prev = :prev, #attempt = :attempt, #att = :att "
-            "REMOVE #e, #dest_etag, #lease ADD #attempts :one",
+            "REMOVE #e, #dest_etag, #lease, #inline ADD #attempts :one",
             "#s = :seen_status AND #rev = :seen",
             {":planned": Status.PLANNED, ":upload": upload_id, ":size": size, ":ps": part_size, ":total": total,
              ":zero": 0, ":one": 1, ":now": now(), ":seen_status": job.status, ":seen": job.rev,
@@ -108,6 +108,7 @@ class Reattempter:
                 "#remaining": "remaining", "#done": "done", "#done_bytes": "done_bytes", "#ca": "completion_attempts",
                 "#redrives": "redrives", "#updated": "updated_at", "#prev": "previous_error",
                 "#dest_etag": "dest_etag", "#attempts": "attempts", "#attempt": "attempt", "#lease": "lease",
+                "#inline": "inline",
                 "#att": ATTENTION_ATTR,
             },
         )

@@ -33,6 +33,8 @@ from s3sync.transfer.completion import Completer
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.endpoints import dest_endpoint, s3_client, share_models, source_endpoint
 from s3sync.transfer.ledger import Ledger
+from s3sync.transfer.newest import Newest
+from s3sync.transfer.notify import Notifier
 from s3sync.transfer.reattempt import Reattempter
 from s3sync.transfer.settings import Settings
 from s3sync.transfer.splitter import Splitter
@@ -153,8 +155,22 @@ class Runtime:
                           read_secret if arn else None)
 
     def splitter(self) -> Splitter:
-        return Splitter(source=self.source, dest=self.dest, sqs=self.client("sqs"), ledger=self.ledger,
-                        settings=self.settings)
+        """The splitter, with what it needs for the small objects it copies itself: the completion topic and the
+        newest-version check (which re-copies through the splitter: made once the splitter exists)."""
+        splitter = Splitter(source=self.source, dest=self.dest, sqs=self.client("sqs"), ledger=self.ledger,
+                            settings=self.settings, notifier=self.notifier())
+        splitter.newest = self.newest(splitter)
+        return splitter
+
+    def notifier(self) -> Notifier:
+        topic = self.settings.completion_topic_arn
+        return Notifier(self.client("sns") if topic else None, topic)
+
+    def newest(self, splitter: Splitter) -> Newest:
+        """The newest source version wins at the destination (a DONE job re-copied through `splitter`)."""
+        reattempter = Reattempter(ledger=self.ledger, splitter=splitter, source=self.source, dest=self.dest)
+        return Newest(source=self.source, dest=self.dest, ledger=self.ledger,
+                      reattempt=lambda job: reattempter.reattempt(job, (Status.DONE,)))
 
     def sweeper(self) -> Sweeper:
         """Re-drives stuck jobs; needs the queue and the ledger, not the destination."""
@@ -174,12 +190,9 @@ class Runtime:
     def completer(self) -> Completer:
         """Completion, with what it needs to send a wrong part again (the queue) and to keep the newest version
         at the destination (the source, and re-copies of DONE jobs)."""
-        topic = self.settings.completion_topic_arn
         splitter = self.splitter()
-        reattempter = Reattempter(ledger=self.ledger, splitter=splitter, source=self.source, dest=self.dest)
-        return Completer(dest=self.dest, ledger=self.ledger, sns=self.client("sns") if topic else None,
-                         topic_arn=topic, requeue=lambda job, parts: splitter.enqueue(job, only=parts),
-                         source=self.source, reattempt=lambda job: reattempter.reattempt(job, (Status.DONE,)))
+        return Completer(dest=self.dest, ledger=self.ledger, notifier=self.notifier(),
+                         requeue=lambda job, parts: splitter.enqueue(job, only=parts), newest=splitter.newest)
 
     def worker(self, **overrides: Any) -> Worker:
         self.settings.require("queue_url", "transfers_table", "parts_table")

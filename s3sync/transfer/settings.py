@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from s3sync.contract import (
+    DEFAULT_INLINE_MAX_BYTES,
     DEFAULT_MAX_TASKS,
     DEFAULT_MIN_TASKS,
     DEFAULT_PART_SIZE_MIB,
@@ -38,6 +39,7 @@ class Settings:
     min_tasks: int = DEFAULT_MIN_TASKS
     completion_topic_arn: str = ""
     stuck_after: int = DEFAULT_STUCK_AFTER_SECONDS
+    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # small objects the splitter copies itself (0: none)
     source_bucket: str = ""  # the only bucket whose events the splitter acts on ("": none)
     propagate_deletes: bool = False  # deletion events delete copies only when this is on
     finder_cursor: str = ""  # SSM parameter: where the scheduled finder's last run stopped ("": none kept)
@@ -77,6 +79,7 @@ class Settings:
             min_tasks=num(Env.MIN_TASKS, DEFAULT_MIN_TASKS),
             completion_topic_arn=env.get(Env.COMPLETION_TOPIC_ARN, ""),
             stuck_after=num(Env.STUCK_AFTER_SECONDS, DEFAULT_STUCK_AFTER_SECONDS, 1),
+            inline_max_bytes=num(Env.INLINE_MAX_BYTES, DEFAULT_INLINE_MAX_BYTES),
             source_bucket=env.get(Env.SOURCE_BUCKET, ""),
             propagate_deletes=switch(Env.PROPAGATE_DELETES),
             finder_cursor=env.get(Env.FINDER_CURSOR, ""),

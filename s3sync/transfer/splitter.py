@@ -16,6 +16,15 @@ splitter's role has it, so 403 means refused.)
 
 Every copy carries the user metadata `s3sync-job` = its job id (set at CreateMultipartUpload / PutObject): after
 a lost answer, the completion recognises its own copy by it (an object of the same size is no proof).
+
+Small objects (copied whole, up to Settings.inline_max_bytes) are copied here, at once: GET pinned to the ETag,
+PutObject with Content-MD5, the kept headers, metadata, marker and encryption, then the job is written DONE in one
+conditional put (no part message, worker, stream record or completion: a fraction of the requests). The copy is
+verified as a worker's is (the ETag is the MD5 sent unless SSE-KMS; the destination checked Content-MD5). Written
+again by a repeated event, a small object is copied again (the same bytes) before the put finds its job: cheaper
+than asking the ledger first for every object; when that job is DONE the newest-version check runs again, since a
+late event for an old version has just written that version over whatever the key held. A refusal makes a FAILED job (the completion function then sends
+the notice); a passing error raises, and the event is delivered again.
 """
 
 from __future__ import annotations
@@ -24,16 +33,22 @@ import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Status
+from s3sync.transfer.copier import copy_message
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import PermanentError, RetryableError, classify
 from s3sync.transfer.events import ObjectRef
 from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, now, token
 from s3sync.transfer.message import KEPT_HEADERS, PartMessage
+from s3sync.transfer.notify import Notifier
 from s3sync.transfer.plan import plan
 from s3sync.transfer.settings import Settings
+
+if TYPE_CHECKING:
+    from s3sync.transfer.newest import Newest
 
 log = logging.getLogger("s3sync.splitter")
 
@@ -68,14 +83,18 @@ def kept_headers(head: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class SplitResult:
     job_id: str
-    outcome: str  # "planned", "resumed", "duplicate", "missing", "failed", "refused"
+    # "planned", "copied" (a small object, by the splitter), "copied-again" (its job existed: the same bytes written
+    # again), "resumed", "duplicate", "missing", "failed", "refused"
+    outcome: str
     parts: int = 0
 
 
 class Splitter:
     def __init__(self, *, source: Any, dest: DestClient | Any, sqs: Any, ledger: Ledger, settings: Settings,
-                 send_threads: int = 1) -> None:
+                 send_threads: int = 1, notifier: Notifier | None = None, newest: Newest | None = None) -> None:
         self.source, self.sqs, self.ledger = source, sqs, ledger
+        self.notifier = notifier or Notifier()  # "transfer complete" for the small objects copied here
+        self.newest = newest  # the newest source version wins (s3sync.transfer.newest), for those too
         self.dest = dest if isinstance(dest, DestClient) else DestClient.fixed(dest)
         self.settings = settings.require("queue_url", "transfers_table", "parts_table")
         # One sender by default: the parts are queued in part order, so workers take them roughly in order. S3
@@ -105,13 +124,20 @@ class Splitter:
         etag = head["ETag"]
         version = head.get("VersionId") if ref.version_id else None
         job_id = job_id_for(ref.bucket, ref.key, version, etag)
-        existing = self.ledger.get_job(job_id)
-        if existing is not None:
-            return self._resume(existing)
         size = int(head["ContentLength"])
         the_plan = plan(size, self.settings.part_size)
         dest_key = self.settings.dest_prefix + ref.key
         headers = kept_headers(head)
+        if not the_plan.multipart and size <= self.settings.inline_max_bytes:
+            ts = now()
+            return self._copy_inline(Job(
+                job_id=job_id, status=Status.DONE, source_bucket=ref.bucket, source_key=ref.key, source_etag=etag,
+                source_version=version, dest_bucket=self.settings.dest_bucket, dest_key=dest_key, size=size,
+                part_size=size, total=1, remaining=0, done=1, done_bytes=size, created_at=ts, updated_at=ts,
+                attempt=token(), inline=True), headers)
+        existing = self.ledger.get_job(job_id)
+        if existing is not None:
+            return self._resume(existing)
         upload_id = NO_UPLOAD
         failure = ""
         if the_plan.multipart:
@@ -143,6 +169,43 @@ class Splitter:
         self._enqueue(job, headers)
         self.ledger.mark_copying(job)
         return SplitResult(job_id, "planned", the_plan.parts)
+
+    def _copy_inline(self, job: Job, headers: dict[str, Any]) -> SplitResult:
+        """A small object copied here and its job written DONE (see the module's docstring)."""
+        msg = self.messages(job, headers)[0]
+        try:
+            copied = self.dest.call(lambda c: copy_message(self.source, c, msg))
+        except PermanentError as exc:  # a FAILED job, whose stream record has completion send the notice
+            # the reason names both ends, as a worker's does
+            reason = (f"{exc.reason} [s3://{job.source_bucket}/{job.source_key} -> "
+                      f"s3://{job.dest_bucket}/{job.dest_key} at {self.dest.endpoint.describe()}]")
+            failed = replace(job, status=Status.PLANNED, remaining=1, done=0, done_bytes=0)
+            if self.ledger.create_job(failed) or self._ours(failed):
+                log.error("small object not copied", extra={"job": job.job_id, "key": job.source_key,
+                                                            "reason": reason})
+                self.ledger.mark_failed(failed, reason, by="attempt")
+                return SplitResult(job.job_id, "failed", 1)
+            return SplitResult(job.job_id, "duplicate", 1)
+        job = replace(job, dest_etag=copied.md5)
+        if not self.ledger.create_job(job):
+            existing = self.ledger.get_job(job.job_id)
+            if existing is None or existing.attempt != job.attempt:  # not our write whose answer was lost
+                log.info("small object copied again; its job exists",
+                         extra={"job": job.job_id, "key": job.source_key})
+                if existing is not None and existing.status == Status.DONE and self.newest is not None:
+                    # an old version's event delivered late: this copy may have replaced a newer version's
+                    self.newest.keep(existing)
+                return SplitResult(job.job_id, "copied-again", 1)
+        log.info("copied", extra={"job": job.job_id, "key": job.source_key, "size": job.size})
+        self.notifier.done(job, copied.md5)
+        if self.newest is not None:
+            self.newest.keep(job)
+        return SplitResult(job.job_id, "copied", 1)
+
+    def _ours(self, job: Job) -> bool:
+        """After a conditional create failed: whether the job is ours (the create went through, its answer lost)."""
+        existing = self.ledger.get_job(job.job_id)
+        return existing is not None and existing.attempt == job.attempt
 
     def _refused(self, ref: ObjectRef, reason: str) -> SplitResult:
         """The source refused the HEAD (403, archived, ...): a FAILED job with the reason, never a silent skip.
