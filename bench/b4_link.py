@@ -76,8 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 40: what 2 shared cores carry through two rclone servers; 0: the path's own)")
     g.add_argument("--b4-workers", type=int, default=contract.DEFAULT_MAX_TASKS,
                    help=f"pipeline worker processes (default MaxTasks, {contract.DEFAULT_MAX_TASKS})")
-    g.add_argument("--tuned-threads", type=int, default=16, help="pipeline-tuned: copy threads per worker (16)")
-    g.add_argument("--tuned-part-mib", type=int, default=8, help="pipeline-tuned: part size (8 MiB)")
+    g.add_argument("--tuned-threads", type=int, default=32, help="pipeline-tuned: copy threads per worker (32)")
+    g.add_argument("--tuned-part-mib", type=int, default=5, help="pipeline-tuned: part size (5 MiB)")
     g.add_argument("--rclone-tuned-flags", default=DEFAULT_RCLONE_TUNED,
                    help=f"rclone-tuned: rclone copy flags ({DEFAULT_RCLONE_TUNED})")
     g.add_argument("--b4-timeout", type=float, default=1800.0, help="a run slower than this has failed (s)")

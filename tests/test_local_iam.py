@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, NoRegionError
 
-from s3sync.contract import HANDLERS, Env
+from s3sync.contract import DEFAULT_PART_SIZE_MIB, HANDLERS, Env
 from s3sync.local.cfn import LAMBDA_RESERVED, LocalStacks, Resolver, TemplateError
 from s3sync.local.iam import (
     CallLedger,
@@ -389,7 +389,7 @@ def test_a_runtime_never_reads_the_processs_environment(monkeypatch):
     rt = Runtime({**keys, "AWS_REGION": "eu-west-1"})
     sqs = rt.client("sqs")
     assert sqs.meta.region_name == "eu-west-1" and sqs.meta.endpoint_url == "https://sqs.eu-west-1.amazonaws.com"
-    assert rt.settings.part_size == 16 * 2**20  # the default, not the shell's 99
+    assert rt.settings.part_size == DEFAULT_PART_SIZE_MIB * 2**20  # the default, not the shell's 99
     local = Runtime({**keys, "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://local:5"}).client("dynamodb")
     assert local.meta.endpoint_url == "http://local:5"
 
