@@ -24,7 +24,8 @@ simulate: setup      ## the control-plane simulation, longer than in `make test`
 	S3SYNC_SIM_EXAMPLES=$${S3SYNC_SIM_EXAMPLES:-200} S3SYNC_SIM_STEPS=$${S3SYNC_SIM_STEPS:-120} \
 	S3SYNC_SIM_FRESH=$${SEEDS:-4} $(PY) -m pytest -q -s -p no:cacheprovider tests/test_simulation.py -k fresh
 
-lint: setup          ## cfn-lint and checkov (own venv: .venv-checkov) on the checked-in templates
+lint: setup          ## ruff on the code (zero findings), cfn-lint and checkov (own venv: .venv-checkov) on the templates
+	$(VENV)/bin/ruff check .
 	$(S3SYNC) lint templates
 	bash .ci/checkov
 

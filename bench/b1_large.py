@@ -19,13 +19,12 @@ from typing import Any
 
 from bench.common import (
     MB,
+    CpuMeter,
     MiB,
     PipelineRun,
     describe_machine,
     machine,
     median,
-    CpuMeter,
-    cpu_line as _cpu_line,
     place,
     ratio,
     rotations,
@@ -37,6 +36,9 @@ from bench.common import (
     wait_quiet,
     workdir,
     write_random_file,
+)
+from bench.common import (
+    cpu_line as _cpu_line,
 )
 
 MODES = ["pipeline", "ceiling", "rclone"]
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "worker_rss_budget_mib": rss_budget,
         "all_ok": all(e["ok"] for e in runs),
     }
-    say(f"B1 summary: medians MB/s " + ", ".join(f"{m} {v:.1f}" for m, v in med.items())
+    say("B1 summary: medians MB/s " + ", ".join(f"{m} {v:.1f}" for m, v in med.items())
         + f"; pipeline/rclone {summary['pipeline_over_rclone']:.2f} (goal >= 1.30)"
         + f", pipeline/ceiling {summary['pipeline_over_ceiling']:.2f} (goal >= 0.95)"
         + f"; worker peak RSS {rss:.0f} MiB (budget {rss_budget} MiB)")

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data_dir = base / "data"
         files = [write_random_file(data_dir / k, size, seed=k, block=size or 1) for k in _keys(count)]
         src_root, dst_root = base / "src-root", base / "dst-root"
-        for f, k in zip(files, _keys(count)):
+        for f, k in zip(files, _keys(count), strict=True):
             place(f, src_root, "b2src", k)
         for r in range(args.b2_runs):
             for b in (f"s{r}", f"w{r}"):
@@ -152,7 +152,7 @@ def _pipeline(args: argparse.Namespace, src: Any, dst: Any, files: list[Path], s
     bucket = f"{'w' if mode == 'pipeline-workers' else 's'}{r}"  # a source bucket of its own per mode and round
 
     def make_present() -> int:
-        for f, k in zip(files, _keys(args.b2_count)):
+        for f, k in zip(files, _keys(args.b2_count), strict=True):
             place(f, src_root, bucket, k)
         src.refresh(bucket)
         return len(_list_all(src.client(), bucket))  # hashes them (as S3 has when its events fire)

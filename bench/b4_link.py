@@ -31,8 +31,8 @@ from typing import Any
 
 from bench.common import (
     MB,
-    MiB,
     CpuMeter,
+    MiB,
     Rclone,
     cpu_line,
     describe_machine,

@@ -217,11 +217,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 queue_url = sqs.create_queue(QueueName=f"{name}-r{r}")["QueueUrl"]
                 settings = Settings(queue_url=queue_url, transfers_table=tables.transfers, parts_table=tables.parts,
                                     dest_bucket="dst", part_size=PART)
-                names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                         "ApproximateNumberOfMessagesDelayed"]
+                names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                         "ApproximateNumberOfMessagesDelayed")
 
-                def busy(url: str = queue_url) -> bool:  # as Runtime.queue_busy
-                    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+                def busy(url: str = queue_url, names: tuple[str, ...] = names) -> bool:  # as Runtime.queue_busy
+                    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(names))["Attributes"]
                     return any(int(attrs.get(n, 0)) for n in names)
 
                 sweeper = Sweeper(ledger=ledger, splitter=Splitter(source=None, dest=None, sqs=sqs, ledger=ledger,
@@ -229,7 +229,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   stale_after=STALE_AFTER, queue_busy=busy)
                 quiet = wait_quiet(args.quiet_wait)
                 entry: dict[str, Any] = {"jobs": size, "round": r, "quiet": quiet}
-                for what, action in (("sweep", sweeper.sweep), ("status", lambda: collect(target, limit=50))):
+                for what, action in (("sweep", sweeper.sweep),
+                                     ("status", lambda target=target: collect(target, limit=50))):
                     calls.reset()
                     meter = CpuMeter({})
                     started = time.perf_counter()
@@ -258,8 +259,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.b5_before:
                 tables.reset_open()
                 entry = {"jobs": size}
-                for what, action in (("sweep_scan", lambda: ledger.scan_jobs(only_unfinished=True)),
-                                     ("status_all", lambda: collect(target, limit=50, everything=True))):
+                for what, action in (("sweep_scan", lambda ledger=ledger: ledger.scan_jobs(only_unfinished=True)),
+                                     ("status_all", lambda target=target: collect(target, limit=50,
+                                                                                  everything=True))):
                     calls.reset()
                     started = time.perf_counter()
                     action()

@@ -23,10 +23,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from s3sync.local.servers import RcloneS3Server, find_rclone, free_port
 from s3sync.transfer.endpoints import Endpoint, s3_client
@@ -262,7 +263,7 @@ class WorkerProbe:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="worker-probe", daemon=True)
 
-    def start(self) -> "WorkerProbe":
+    def start(self) -> WorkerProbe:
         self._thread.start()
         return self
 
@@ -307,7 +308,7 @@ class MotoCalls:
     """Counts the control-plane requests moto (in this process) serves, by service and action, with the CPU time
     spent in the action (request parsing, the backend, response serialization; not the HTTP server around it)."""
 
-    _installed: "MotoCalls | None" = None
+    _installed: MotoCalls | None = None
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
@@ -316,7 +317,7 @@ class MotoCalls:
         self._lock = threading.Lock()
 
     @classmethod
-    def get(cls) -> "MotoCalls":
+    def get(cls) -> MotoCalls:
         if cls._installed is None:
             from moto.core.responses import BaseResponse  # noqa: PLC0415
 

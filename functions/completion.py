@@ -18,7 +18,7 @@ log = logging.getLogger("s3sync.completion")
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     completer = runtime().completer()
     results, failures = [], []
-    for record, change in zip(event.get("Records") or [], stream_changes(event)):
+    for record, change in zip(event.get("Records") or [], stream_changes(event), strict=True):
         if failures:  # after a failure, report the rest too: they are retried in order
             failures.append({"itemIdentifier": record["dynamodb"]["SequenceNumber"]})
             continue

@@ -9,9 +9,9 @@ Lambda stack from the uploaded templates (TemplateURL) through change sets, as `
 deploy` do: each change set's changes are printed, a removal or a replacement (a LaunchType change replaces the
 service; a replaced table would lose the ledger) is executed only after a yes (`yes=True` / `--yes`), and
 `execute=False` (`--no-execute`) only shows them. Then every stack event is printed as it comes
-(describe_stack_events is polled) until the stack settles, then the outputs. Destroy deletes the Lambda stack, then the ECS stack (the
-Lambda stack imports the ECS stack's exports). Both wait for each stack like boto3's waiters do, but poll the events
-too.
+(describe_stack_events is polled) until the stack settles, then the outputs. Destroy deletes the Lambda stack, then
+the ECS stack (the Lambda stack imports the ECS stack's exports). Both wait for each stack like boto3's waiters do,
+but poll the events too.
 
 Parameters: `parameters` holds `Name=value` (or `ecs.Name` / `lambda.Name` for one stack); on an update every
 parameter not given keeps its previous value (UsePreviousValue), as `aws cloudformation deploy` does. The NoEcho
@@ -49,7 +49,7 @@ from s3sync.package import (
     resolve_region,
     split_parameters,
 )
-from s3sync.render import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region, _STACK_NAME
+from s3sync.render import _STACK_NAME, DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region
 from s3sync.stacks import StackBuilder, StackConfig, render_all, sizes
 from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
 from s3sync.stacks.ecs import ssh_problems
@@ -100,7 +100,7 @@ class DeployResult:
     stacks: tuple[StackOutcome, ...]
 
 
-# --- stacks ------------------------------------------------------------------------------------------------------------
+# --- stacks -----------------------------------------------------------------------------------------------------------
 def _message(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Message", exc))
 

@@ -39,7 +39,8 @@ RUNTIME_LOCK = "requirements/runtime.txt"
 IMAGE_BUILD_LOCK = "requirements/image-build.txt"
 CACHE_ENV = "S3SYNC_WHEEL_CACHE"
 
-_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)\s+--hash=sha256:(?P<sha>[0-9a-f]{64})$")
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)"
+                  r"\s+--hash=sha256:(?P<sha>[0-9a-f]{64})$")
 # A pure-Python wheel: {name}-{version}(-{build})?-{python tag}-none-any.whl, python tag py3 or py2.py3.
 _PURE = re.compile(r"^[^-]+-[^-]+(-\d[^-]*)?-(py3|py2\.py3)-none-any\.whl$")
 

@@ -4,7 +4,8 @@ tests/test_ops_stacks.py): the VPC, subnet and code bucket the stacks need, and 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 SECRET_REF = "Value:\n      Ref: DestCredentials\n"
 

@@ -26,8 +26,9 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -44,8 +45,7 @@ from s3sync.contract import (
     Status,
 )
 from s3sync.local import events as local_events
-from s3sync.local import moto_patches
-from s3sync.local import patterns
+from s3sync.local import moto_patches, patterns
 from s3sync.local.streams import StreamReader
 from s3sync.transfer import plan as plan_module
 from s3sync.transfer.completion import Completer

@@ -165,7 +165,7 @@ def test_ctrl_c_at_a_question_exits_130_not_1() -> None:
         term.close()
 
 
-# --- --from DIR --------------------------------------------------------------------------------------------------------
+# --- --from DIR -------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def awkward_dir(tmp_path: Path) -> Path:
     """A file, a name that is not UTF-8, a dangling link, a link to a file and a folder holding only a link to a

@@ -32,7 +32,8 @@ def test_local_copies_between_two_s3_servers_until_idle(tmp_path):
         s3.create_bucket(Bucket="from-here")
         for key, data in objects.items():
             s3.put_object(Bucket="from-here", Key=key, Body=data)
-        result = run("local", "--until-idle", "--timeout", "180", "--source-bucket", "from-here", "--dest-bucket", "to-there",
+        result = run("local", "--until-idle", "--timeout", "180", "--source-bucket", "from-here",
+                     "--dest-bucket", "to-there",
                      "--source-endpoint-url", src.endpoint_url, "--source-access-key-id", src.access_key_id,
                      "--source-secret-access-key", src.secret_access_key, "--dest-endpoint-url", dst.endpoint_url,
                      "--part-size-mib", "5", "--state-dir", str(tmp_path),

@@ -38,7 +38,7 @@ AMI_PARAM = "AmiId=/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips
 
 
-# --- moto's CloudFormation and the secret ------------------------------------------------------------------------------
+# --- moto's CloudFormation and the secret -----------------------------------------------------------------------------
 class _MotoSecret:
     """AWS::SecretsManager::Secret for moto's CloudFormation engine, stored in moto's Secrets Manager (tests only)."""
 
@@ -215,7 +215,8 @@ def function(lam: Any, name: str) -> dict[str, Any]:
 
 
 # --- the whole cycle in moto ------------------------------------------------------------------------------------------
-def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     cf, client = aws.client("cloudformation"), aws.client
 
@@ -223,10 +224,12 @@ def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, c
     out = ok(run(*aws.deploy, *aws.create, env=KEYS_ENV))
     lines = out.splitlines()
     assert lines.index("ecsStack: CREATE_COMPLETE") < next(
-        i for i, l in enumerate(lines) if l.startswith("lamStackS: change set for creating"))
+        i for i, line in enumerate(lines) if line.startswith("lamStackS: change set for creating"))
     assert "  Add      TransferQueue                    AWS::SQS::Queue" in lines  # the change set, shown first
-    assert any(l.endswith("ecsStack  ecsStack  AWS::CloudFormation::Stack  CREATE_IN_PROGRESS  User Initiated") for l in lines)
-    assert "lamStackS: CREATE_COMPLETE" in lines and "outputs of ecsStack:" in lines and "outputs of lamStackS:" in lines
+    assert any(line.endswith("ecsStack  ecsStack  AWS::CloudFormation::Stack  CREATE_IN_PROGRESS  User Initiated")
+               for line in lines)
+    assert "lamStackS: CREATE_COMPLETE" in lines
+    assert "outputs of ecsStack:" in lines and "outputs of lamStackS:" in lines
     assert "DestAccessKeyId=****" in out
     for name in ("ecsStack", "lamStackS"):
         assert cf.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -244,7 +247,8 @@ def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, c
     ddb = client("dynamodb")
     transfers = ddb.describe_table(TableName=ecs_out["TransfersTableName"])["Table"]
     parts = ddb.describe_table(TableName=ecs_out["PartsTableName"])["Table"]
-    assert [(k["AttributeName"], k["KeyType"]) for k in transfers["KeySchema"]] == [(contract.TRANSFERS_HASH_KEY, "HASH")]
+    assert [(k["AttributeName"], k["KeyType"]) for k in transfers["KeySchema"]] == [
+        (contract.TRANSFERS_HASH_KEY, "HASH")]
     assert [(k["AttributeName"], k["KeyType"]) for k in parts["KeySchema"]] == [
         (contract.PARTS_HASH_KEY, "HASH"), (contract.PARTS_RANGE_KEY, "RANGE"),
     ]  # fmt: skip
@@ -299,7 +303,8 @@ def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace, c
     assert run(*aws.destroy, input="n\n").exit_code == 1
     assert cf.describe_stacks(StackName="lamStackS")["Stacks"][0]["StackStatus"] == "UPDATE_COMPLETE"
     out3 = ok(run(*aws.destroy, "--yes"))
-    assert out3.index("lamStackS: deleting") < out3.index("lamStackS: DELETE_COMPLETE") < out3.index("ecsStack: deleting")
+    assert (out3.index("lamStackS: deleting") < out3.index("lamStackS: DELETE_COMPLETE")
+            < out3.index("ecsStack: deleting"))
     statuses = {s["StackName"]: s["StackStatus"] for s in cf.list_stacks()["StackSummaries"]}
     assert statuses == {"lamStackS": "DELETE_COMPLETE", "ecsStack": "DELETE_COMPLETE"}
     assert "nothing to delete" in ok(run(*aws.destroy, "--yes"))
@@ -381,13 +386,16 @@ def test_removing_resources_waits_for_a_yes(aws: SimpleNamespace, fresh_moto: An
         do_deploy(aws.out, echo=printed.append, confirm=lambda q: asked.append(q) or False, **kwargs)
     assert len(asked) == 1 and "Dashboard (removed)" in asked[0] and "what these resources hold is lost" in asked[0]
     assert "  Remove   Dashboard                        AWS::CloudWatch::Dashboard  REMOVED" in printed
-    resources = {r.get("LogicalResourceId") for r in cf.list_stack_resources(StackName="lamStackS")["StackResourceSummaries"]}
+    resources = {r.get("LogicalResourceId")
+                 for r in cf.list_stack_resources(StackName="lamStackS")["StackResourceSummaries"]}
     assert "Dashboard" in resources
-    assert {c["ExecutionStatus"] for c in cf.list_change_sets(StackName="lamStackS")["Summaries"]} == {"EXECUTE_COMPLETE"}
+    assert {c["ExecutionStatus"] for c in cf.list_change_sets(StackName="lamStackS")["Summaries"]} == {
+        "EXECUTE_COMPLETE"}
 
     result = do_deploy(aws.out, echo=printed.append, confirm=lambda q: True, **kwargs)
     assert [o.action for o in result.stacks] == ["unchanged", "update"]
-    resources = {r.get("LogicalResourceId") for r in cf.list_stack_resources(StackName="lamStackS")["StackResourceSummaries"]}
+    resources = {r.get("LogicalResourceId")
+                 for r in cf.list_stack_resources(StackName="lamStackS")["StackResourceSummaries"]}
     assert "Dashboard" not in resources
 
 
@@ -645,7 +653,7 @@ def test_deploy_option_mistakes_are_one_line_errors(
     assert not CHANGING & set(fake_aws.cf.calls)
 
 
-# --- what moto cannot show: a stand-in for the CloudFormation API -------------------------------------------------------
+# --- what moto cannot show: a stand-in for the CloudFormation API -----------------------------------------------------
 class FakeCloudFormation:
     """One stack (whatever name is asked for). Each describe_stacks by stack id, while the stack is in progress,
     plays the next `steps` entry (logical id, status[, reason]) as an event."""
@@ -685,7 +693,8 @@ class FakeCloudFormation:
         if by_id and self.steps and self.status.endswith("_IN_PROGRESS"):  # waiting: the operation moves on
             self._event(*self.steps.pop(0))
         return {"Stacks": [{"StackName": self.name, "StackId": self.stack_id, "StackStatus": self.status,
-                            "Parameters": [], "Outputs": [{"OutputKey": "QueueUrl", "OutputValue": "https://q"}]}]}  # fmt: skip
+                            "Parameters": [],
+                            "Outputs": [{"OutputKey": "QueueUrl", "OutputValue": "https://q"}]}]}
 
     def describe_stack_events(self, StackName: str, NextToken: str | None = None) -> dict[str, Any]:  # noqa: N803
         return {"StackEvents": list(self.events)}
@@ -798,7 +807,8 @@ def test_deploy_masks_the_keys_in_everything_it_prints_or_raises(tmp_path: Path)
 @pytest.mark.parametrize(
     ("status", "message"),
     [
-        ("ROLLBACK_COMPLETE", "is ROLLBACK_COMPLETE: its creation failed and it cannot be updated; run `s3sync destroy`"),
+        ("ROLLBACK_COMPLETE",
+         "is ROLLBACK_COMPLETE: its creation failed and it cannot be updated; run `s3sync destroy`"),
         ("UPDATE_IN_PROGRESS", "is busy (UPDATE_IN_PROGRESS)"),
         ("UPDATE_ROLLBACK_FAILED", "is UPDATE_ROLLBACK_FAILED and cannot be updated"),
         ("DELETE_FAILED", "is DELETE_FAILED and cannot be updated"),
@@ -840,7 +850,7 @@ def test_tail_prints_nothing_of_the_history_of_an_existing_stack() -> None:
     assert len(printed) == 1 and "TransferQueue" in printed[0]
 
 
-# --- change sets: what moto's cannot show (replacements), against the stand-in -----------------------------------------
+# --- change sets: what moto's cannot show (replacements), against the stand-in ----------------------------------------
 RISKY = [
     {"Type": "Resource", "ResourceChange": {
         "Action": "Modify", "LogicalResourceId": "Service", "ResourceType": "AWS::ECS::Service", "Replacement": "True",

@@ -156,7 +156,7 @@ def rewrite_etags(client: Any, operations: set[str]) -> None:
 
     def send_real(params: dict[str, Any], **_: Any) -> None:
         for part in params.get("MultipartUpload", {}).get("Parts", []):
-            part["ETag"] = '"%s"' % real_of.get(part["ETag"].strip('"'), part["ETag"].strip('"'))
+            part["ETag"] = '"{}"'.format(real_of.get(part["ETag"].strip('"'), part["ETag"].strip('"')))
 
     def rewrite(parsed: dict[str, Any], model: Any, **_: Any) -> None:
         if model.name not in operations:

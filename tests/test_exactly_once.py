@@ -19,8 +19,6 @@ import random
 import uuid
 from typing import Any
 
-import pytest
-
 from s3sync.contract import Status
 from s3sync.local.servers import RcloneS3Server
 from s3sync.transfer.completion import Completer

@@ -192,7 +192,7 @@ def test_rclone_multipart_etags_parts_ranges_and_metadata(rclone_server, boto_cl
         etags.append(etag)
     listed = s3.list_parts(Bucket="dst", Key="big.bin", UploadId=upload)["Parts"]
     assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed] == [
-        (i, e, len(d)) for i, (e, d) in enumerate(zip(etags, parts), 1)]
+        (i, e, len(d)) for i, (e, d) in enumerate(zip(etags, parts, strict=True), 1)]
     done = s3.complete_multipart_upload(Bucket="dst", Key="big.bin", UploadId=upload, MultipartUpload={
         "Parts": [{"PartNumber": i, "ETag": e} for i, e in enumerate(etags, 1)]})
     expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"

@@ -187,7 +187,8 @@ def test_index_query_follows_every_write_as_a_scan_sees_it(ddb: Any) -> None:
     def indexed(att: str, **kwargs: Any) -> list[str]:
         out, extra = [], {}
         while True:
-            resp = ddb.query(TableName=name, IndexName="Att", KeyConditionExpression="att = :a" + kwargs.get("cond", ""),
+            resp = ddb.query(TableName=name, IndexName="Att",
+                             KeyConditionExpression="att = :a" + kwargs.get("cond", ""),
                              ExpressionAttributeValues={":a": {"S": att}, **kwargs.get("values", {})},
                              Limit=2, **extra)
             assert all(set(i) == {"pk", "att", "at"} for i in resp["Items"])  # KEYS_ONLY

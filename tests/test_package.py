@@ -56,7 +56,8 @@ def one_line_error(result: Result, code: int = 1) -> str:
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return do_package(tmp_path_factory.mktemp("pkg") / "out", image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/s3sync:1")
+    return do_package(tmp_path_factory.mktemp("pkg") / "out",
+                      image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/s3sync:1")
 
 
 def copy_sources(target: Path, *, mode: int, mtime: int, reverse: bool) -> Path:
@@ -221,7 +222,8 @@ def test_templates_carry_the_code_location_as_parameter_defaults(packaged: Any) 
 def test_templates_stay_under_cloudformation_size_limits(fmt: str) -> None:
     """Inline (TemplateBody) 51,200 bytes, from S3 1 MB; with the longest code location defaults, in both formats."""
     longest = StackConfig(code_bucket="b" * 63, code_key="k/" * 300 + "s3sync-functions-0123456789abcdef.zip",
-                          image_uri="123456789012.dkr.ecr.ap-southeast-7.amazonaws.com/" + "r" * 200 + ":" + "t" * 128)  # fmt: skip
+                          image_uri="123456789012.dkr.ecr.ap-southeast-7.amazonaws.com/" + "r" * 200 + ":"
+                          + "t" * 128)
     for config in (None, longest):
         for name, text in render_all(config, fmt).items():
             size = len(text.encode("utf-8"))
@@ -240,7 +242,8 @@ def test_package_uploads_and_prints_template_urls_and_links(fresh_moto: Any, bot
     s3 = boto_client("s3")
     s3.create_bucket(Bucket="code-bucket")
     result = run("package", "--out", str(tmp_path), "--bucket", "code-bucket", "--prefix", "/s3sync/v1",
-                 "--endpoint-url", fresh_moto.endpoint_url, "--param", "MaxTasks=20", "--param", "ecs.MinTasks=0")  # fmt: skip
+                 "--endpoint-url", fresh_moto.endpoint_url, "--param", "MaxTasks=20",
+                 "--param", "ecs.MinTasks=0")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "package.json").read_text())
     key = manifest["lambda"]["code_key"]

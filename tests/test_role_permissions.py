@@ -226,7 +226,7 @@ def combinations(docs: dict[str, dict[str, Any]]) -> Iterator[dict[str, dict[str
             choices.append((stem, name, values))
     for picked in itertools.product(*(values for _, _, values in choices)):
         out: dict[str, dict[str, str]] = {stem: {} for stem in docs}
-        for (stem, name, _), value in zip(choices, picked):
+        for (stem, name, _), value in zip(choices, picked, strict=True):
             out[stem][name] = value
         yield out
 

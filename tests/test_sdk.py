@@ -6,10 +6,10 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import shutil
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from s3sync import sdk
 from s3sync.errors import UserError

@@ -309,7 +309,8 @@ def test_checkov_skip_reasons_are_true_of_the_templates(docs):
     assert "DestCredentialsPolicy" in CHECKOV_SKIPS["CKV_AWS_149"]
     assert "DestCredentialsPolicy" in docs["ecs.yaml"]["Resources"]
     # CKV_AWS_88: 0.0.0.0/0 needs SshFromAnywhere, by a rule
-    assert "SshFromAnywhere" in CHECKOV_SKIPS["CKV_AWS_88"] and "SshFromAnywhereOnlyWhenAsked" in docs["ecs.yaml"]["Rules"]
+    assert "SshFromAnywhere" in CHECKOV_SKIPS["CKV_AWS_88"]
+    assert "SshFromAnywhereOnlyWhenAsked" in docs["ecs.yaml"]["Rules"]
     # CKV_AWS_26: every unencrypted topic it skips has a topic policy admitting its alarm only
     for where, topic in resources(docs, "AWS::SNS::Topic").items():
         if "CKV_AWS_26" in skipped(topic):

@@ -16,10 +16,12 @@ from __future__ import annotations
 import functools
 import os
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, seed, settings, strategies as st
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from tests.simulation import KEYS, SIZES, STALE_AFTER, InvariantViolation, World
@@ -39,7 +41,7 @@ def checked(step: Callable[..., None]) -> Callable[..., None]:
     """A broken invariant (a BaseException inside the engine, so nothing there swallows it) becomes an
     AssertionError here, which Hypothesis shrinks; the world is then left alone (no settling)."""
     @functools.wraps(step)
-    def run(self: "ControlPlane", *args: Any, **kwargs: Any) -> None:
+    def run(self: ControlPlane, *args: Any, **kwargs: Any) -> None:
         STEPS_RUN[0] += step.__name__ != "accounting"
         try:
             step(self, *args, **kwargs)

@@ -21,7 +21,7 @@ from botocore.config import Config
 from s3sync.local.link import MB, Link, LinkProfile
 from s3sync.transfer.checksums import strip_etag
 from s3sync.transfer.copier import copy_part, copy_whole
-from s3sync.transfer.endpoints import Endpoint, s3_config, share_models
+from s3sync.transfer.endpoints import s3_config, share_models
 from s3sync.transfer.message import PartMessage
 from s3sync.transfer.worker import Worker
 from tests.test_link import _seed_for

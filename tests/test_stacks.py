@@ -14,8 +14,7 @@ import pytest
 from awacs.aws import Action
 from troposphere import Sub, Template
 
-from s3sync.stacks import EcsStack, Ids, LambdaStack, StackConfig, build_ecs, build_lambda, render, render_all
-from s3sync.stacks import iam
+from s3sync.stacks import EcsStack, Ids, LambdaStack, StackConfig, build_ecs, build_lambda, iam, render, render_all
 from s3sync.stacks.config import ROLE_KEYS
 
 KEY_ARN = "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cfn_flip
 import pytest
@@ -203,7 +204,8 @@ def test_scale_functions_touch_only_the_one_service(lam: dict[str, Any]) -> None
                     # service/<cluster>/<service>: the cluster imported, the service's name from the settings
                     # parameter (a LaunchType change replaces the service: its name may not be an import)
                     [(text, names)] = [r["Fn::Sub"] for r in st["Resource"]]
-                    assert text == "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/${Cluster}/${Service}"
+                    assert text == ("arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}"
+                                    ":service/${Cluster}/${Service}")
                     assert names["Cluster"] == {"Fn::ImportValue": {"Fn::Sub": "${EcsStackName}-ClusterName"}}
                     assert names["Service"] == {"Fn::Select": [0, {"Fn::Split": ["|", {"Ref": "EcsSettings"}]}]}
 
@@ -739,7 +741,8 @@ def test_lambda_imports_nothing_a_parameter_or_an_update_can_change(ecs: dict[st
     assert "DestBucket" in set(_references(ecs["Outputs"]["DestBucket"]["Value"]))
 
 
-def test_what_may_change_reaches_lambda_through_the_settings_parameter(ecs: dict[str, Any], lam: dict[str, Any]) -> None:
+def test_what_may_change_reaches_lambda_through_the_settings_parameter(ecs: dict[str, Any],
+                                                                      lam: dict[str, Any]) -> None:
     """ecs.yaml writes the fields in SETTINGS_FIELDS order; each function variable of lambda.yaml picks its own."""
     param = ecs["Resources"]["SettingsParameter"]
     assert param["Type"] == "AWS::SSM::Parameter" and "Condition" not in param

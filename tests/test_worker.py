@@ -9,9 +9,9 @@ import os
 import threading
 import time
 import uuid
+from typing import Any
 
 import pytest
-from typing import Any
 
 from s3sync.contract import Status
 from s3sync.local.servers import RcloneS3Server

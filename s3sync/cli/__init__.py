@@ -140,6 +140,4 @@ def ask_secret(what: str) -> str:
 
 
 # Each area registers its commands on `cli`; imported last so that they can import `cli` from here.
-from s3sync.cli import deploy, local, templates  # noqa: E402,F401
-from s3sync.cli import ops  # noqa: E402,F401
-from s3sync.cli import image  # noqa: E402,F401
+from s3sync.cli import deploy, image, local, ops, templates  # noqa: E402,F401

@@ -29,8 +29,8 @@ _PARAM_OPTION = click.option(
 
 def _options(*options):
     def decorate(fn):
-        for option in reversed(options):
-            fn = option(fn)
+        for add in reversed(options):
+            fn = add(fn)
         return fn
 
     return decorate
@@ -79,7 +79,7 @@ def _print_package(result) -> None:
         return
     up = result.upload
     click.echo(f"uploaded to    s3://{up.bucket}/{up.prefix} ({up.region}); CodeKey {result.code_key}")
-    for name, url in up.template_urls.items():
+    for url in up.template_urls.values():
         click.echo(f"template URL:  {url}")
     for link in up.links:
         click.echo(f"quick-create {link.template} (stack {link.stack_name}):")

@@ -33,8 +33,8 @@ _STUCK_OPTION = click.option(
 
 def _options(*options):
     def decorate(fn):
-        for option in reversed(options):
-            fn = option(fn)
+        for add in reversed(options):
+            fn = add(fn)
         return fn
 
     return decorate

@@ -10,9 +10,10 @@ seconds: the runner winds down, the objects' states are printed and the exit sta
 at once.
 
 `--from DIR` uploads the regular files under DIR, keys relative to it. Symbolic links are not followed unless
-`follow_links` (`-L`, as rclone's `--copy-links`): then links to files and to directories are followed. Whatever is not uploaded is counted by reason and reported, never a traceback:
-links (without -L), dangling links, links back to a directory above (loops), names that are not UTF-8 (an S3 key is
-UTF-8), special files (sockets, FIFOs, devices), and what cannot be read.
+`follow_links` (`-L`, as rclone's `--copy-links`): then links to files and to directories are followed. Whatever is
+not uploaded is counted by reason and reported, never a traceback: links (without -L), dangling links, links back
+to a directory above (loops), names that are not UTF-8 (an S3 key is UTF-8), special files (sockets, FIFOs,
+devices), and what cannot be read.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import stat
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -260,7 +262,7 @@ class Interrupts:
         self.runner: LocalRunner | None = None
         self._previous: Any = None
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_signal)
         return self

@@ -29,13 +29,12 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
-
 
 log = logging.getLogger("s3sync.local.iam")
 
@@ -84,11 +83,11 @@ class Role:
                 "statements": [asdict(s) | {"doc": dict(s.doc)} for s in self.statements]}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Role":
+    def from_json(cls, data: Mapping[str, Any]) -> Role:
         return cls(data["name"], data["arn"], tuple(Stmt(s["source"], s["doc"], bool(s.get("resource_based")))
                                                      for s in data["statements"]), data.get("session", "local"))
 
-    def without(self, action: str) -> "Role":
+    def without(self, action: str) -> Role:
         """This role with `action` removed from every Allow statement (tests: what the run does without it)."""
         out = []
         for s in self.statements:
@@ -167,7 +166,7 @@ def _arn_like(value: str, pattern: str) -> bool:
     got, want = str(value).split(":", 5), str(pattern).split(":", 5)
     if len(got) != 6 or len(want) != 6:
         return False
-    return all(_like_pattern(w).fullmatch(g) is not None for g, w in zip(got, want))
+    return all(_like_pattern(w).fullmatch(g) is not None for g, w in zip(got, want, strict=True))
 
 
 def _number(text: Any) -> float:
@@ -243,11 +242,8 @@ def conditions_hold(block: Mapping[str, Mapping[str, Any]], context: Mapping[str
                 return False
             got = _as_list(ctx[key.lower()])
 
-            def holds(v: Any) -> bool:
-                matched = any(test(v, p) for p in values)
-                return not matched if negated else matched
-
-            ok = all(holds(v) for v in got) if qualifier == "ForAllValues" else any(holds(v) for v in got)
+            held = [any(test(v, p) for p in values) != negated for v in got]  # each value, negation applied
+            ok = all(held) if qualifier == "ForAllValues" else any(held)
             if not ok:
                 return False
     return True
@@ -713,7 +709,7 @@ class Enforcer:
         return path
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Enforcer":
+    def from_file(cls, path: str | Path) -> Enforcer:
         """In a worker process: the role the runner wrote; refusals go to its denials file, and the calls made are
         written to `<calls>-<pid>.json` when the process exits."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -143,7 +143,7 @@ def _patch_transactions() -> bool:
         undo = _Undo(self)
         index = -1
         try:  # phase 2: the writes, as moto makes them
-            for index, op_type, op, key, table, current in ops:
+            for index, op_type, op, key, table, current in ops:  # noqa: B007 - `index` is read after a failure
                 undo.remember(table, key, current)
                 names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
                 condition = op.get("ConditionExpression")
@@ -419,7 +419,7 @@ def _patch_sqs_clock() -> bool:
     return True
 
 
-# --- S3 -----------------------------------------------------------------------------------------------------------------
+# --- S3 ---------------------------------------------------------------------------------------------------------------
 def _patch_no_such_upload() -> bool:
     import moto.s3.models as models  # noqa: PLC0415
     from moto.s3.exceptions import NoSuchUpload  # noqa: PLC0415

@@ -83,7 +83,7 @@ def _numeric(arg: Any, value: Any) -> bool:
     if not isinstance(arg, list) or not arg or len(arg) % 2:
         raise PatternError(f"'numeric' needs [op, number, ...], got {arg!r}")
     checks = []
-    for op, bound in zip(arg[::2], arg[1::2]):
+    for op, bound in zip(arg[::2], arg[1::2], strict=True):
         if op not in _NUMERIC_OPS or not _is_number(bound):
             raise PatternError(f"bad numeric comparison {op!r} {bound!r}")
         checks.append((op, bound))

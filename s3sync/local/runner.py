@@ -28,11 +28,12 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -59,8 +60,6 @@ from s3sync.local import alarms, events, patterns
 from s3sync.local.cfn import LocalStacks, lambda_runtime_environment
 from s3sync.local.iam import ROLE_POLICY_ENV, CallLedger, Denial, Enforcer, Request, Where, service_decision
 from s3sync.local.servers import MotoServer
-from s3sync.stacks import STACKS, StackConfig
-from s3sync.stacks.common import Ids
 from s3sync.local.streams import StreamReader
 from s3sync.local.workers import (
     ContainerWorker,
@@ -72,6 +71,8 @@ from s3sync.local.workers import (
     stop_all,
     task_launch,
 )
+from s3sync.stacks import STACKS, StackConfig
+from s3sync.stacks.common import Ids
 from s3sync.transfer import logs
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
@@ -244,7 +245,7 @@ class LocalRunner:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, on_tick: Callable[["LocalRunner"], None] | None = None) -> Summary:
+    def run(self, on_tick: Callable[[LocalRunner], None] | None = None) -> Summary:
         """Set up, serve until stopped (or idle with until_idle), tear down; returns what happened."""
         start = time.monotonic()
         with self._stack:
@@ -610,7 +611,7 @@ class LocalRunner:
                 resp = sqs.receive_message(QueueUrl=self.r.events_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
                 messages = resp.get("Messages", [])
                 done = pool.map(lambda m: self._try_invoke("splitter", json.loads(m["Body"])), messages)
-                for m, ok in zip(messages, list(done)):
+                for m, ok in zip(messages, list(done), strict=True):
                     if ok:  # a failed event comes back after the queue's visibility timeout, as a Lambda retry would
                         sqs.delete_message(QueueUrl=self.r.events_url, ReceiptHandle=m["ReceiptHandle"])
             else:
@@ -619,7 +620,7 @@ class LocalRunner:
                 listing = time.monotonic() - listed_at
                 evts = [events.s3_object_created(self.o.source.name, o["Key"], int(o["Size"]), o["ETag"].strip('"'),
                                                  region=REGION) for o in new]
-                for obj, ok in zip(new, list(pool.map(lambda e: self._try_invoke("splitter", e), evts))):
+                for obj, ok in zip(new, list(pool.map(lambda e: self._try_invoke("splitter", e), evts)), strict=True):
                     if ok:
                         self._seen_objects.add((obj["Key"], obj["ETag"]))
                 if self.o.propagate_deletes:  # no notifications here: a key no longer listed was deleted

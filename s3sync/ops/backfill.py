@@ -7,13 +7,14 @@ resources of `--stack` or of `s3sync local`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from s3sync.errors import UserError
 from s3sync.ops.context import Target
 from s3sync.package import aws_errors
 from s3sync.transfer.errors import TransferError
-from s3sync.transfer.finder import FindResult, Finder
+from s3sync.transfer.finder import Finder, FindResult
 from s3sync.transfer.reattempt import Reattempter
 
 

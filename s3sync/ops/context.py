@@ -70,7 +70,7 @@ class Target:
                             config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5,
                                           read_timeout=60, user_agent_extra="s3sync-ops"), **kwargs)
 
-    def need(self, *names: str, doing: str) -> "Target":
+    def need(self, *names: str, doing: str) -> Target:
         missing = [n for n in names if not getattr(self, n)]
         if missing:
             opts = ", ".join("--" + n.replace("_", "-") for n in missing)

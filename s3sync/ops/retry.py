@@ -26,7 +26,7 @@ from s3sync.package import aws_errors
 from s3sync.transfer.errors import MalformedMessage, TransferError
 from s3sync.transfer.ledger import Job, Ledger
 from s3sync.transfer.message import decode
-from s3sync.transfer.reattempt import ReattemptResult, Reattempter
+from s3sync.transfer.reattempt import Reattempter, ReattemptResult
 
 log = logging.getLogger("s3sync.retry")
 

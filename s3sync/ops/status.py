@@ -52,7 +52,7 @@ class JobView:
     stuck: bool
 
     @classmethod
-    def of(cls, job: Job, now: float, stuck_after: float) -> "JobView":
+    def of(cls, job: Job, now: float, stuck_after: float) -> JobView:
         if job.status == Status.DONE:
             rate = job.size / max(1.0, job.updated_at - job.created_at)
             eta: float | None = 0.0

@@ -12,23 +12,42 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from troposphere import And, Base64, Equals, GetAtt, If, Join, Not, NoValue, Ref, Select, Split, Sub, Tags, Template
-from troposphere import autoscaling, dynamodb, ec2, ecs, sqs, ssm
-from troposphere.iam import InstanceProfile
-from troposphere.secretsmanager import ResourcePolicy, Secret
-
 import awacs.dynamodb as ddb
 from awacs.aws import Action
+from troposphere import (
+    And,
+    Base64,
+    Equals,
+    GetAtt,
+    If,
+    Join,
+    Not,
+    NoValue,
+    Ref,
+    Select,
+    Split,
+    Sub,
+    Tags,
+    Template,
+    autoscaling,
+    dynamodb,
+    ec2,
+    ecs,
+    sqs,
+    ssm,
+)
+from troposphere.iam import InstanceProfile
+from troposphere.secretsmanager import ResourcePolicy, Secret
 
 from s3sync import contract
 from s3sync.contract import Env
 from s3sync.stacks import iam, sizes
 from s3sync.stacks.common import (
     OPTIONAL_MARK,
-    SETTINGS_FIELDS,
-    Exports,
     QUEUE_SENDERS,
     SECRET_READERS,
+    SETTINGS_FIELDS,
+    Exports,
     Ids,
     StackBuilder,
     marked,
@@ -147,8 +166,8 @@ class EcsStack(StackBuilder):
                    ConstraintDescription=f"any text without {OPTIONAL_MARK!r}")
         self.param("DestEndpointUrl", G_DEST, "Destination endpoint URL (optional)",
                    "S3 endpoint of the destination (e.g. https://s3.cn-north-1.amazonaws.com.cn); empty for the "
-                   "region's public endpoint. https:// only: the copies travel with their payload unsigned (Content-MD5 "
-                   "carries integrity), so only TLS keeps them secret.", Default="", MaxLength=2048,
+                   "region's public endpoint. https:// only: the copies travel with their payload unsigned "
+                   "(Content-MD5 carries integrity), so only TLS keeps them secret.", Default="", MaxLength=2048,
                    AllowedPattern=DEST_ENDPOINT_PATTERN, ConstraintDescription="empty, or an https:// URL")
         self.param("DestAccessKeyId", G_DEST, "China access key ID",
                    "Access key ID of an IAM user in the China account allowed to write the destination bucket; kept "
@@ -498,7 +517,7 @@ class EcsStack(StackBuilder):
         self.add(InstanceProfile(Ids.INSTANCE_PROFILE, Condition=IS_EC2, Roles=[Ref(Ids.INSTANCE_ROLE)]))
 
     def add_launch_template(self) -> None:
-        user_data = Base64(Sub("#!/bin/bash\necho ECS_CLUSTER=${%s} >> /etc/ecs/ecs.config\n" % Ids.CLUSTER))
+        user_data = Base64(Sub(f"#!/bin/bash\necho ECS_CLUSTER=${{{Ids.CLUSTER}}} >> /etc/ecs/ecs.config\n"))
         data = ec2.LaunchTemplateData(
             ImageId=Ref("AmiId"),
             InstanceType=Ref("InstanceType"),

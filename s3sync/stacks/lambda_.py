@@ -12,11 +12,23 @@ from typing import Any
 
 import awacs.dynamodb as ddb
 from awacs.aws import Action, Bool, Condition, Deny, Principal, Statement
-from troposphere import Equals, GetAtt, If, NoValue, Not, Ref, Sub, Template
-from troposphere import awslambda, cloudwatch, events, s3, sns, sqs
+from troposphere import (
+    Equals,
+    GetAtt,
+    If,
+    Not,
+    NoValue,
+    Ref,
+    Sub,
+    Template,
+    awslambda,
+    cloudwatch,
+    events,
+    s3,
+    sns,
+    sqs,
+)
 from troposphere.iam import PolicyType
-
-from s3sync.stacks.operations import OperationsSteps
 
 from s3sync import contract
 from s3sync.contract import Env
@@ -35,6 +47,7 @@ from s3sync.stacks.common import (
     skip_checks,
 )
 from s3sync.stacks.config import StackConfig
+from s3sync.stacks.operations import OperationsSteps
 
 G_SOURCE = "Source"
 G_CODE = "Stacks and code"
@@ -427,7 +440,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
             Effect=Deny,
             Principal=Principal("*"),
             Action=[Action("s3", "*")],
-            Resource=[GetAtt(Ids.BUCKET, "Arn"), Sub("${%s.Arn}/*" % Ids.BUCKET)],
+            Resource=[GetAtt(Ids.BUCKET, "Arn"), Sub(f"${{{Ids.BUCKET}.Arn}}/*")],
             Condition=Condition(Bool("aws:SecureTransport", "false")),
         )
         self.add(s3.BucketPolicy(Ids.BUCKET_POLICY, Bucket=Ref(Ids.BUCKET), PolicyDocument=iam.document([deny])))

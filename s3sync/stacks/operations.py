@@ -24,8 +24,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from troposphere import Equals, GetAtt, If, Not, NoValue, Ref, Select, Split, Sub
-from troposphere import awslambda, cloudwatch, events, s3, ssm
+from troposphere import (
+    Equals,
+    GetAtt,
+    If,
+    Not,
+    NoValue,
+    Ref,
+    Select,
+    Split,
+    Sub,
+    awslambda,
+    cloudwatch,
+    events,
+    s3,
+    ssm,
+)
 from troposphere.iam import ManagedPolicy
 
 from s3sync import contract

@@ -27,8 +27,9 @@ a permanent one marks the job FAILED, whose stream record brings (b): abort the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from s3sync.contract import Status
 from s3sync.transfer.checksums import is_md5_etag, multipart_etag, strip_etag
@@ -175,7 +176,8 @@ class Completer:
         """Parts counted whose bytes the destination does not hold (missing, or another size or MD5): take them
         back and send them again; the job returns to COPYING and completes once they are counted."""
         numbers = [p.part for p in wrong]
-        detail = f"destination holds other parts than the ledger for {numbers[:10]} (listed {[listed.get(n) for n in numbers[:3]]})"
+        seen = [listed.get(n) for n in numbers[:3]]
+        detail = f"destination holds other parts than the ledger for {numbers[:10]} (listed {seen})"
         if self.requeue is None:
             raise PermanentError(detail)
         for record in wrong:

@@ -4,9 +4,10 @@ by its copy threads x the part size.
 
 Performance (bench/, README "Performance"): the bytes go from the socket straight into the part buffer
 (`readinto`, no intermediate chunk objects), the MD5 is updated from that buffer as it fills, and the same buffer
-is handed to UploadPart as a file (`PartBody`), so that a part is sent block by block: see there why. `copy_part`/`copy_whole` reuse one buffer per copy thread across parts of the
-same size (every part of a plan but the last), which saves allocating and page-faulting a fresh part-sized buffer
-per part; the bound stays copy threads x part size.
+is handed to UploadPart as a file (`PartBody`), so that a part is sent block by block: see there why.
+`copy_part`/`copy_whole` reuse one buffer per copy thread across parts of the same size (every part of a plan but
+the last), which saves allocating and page-faulting a fresh part-sized buffer per part; the bound stays copy threads
+x part size.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from s3sync.transfer.endpoints import Endpoint
 from s3sync.transfer.errors import CredentialsError, classify
@@ -33,7 +34,7 @@ class DestClient:
         self.rotations = 0
 
     @classmethod
-    def fixed(cls, client: Any) -> "DestClient":
+    def fixed(cls, client: Any) -> DestClient:
         """A client whose credentials never rotate (tests, benchmarks)."""
         return cls(Endpoint(), lambda _ep: client)
 

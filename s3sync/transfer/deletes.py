@@ -20,8 +20,9 @@ with propagation switched on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote_plus
 
 from s3sync.transfer.credentials import DestClient

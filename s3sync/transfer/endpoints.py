@@ -7,8 +7,9 @@ side carries its own region, endpoint URL and credentials. Credentials are kept 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -27,7 +28,7 @@ class Endpoint:
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
 
-    def with_credentials(self, access_key_id: str, secret_access_key: str) -> "Endpoint":
+    def with_credentials(self, access_key_id: str, secret_access_key: str) -> Endpoint:
         return replace(self, access_key_id=access_key_id, secret_access_key=secret_access_key, session_token=None)
 
     def describe(self) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     IncompleteReadError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from urllib3.exceptions import HTTPError as Urllib3HTTPError, ProtocolError
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import ProtocolError
 
 
 class TransferError(Exception):

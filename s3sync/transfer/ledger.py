@@ -170,7 +170,7 @@ class Job:
         return self.upload_id != NO_UPLOAD
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> "Job":
+    def from_item(cls, item: dict[str, Any]) -> Job:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in item.items() if k in known})
 

@@ -98,7 +98,7 @@ class MetricsLogger:
         self.logger = metrics_logger(stream)
 
     @classmethod
-    def for_queue(cls, queue_url: str, stream: IO[str] | None = None) -> "MetricsLogger":
+    def for_queue(cls, queue_url: str, stream: IO[str] | None = None) -> MetricsLogger:
         """The logger of one deployment: dimension `Queue` = the part queue's name (the last part of its URL)."""
         name = queue_url.rstrip("/").rsplit("/", 1)[-1] or "unknown"
         return cls(METRICS_NAMESPACE, {METRICS_DIMENSION: name}, stream)

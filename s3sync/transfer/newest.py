@@ -14,7 +14,8 @@ repairs. Completion runs it for the copies it completes, the splitter for the sm
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from s3sync.contract import Status
 from s3sync.transfer.credentials import DestClient

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import boto3
 import botocore.session
@@ -112,7 +113,7 @@ class Runtime:
             self._on_client(side, client)
         return client
 
-    def warm(self) -> "Runtime":
+    def warm(self) -> Runtime:
         """Make the clients every function needs now rather than on the first event: what a Lambda execution
         environment's INIT phase does with clients made outside the handler (a fresh boto3 session loads its
         service models: ~0.4 s for the S3 pair and the control plane, measured on the splitter's first event).

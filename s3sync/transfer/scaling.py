@@ -11,8 +11,9 @@ service's desired and running task counts as embedded-metric-format lines (`repo
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from s3sync.contract import Metric
 from s3sync.transfer.events import AlarmChange

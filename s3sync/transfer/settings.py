@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from s3sync.contract import (
     DEFAULT_INLINE_MAX_BYTES,
@@ -45,7 +45,7 @@ class Settings:
     finder_cursor: str = ""  # SSM parameter: where the scheduled finder's last run stopped ("": none kept)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
         def num(name: str, default: int, low: int = 0) -> int:
             raw = env.get(name, "")
             if raw == "":
@@ -85,7 +85,7 @@ class Settings:
             finder_cursor=env.get(Env.FINDER_CURSOR, ""),
         )
 
-    def require(self, *names: str) -> "Settings":
+    def require(self, *names: str) -> Settings:
         """Fail with one clear message naming every missing setting a component needs."""
         env_of = {
             "queue_url": Env.QUEUE_URL, "transfers_table": Env.TRANSFERS_TABLE, "parts_table": Env.PARTS_TABLE,

@@ -23,8 +23,8 @@ conditional put (no part message, worker, stream record or completion: a fractio
 verified as a worker's is (the ETag is the MD5 sent unless SSE-KMS; the destination checked Content-MD5). Written
 again by a repeated event, a small object is copied again (the same bytes) before the put finds its job: cheaper
 than asking the ledger first for every object; when that job is DONE the newest-version check runs again, since a
-late event for an old version has just written that version over whatever the key held. A refusal makes a FAILED job (the completion function then sends
-the notice); a passing error raises, and the event is delivered again.
+late event for an old version has just written that version over whatever the key held. A refusal makes a FAILED job
+(the completion function then sends the notice); a passing error raises, and the event is delivered again.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Status

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from s3sync.contract import Status
 from s3sync.transfer.errors import PermanentError

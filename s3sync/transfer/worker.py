@@ -51,18 +51,19 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from s3sync.contract import Status
 from s3sync.transfer.copier import CopiedPart, copy_message
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import CredentialsError, MalformedMessage, PermanentError, classify, side_of
-from s3sync.contract import Status
 from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, Outcome, PartRecord
 from s3sync.transfer.message import PartMessage, decode
-from s3sync.transfer.plan import plan
 from s3sync.transfer.metrics import MetricsLogger
+from s3sync.transfer.plan import plan
 
 log = logging.getLogger("s3sync.worker")
 
