@@ -299,8 +299,8 @@ def cpu_line(cpu: dict[str, float]) -> str:
     return " ".join(f"{short[k]} {v:.1f}" for k, v in cpu.items() if k in short and (v or k == "other_processes"))
 
 
-#: the local runner's queues that stand in for something AWS does without a queue request of ours (SQS calls on them
-#: are told apart: "SQS.ReceiveMessage@notifications"): the completion topic's e-mail, and S3's event delivery
+#: SQS calls are told apart by queue ("SQS.ReceiveMessage@notifications"): the runner's notifications queue stands in
+#: for the completion topic's e-mail (no queue request in AWS); the event queue is the stacks' (bench/cost.py)
 LOCAL_QUEUES = {"notifications": "notifications", "events": "s3-events", "intake": "intake"}
 
 

@@ -14,10 +14,12 @@ there is no network here):
   left out as theirs is).
 - SNS: $0.50 per million Publish requests; each e-mail delivered costs $2.00 per 100,000 more (per subscriber):
   printed apart, since it depends on who subscribed.
-Requests of the local stand-ins that have no request of ours in AWS are listed but not priced: the runner's queue
-that receives the completion topic's notices (in AWS: e-mail), its queue of S3 notifications (in AWS: S3 invokes
-the function), CloudWatch alarm evaluation (the runner's GetQueueAttributes on the part queue is priced, as the
-alarm's metrics are not requests), ECS DescribeServices, stream reads.
+The event queue's requests are priced: in AWS S3 sends each notification as one SendMessage (billed to the queue's
+owner; the runner's lister stands in for it one for one) and the event source mapping receives and deletes them
+in batches. Requests of the local stand-ins that have no request of ours in AWS are listed but not priced: the
+runner's queue that receives the completion topic's notices (in AWS: e-mail), CloudWatch alarm evaluation (the
+runner's GetQueueAttributes on the part queue is priced, though an alarm's metrics are not requests), ECS
+DescribeServices, stream reads.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def priced_requests(control_plane: dict[str, Any]) -> dict[str, Any]:
         service, _, action = name.partition(".")
         service = {"dynamo": "dynamodb"}.get(service.lower(), service.lower())  # moto's DynamoHandler
         action, _, queue = action.partition("@")
-        if service == "sqs" and queue in ("queue", ""):
+        if service == "sqs" and queue in ("queue", "s3-events", ""):
             sqs += n
         elif service == "dynamodb" and action in WRITES:
             wru += WRITES[action] * n

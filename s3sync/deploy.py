@@ -36,13 +36,13 @@ from typing import Any
 from s3sync.errors import UserError
 from s3sync.package import (
     DEFAULT_OUT,
-    INLINE_TEMPLATE_LIMIT,
     NO_REGION,
     PackageResult,
     aws_errors,
     check_bucket_name,
     client_factory,
     do_package,
+    inline_body,
     load_template,
     normalize_prefix,
     redact,
@@ -732,9 +732,7 @@ def _deploy(
                 "created")
             continue
         template = f"{stem}.yaml"
-        body = None
-        if package.template_sizes[template] <= INLINE_TEMPLATE_LIMIT:
-            body = package.templates[template].read_text(encoding="utf-8")
+        body = inline_body(package.documents[stem])
         outcome = apply_stack(cf, name, states[name], up.template_urls[template], params, caps, say, secrets, poll_s,
                               timeout_s, execute=execute, yes=yes, confirm=confirm, template_body=body)  # fmt: skip
         outcomes.append(outcome)

@@ -466,6 +466,12 @@ def do_package(
     )
     s3 = clients("s3")
     code_version = upload_file(s3, bucket, code_key, zip_path, "application/zip", owner)
+    if code_version and "CodeVersion" in documents["lambda"].get("Parameters", {}):
+        # a versioned bucket: the Lambda link launches the zip just uploaded (S3ObjectVersion), not whatever a later
+        # PUT leaves at the key; the links were checked above, this adds one known parameter
+        lambda_params = {**lambda_params, "CodeVersion": code_version}
+        links = do_links(s3_url(bucket, region, prefix), region, ecs_stack_name, lambda_stack_name,
+                         ecs_parameters=ecs_params, lambda_parameters=lambda_params, documents=documents)
     for name, path in templates.items():
         upload_file(s3, bucket, f"{prefix}{name}", path, "application/x-yaml", owner)
     upload = Upload(
@@ -483,6 +489,14 @@ def do_package(
 def load_template(text: str) -> dict[str, Any]:
     """A rendered template (long-form intrinsics, plain YAML or JSON) as a dict; libyaml's parser when present."""
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+
+
+def inline_body(document: Mapping[str, Any]) -> str | None:
+    """The template as compact JSON for TemplateBody, or None when even that is over INLINE_TEMPLATE_LIMIT. The same
+    template as the checked-in YAML (CloudFormation reads either format), without indentation or comments: the YAML
+    of the Lambda stack is over the inline limit, its JSON is not."""
+    body = json.dumps(document, separators=(",", ":"), sort_keys=True)
+    return body if len(body.encode("utf-8")) <= INLINE_TEMPLATE_LIMIT else None
 
 
 # --- AWS (boto3 is imported here only, when something is uploaded or deployed) ---------------------------------------
@@ -715,6 +729,7 @@ def parse_key_values(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 __all__ = [
     "INLINE_TEMPLATE_LIMIT",
+    "inline_body",
     "LAMBDA_SOURCES",
     "S3_TEMPLATE_LIMIT",
     "PackageResult",

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
@@ -518,6 +519,10 @@ def test_code_bucket_owner_is_checked_code_pinned_by_version_and_templates_inlin
     assert len(change_sets) == 2 and all("TemplateBody" in p and "TemplateURL" not in p for p in change_sets)
     version = s3.head_object(Bucket="code-bucket", Key=result.package.code_key)["VersionId"]
     assert result.package.upload is not None and result.package.upload.code_version == version
+    queries = {link.template: parse_qs(urlsplit(link.url).fragment.partition("?")[2])
+               for link in result.package.upload.links}  # fmt: skip
+    assert queries["lambda.yaml"]["param_CodeVersion"] == [version]  # the quick-create link launches this zip too
+    assert "param_CodeVersion" not in queries["ecs.yaml"]
     lam_params = {p["ParameterKey"]: p["ParameterValue"] for p in change_sets[1]["Parameters"]}
     assert lam_params["CodeVersion"] == version and lam_params["CodeKey"] == result.package.code_key
     assert parameter(aws.client("cloudformation"), "lamStackS", "CodeVersion") == version

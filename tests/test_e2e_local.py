@@ -112,7 +112,7 @@ def test_awkward_objects_arrive_identical_through_moto_notifications(moto_server
     check_identical(runner, summary, objects, prefix="copied/")
     multipart = {j.source_key: j.total for j in summary.jobs if j.multipart}
     assert multipart == {"edge/exactly 5 MiB": 1, "edge/5 MiB + 1": 2, "nested/a/b/c/odd-multipart.bin": 3}
-    done = [n for n in summary.notifications if n.get("status") == Status.DONE]
+    done = [n for n in summary.notices if n.get("status") == Status.DONE]
     assert sorted(n["source"] for n in done) == sorted(f"s3://e2e-awkward-src/{k}" for k in objects)
 
 
@@ -127,7 +127,7 @@ def test_every_message_delivered_twice_counts_once(moto_server, rclone_server, t
     assert summary.ok
     check_identical(runner, summary, objects)
     # one completion per object: one DONE notification each, one "done" line in the completion log
-    done = [n for n in summary.notifications if n.get("status") == Status.DONE]
+    done = [n for n in summary.notices if n.get("status") == Status.DONE]
     assert len(done) == len(objects)
     worker_lines = [json.loads(line) for f in (tmp_path / "logs").glob("worker-*.log")
                     for line in f.read_text().splitlines() if line.startswith("{")]
@@ -213,7 +213,7 @@ def test_source_deleted_before_copy_fails_the_job_and_aborts_the_upload(moto_ser
     assert job.status == Status.FAILED and "source object missing" in job.error
     uploads = runner.dest_s3.list_multipart_uploads(Bucket=runner.o.dest.name).get("Uploads", [])
     assert uploads == []
-    failed = [n for n in summary.notifications if n.get("status") == Status.FAILED]
+    failed = [n for n in summary.notices if n.get("status") == Status.FAILED]
     assert len(failed) == 1 and "source object missing" in failed[0]["reason"]
 
 

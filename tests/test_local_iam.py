@@ -439,6 +439,8 @@ def _without(templates: dict[str, Any], stack: str, role: str, action: str) -> d
 @pytest.mark.parametrize("stack, role, action, component", [
     ("lambda", "CompletionRole", "sns:Publish", "function completion"),
     ("ecs", "TaskRole", "sqs:DeleteMessage", "worker"),
+    # the event source mapping polls the event queue with the splitter's role (issue 15)
+    ("lambda", "SplitterRole", "sqs:ReceiveMessage", "splitter event source mapping"),
 ])
 def test_a_role_without_one_action_fails_the_run_with_access_denied_naming_it(moto_server, tmp_path, stack, role,
                                                                              action, component):
@@ -463,6 +465,20 @@ def test_a_role_without_one_action_fails_the_run_with_access_denied_naming_it(mo
     if component == "worker":  # the worker's own log says so too, as AWS's error would
         logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("worker-*.log"))
         assert f"is not authorized to perform: {action}" in logs
+
+
+def test_only_s3_for_the_source_bucket_may_send_to_the_event_queue():
+    """S3 sending a notification (issue 15): the event queue's policy admits s3.amazonaws.com for the source bucket
+    of this account only; another bucket, another account, another service is refused (an explicit deny)."""
+    ls = stacks()
+    statements = ls.resource_statements()
+    queue = ls.lambda_.get_att("EventQueue", "Arn")
+    bucket = f"arn:aws:s3:::{ls.lambda_.ref('SourceBucketName')}"
+    send = Request("sqs:SendMessage", queue)
+    assert service_decision("s3.amazonaws.com", send, statements, bucket, ACCOUNT).allowed
+    assert not service_decision("s3.amazonaws.com", send, statements, "arn:aws:s3:::another-bucket", ACCOUNT).allowed
+    assert not service_decision("s3.amazonaws.com", send, statements, bucket, "111122223333").allowed
+    assert not service_decision("sns.amazonaws.com", send, statements, bucket, ACCOUNT).allowed
 
 
 # --- resource policies that name who may (issue 18 items 1 and 2) -------------------------------------------------
@@ -519,5 +535,6 @@ def test_a_service_request_is_judged_by_the_resource_policy_with_its_source_arn(
     assert not service_decision("cloudwatch.amazonaws.com", publish, statements, alarm, "111122223333").allowed
     assert not service_decision("events.amazonaws.com", publish, statements, alarm, ACCOUNT).allowed
     completion = Enforcer("completion", _with_broad_identity(ls.function_role("completion")), Where(), CallLedger())
+    assert not completion.allows("sqs:SendMessage", ls.lambda_.get_att("EventQueue", "Arn"))  # no forged S3 event
     assert not completion.allows("sns:Publish", topic)
     assert completion.allows("sns:Publish", ls.lambda_.ref("CompletionTopic"))  # its own topic: no such policy

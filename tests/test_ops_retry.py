@@ -212,7 +212,7 @@ def test_local_job_failed_by_a_missing_bucket_completes_after_retry(moto_server)
     for key, data in objects.items():
         got = runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=key)["Body"].read()
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), key
-    statuses = [n.get("status") for n in summary.notifications]
+    statuses = [n.get("status") for n in summary.notices]
     assert statuses.count(Status.FAILED) == 1 and statuses.count(Status.DONE) == 1
     status = CliRunner().invoke(cli, ["status", "--endpoint-url", moto_server.endpoint_url, "--name-prefix", name,
                                       "--json"])

@@ -42,8 +42,8 @@ def test_switches_add_conditional_resources_with_scoped_rights(lam: dict[str, An
     assert params["PropagateDeletes"]["Default"] == "false" and params["FinderSchedule"]["Default"] == ""
     assert params["SourceKmsKeyArn"]["Default"] == ""
     bucket = res["SourceBucket"]["Properties"]["NotificationConfiguration"]
-    assert bucket["LambdaConfigurations"] == [  # the notification itself is untouched
-        {"Event": "s3:ObjectCreated:*", "Function": {"Fn::GetAtt": ["Splitter", "Arn"]}}]
+    assert bucket["QueueConfigurations"] == [  # the notification itself is untouched
+        {"Event": "s3:ObjectCreated:*", "Queue": {"Fn::GetAtt": ["EventQueue", "Arn"]}}]
     assert bucket["EventBridgeConfiguration"] == {
         "Fn::If": ["PropagateDeletesOn", {"EventBridgeEnabled": True}, {"Ref": "AWS::NoValue"}]}
     deletes = res["DeleteRule"]

@@ -27,7 +27,9 @@ from s3sync.package import (
     build_zip,
     do_package,
     dockerfile_sources,
+    inline_body,
     lambda_files,
+    load_template,
     normalize_prefix,
     sdk_entries,
     source_root,
@@ -220,15 +222,18 @@ def test_templates_carry_the_code_location_as_parameter_defaults(packaged: Any) 
 
 @pytest.mark.parametrize("fmt", ["yaml", "json"])
 def test_templates_stay_under_cloudformation_size_limits(fmt: str) -> None:
-    """Inline (TemplateBody) 51,200 bytes, from S3 1 MB; with the longest code location defaults, in both formats."""
+    """From S3 1 MB in both formats; inline (TemplateBody) 51,200 bytes for the compact JSON deploy sends; with the
+    longest code location defaults."""
     longest = StackConfig(code_bucket="b" * 63, code_key="k/" * 300 + "s3sync-functions-0123456789abcdef.zip",
                           image_uri="123456789012.dkr.ecr.ap-southeast-7.amazonaws.com/" + "r" * 200 + ":"
                           + "t" * 128)
     for config in (None, longest):
         for name, text in render_all(config, fmt).items():
             size = len(text.encode("utf-8"))
-            assert size < INLINE_TEMPLATE_LIMIT, f"{name}: {size} bytes"
             assert size < S3_TEMPLATE_LIMIT
+            body = inline_body(load_template(text))
+            assert body is not None, f"{name}: over {INLINE_TEMPLATE_LIMIT} bytes even as compact JSON"
+            assert json.loads(body) == load_template(text)
 
 
 def test_a_template_over_the_s3_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

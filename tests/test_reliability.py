@@ -223,7 +223,7 @@ def test_every_message_delivered_three_times(moto_server, rclone, tmp_path, repo
         logging.getLogger("s3sync.completion").removeHandler(handler)
     assert summary.ok, [(j.source_key, j.status, j.error) for j in summary.jobs]
     check_identical(runner, direct(dst), summary, objects)
-    done = [n for n in summary.notifications if n.get("status") == Status.DONE]
+    done = [n for n in summary.notices if n.get("status") == Status.DONE]
     assert len(done) == len(objects)  # one notification per object
     # one completion per object the workers copied (the small one: copied and made DONE by the splitter)
     assert sorted(completions) == sorted(j.job_id for j in summary.jobs if not j.inline)
@@ -338,7 +338,7 @@ def test_source_overwritten_during_transfer_never_mixes(moto_server, rclone, tmp
     fresh = by_etag[hashlib.md5(new).hexdigest()]
     assert fresh.status == Status.DONE and strip_etag(fresh.dest_etag) == expected_etag(new, fresh)
     assert open_uploads(direct(dst), f"{name}-dst") == []  # the stale upload was aborted
-    failed = [n for n in summary.notifications if n.get("status") == Status.FAILED]
+    failed = [n for n in summary.notices if n.get("status") == Status.FAILED]
     assert len(failed) == 1 and "source changed" in failed[0]["reason"]
     lines = worker_lines(tmp_path)
     report(objects="1 (2 versions)", bytes=len(old) + len(new), faults="1 overwrite after part 1",
@@ -372,7 +372,7 @@ def test_source_deleted_during_transfer_fails_cleanly(moto_server, rclone, tmp_p
     [job] = summary.jobs
     assert job.status == Status.FAILED and "source object missing" in (job.error or ""), job
     assert open_uploads(direct(dst), f"{name}-dst") == []  # upload aborted
-    failed = [n for n in summary.notifications if n.get("status") == Status.FAILED]
+    failed = [n for n in summary.notices if n.get("status") == Status.FAILED]
     assert len(failed) == 1 and "source object missing" in failed[0]["reason"]
     lines = worker_lines(tmp_path)
     copies = [r for r in lines if r["msg"] == "copying part" and r.get("job") == job.job_id]
@@ -474,7 +474,7 @@ def test_a_hundred_objects_at_once(moto_server, rclone, tmp_path, report):
     assert not [j for j in summary.jobs if j.status not in Status.FINAL], "jobs left unfinished"
     assert summary.ok, [(j.source_key, j.status, j.error) for j in summary.jobs if j.status != Status.DONE]
     check_identical(runner, direct(dst), summary, objects)
-    done = [n for n in summary.notifications if n.get("status") == Status.DONE]
+    done = [n for n in summary.notices if n.get("status") == Status.DONE]
     assert len(done) == 100
     report(objects=100, bytes=sum(map(len, objects.values())), faults="none (load)",
            retries=sum(r["msg"] == "part will be retried" for r in worker_lines(tmp_path)),

@@ -35,6 +35,7 @@ TRANSFERS_STREAM = "transfers table stream"
 PARTS = "parts table"
 QUEUE = "part queue"
 SPLITTER_DLQ = "splitter dead-letter queue"
+EVENT_QUEUE = "event queue (S3 notifications)"
 SECRET = "destination credentials secret"
 TOPIC = "completion topic"
 SERVICE = "worker service"
@@ -74,6 +75,14 @@ CALLS: tuple[Call, ...] = (
     Call("SplitterRole", "secretsmanager:GetSecretValue", SECRET, "transfer/runtime.py Runtime.dest: read_secret"),
     Call("SplitterRole", "sqs:SendMessage", SPLITTER_DLQ,
          "Lambda sends a failed asynchronous event to the function's dead-letter queue with its execution role"),
+    # the event source mapping polls the event queue with the function's execution role ("Lambda needs the following
+    # permissions to manage messages in your Amazon SQS queue ... sqs:ReceiveMessage, sqs:DeleteMessage,
+    # sqs:GetQueueAttributes", Lambda developer guide, SQS execution role permissions); ChangeMessageVisibility
+    # is not on that list and is not granted
+    Call("SplitterRole", "sqs:ReceiveMessage", EVENT_QUEUE,
+         "the event source mapping (lambda.yaml SplitterEventMapping)"),
+    Call("SplitterRole", "sqs:DeleteMessage", EVENT_QUEUE, "idem: a batch's handled messages"),
+    Call("SplitterRole", "sqs:GetQueueAttributes", EVENT_QUEUE, "idem"),
     Call("SplitterRole", "ssm:GetParameter", FINDER_CURSOR,
          "functions/finder.py -> transfer/finder.py FinderCursor.load (any find event)"),
     Call("SplitterRole", "ssm:PutParameter", FINDER_CURSOR, "FinderCursor.save, after a find run"),
@@ -172,6 +181,7 @@ def kind_of(resource: Any) -> str:
         return FINDER_CURSOR
     for needle, kind in (("StreamArn", TRANSFERS_STREAM), ("TransfersTable", TRANSFERS), ("PartsTable", PARTS),
                          ("SplitterDeadLetterQueue", SPLITTER_DLQ), ("TransferQueue", QUEUE),
+                         ("EventQueue", EVENT_QUEUE),
                          ("DestCredentials", SECRET), ("CompletionTopic", TOPIC), ("Service", SERVICE),
                          ("LogGroup", LOG_GROUP)):  # fmt: skip
         if needle in text:

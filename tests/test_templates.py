@@ -159,6 +159,8 @@ def test_roles_carry_the_runtime_actions(ecs: dict[str, Any], lam: dict[str, Any
         "s3:ListBucket",
         "ssm:GetParameter", "ssm:PutParameter",  # the finder's cursor: where its last run stopped
         "sns:Publish",  # "transfer complete" for a small object it copied itself
+        # S3's notifications from the event queue, as the event source mapping polls them (issue 15)
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
     }  # fmt: skip
     assert role_actions(lam, "CompletionRole") == {
         "logs:CreateLogStream", "logs:PutLogEvents", "dynamodb:DescribeStream", "dynamodb:GetRecords",
@@ -260,11 +262,12 @@ def test_every_resource_of_the_original_design_is_there(ecs: dict[str, Any], lam
     assert len(of_type(lam, "AWS::Lambda::Function")) == 4
     assert len(of_type(lam, "AWS::CloudWatch::Alarm")) == 2
     assert len(of_type(ecs, "AWS::DynamoDB::Table")) == 2
-    # The bucket notification targets the splitter.
+    # The bucket notifies the event queue, which the splitter reads in batches (issue 15).
     notification = lam["Resources"]["SourceBucket"]["Properties"]["NotificationConfiguration"]
-    assert notification["LambdaConfigurations"] == [
-        {"Event": "s3:ObjectCreated:*", "Function": {"Fn::GetAtt": ["Splitter", "Arn"]}}
+    assert notification["QueueConfigurations"] == [
+        {"Event": "s3:ObjectCreated:*", "Queue": {"Fn::GetAtt": ["EventQueue", "Arn"]}}
     ]
+    assert "LambdaConfigurations" not in notification
 
 
 def test_alarms_reach_their_functions_through_sns(lam: dict[str, Any]) -> None:
@@ -363,10 +366,42 @@ def test_source_bucket_is_locked_down(lam: dict[str, Any]) -> None:
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     (rule,) = props["LifecycleConfiguration"]["Rules"]
     assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
-    # No cycle: the splitter's permission names the bucket through the parameter, not the resource.
-    permission = lam["Resources"]["SplitterPermission"]["Properties"]
-    assert "SourceBucket" not in {v.get("Ref") for v in walk(permission) if isinstance(v, dict)}
-    assert lam["Resources"]["SourceBucket"]["DependsOn"] == ["SplitterPermission"]
+    # No cycle: the event queue's policy names the bucket through the parameter, not the resource; the bucket
+    # waits for it (S3 checks, when the notification is set, that it may send to the queue).
+    policy = lam["Resources"]["EventQueuePolicy"]["Properties"]
+    assert "SourceBucket" not in {v.get("Ref") for v in walk(policy) if isinstance(v, dict)}
+    assert lam["Resources"]["SourceBucket"]["DependsOn"] == ["EventQueuePolicy"]
+    assert "SplitterPermission" not in lam["Resources"]  # S3 no longer invokes the function
+
+
+def test_s3_events_reach_the_splitter_through_the_event_queue_in_batches(lam: dict[str, Any]) -> None:
+    """Issue 15: S3 -> EventQueue -> the splitter's event source mapping. The rules AWS enforces, as its docs state
+    them: the function's timeout may not exceed the queue's visibility timeout (checked when the mapping is created;
+    six times is the recommendation); a BatchSize over 10 needs a batching window of at least 1 s; S3 cannot send to
+    a queue encrypted with the AWS managed KMS key (SSE-SQS instead); only S3, for this bucket, may send."""
+    res = lam["Resources"]
+    queue = res["EventQueue"]["Properties"]
+    splitter_timeout = res["Splitter"]["Properties"]["Timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * splitter_timeout
+    assert queue["SqsManagedSseEnabled"] is True and "KmsMasterKeyId" not in queue
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]},
+                                      "maxReceiveCount": 5}
+    assert res["EventDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] == 1209600
+    mapping = res["SplitterEventMapping"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["EventQueue", "Arn"]}
+    assert mapping["FunctionName"] == {"Ref": "Splitter"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] <= 10 or mapping["MaximumBatchingWindowInSeconds"] >= 1
+    statements = {s["Sid"]: s for s in res["EventQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]}
+    allow = statements["AllowS3Notifications"]
+    assert allow["Principal"] == {"Service": ["s3.amazonaws.com"]} and allow["Action"] == ["sqs:SendMessage"]
+    bucket_arn = {"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Bucket}", {"Bucket": {"Ref": "SourceBucketName"}}]}
+    assert allow["Condition"]["ArnEquals"] == {"aws:SourceArn": bucket_arn}
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    deny = statements["DenySendFromAnyoneElse"]  # a forged S3 event cannot be queued by anyone in the account
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert deny["Condition"]["ArnNotEquals"] == {"aws:SourceArn": bucket_arn}
+    assert "DenyInsecureTransport" in statements
 
 
 # --- functions and the worker: handlers and environment ---------------------------------------------------------------

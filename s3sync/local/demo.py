@@ -416,11 +416,12 @@ def _print_summary(console: Console, checks: list[Check], summary: Summary, elap
         table.add_row(c.key, human_size(c.size), c.status, str(c.parts), mark if not c.ok else f"{mark} {c.detail}")
     console.print(table)
     good = sum(c.ok for c in checks)
-    done_notes = sum(1 for n in summary.notifications if n.get("status") == Status.DONE)
+    done_notes = sum(1 for n in summary.notices if n.get("status") == Status.DONE)
     console.print(
         f"{good}/{len(checks)} objects identical; {human_size(total)} in {elapsed:.1f} s "
         f"({human_size(total / max(elapsed, 1e-9))}/s); workers up to {summary.max_workers} "
-        f"(desired counts {summary.desired_counts}); {done_notes} completion notifications; "
+        f"(desired counts {summary.desired_counts}); {done_notes} transfers notified in "
+        f"{len(summary.notifications)} messages; "
         f"dead-letter queue: {summary.dlq_messages}. "
         + (f"Logs: {state}" if state else "Keep the logs with --state-dir DIR.")
     )

@@ -176,6 +176,29 @@ def s3_object_created(
     return {"Records": [record]}
 
 
+def sqs_batch(messages: Iterable[Mapping[str, Any]], queue_arn: str, *, region: str) -> dict[str, Any]:
+    """The event an SQS event source mapping gives Lambda for received messages (`ReceiveMessage`'s `Messages`, with
+    their attributes): `{"Records": [{messageId, receiptHandle, body, attributes, messageAttributes, md5OfBody,
+    eventSource: "aws:sqs", eventSourceARN, awsRegion}]}` (Lambda developer guide, "Example standard queue message
+    event")."""
+    records = []
+    for m in messages:
+        attrs = dict(m.get("Attributes") or {})
+        records.append({
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": {k: attrs[k] for k in ("ApproximateReceiveCount", "SentTimestamp", "SenderId",
+                                                 "ApproximateFirstReceiveTimestamp") if k in attrs},
+            "messageAttributes": {},
+            "md5OfBody": m.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        })
+    return {"Records": records}
+
+
 def s3_test_event(bucket: str, *, event_time: dt.datetime | str | None = None) -> dict[str, Any]:
     """The `s3:TestEvent` S3 sends when a notification configuration is set (no `Records` key)."""
     when = _iso_z(event_time)

@@ -1,7 +1,8 @@
 """`s3sync local`: the whole system on one machine, with the very handlers and worker the stacks run.
 
 What AWS does between the pieces, the runner does here, with the event shapes AWS delivers:
-- S3 notifications -> splitter (moto's S3 notifies an internal SQS queue; other servers are listed for new objects);
+- S3 notifications -> the event queue -> splitter, in batches as lambda.yaml's event source mapping delivers them
+  (moto's S3 sends its notifications to the queue; for other servers the runner lists the bucket and sends them);
 - the transfers table's stream -> completion, through the same filter patterns as the event source mapping;
 - CloudWatch alarms A and B on the queue's depth -> SNS-wrapped alarm messages -> scale_out / scale_in;
 - the ECS service: as many worker processes (`python -m container.worker`, or containers of the worker image with
@@ -77,6 +78,7 @@ from s3sync.transfer import logs
 from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
 from s3sync.transfer.ledger import Job, Ledger, transfers_table_keys
+from s3sync.transfer.notify import each_notice
 from s3sync.transfer.runtime import Runtime
 from s3sync.transfer.splitter import job_id_for
 
@@ -85,7 +87,11 @@ log = logging.getLogger("s3sync.local")
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 DUMMY_KEY = "testing"  # moto accepts any credentials; never a real key
-SPLITTER_CONCURRENCY = 4
+SPLITTER_CONCURRENCY = 4  # event batches the splitter handles at once (Lambda: as many as the pollers fetch)
+# The event queue's visibility timeout here: a failed batch's events come back after it (AWS: 6 x the splitter's
+# timeout, 30 min; here short, so that a test's injected failure is retried in seconds, and long enough that a
+# large object's split is not handed out twice while it runs)
+EVENTS_VISIBILITY = 15
 LIST_EVERY = 0.2  # seconds between listings of a source bucket on a server that sends no notifications
 # seconds between reads of the transfers table's stream when it had nothing for the completion function: the
 # latency of a completion, against the cost of reading every part's progress record (botocore parses each record's
@@ -147,7 +153,8 @@ class Resources:
     dlq_url: str = ""
     dlq_arn: str = ""
     intake_url: str = ""  # where the splitter sends when messages are duplicated by the runner
-    events_url: str = ""  # S3 notifications from moto's S3
+    events_url: str = ""  # the event queue: S3 notifications (moto's S3 sends them; for other servers, the lister)
+    events_arn: str = ""
     notify_url: str = ""  # subscribed to the completion topic, so the runner sees what users would get by email
     transfers_table: str = ""
     parts_table: str = ""
@@ -173,6 +180,11 @@ class Summary:
     @property
     def ok(self) -> bool:
         return not self.denied and self.dlq_messages == 0 and all(j.status == Status.DONE for j in self.jobs)
+
+    @property
+    def notices(self) -> list[dict[str, Any]]:
+        """The transfers the notifications report, one entry each (a batch's summary names several)."""
+        return [n for message in self.notifications for n in each_notice(message)]
 
 
 def bucket_client(spec: BucketSpec, control_endpoint_url: str) -> Any:
@@ -254,8 +266,8 @@ class LocalRunner:
             except (BotoCoreError, ClientError) as exc:
                 raise UserError(f"setting up the local system failed: {exc}") from None
             self._stack.callback(self._stop_workers)
-            for target in (self._event_loop, self._stream_loop, self._alarm_loop, self._sweep_loop,
-                           self._relay_loop, self._notify_loop):
+            for target in (self._event_loop, self._list_loop, self._stream_loop, self._alarm_loop,
+                           self._sweep_loop, self._relay_loop, self._notify_loop):
                 t = threading.Thread(target=self._guard(target), name=target.__name__, daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -334,6 +346,7 @@ class LocalRunner:
         self._create_resources()
         self.ledger = Ledger(self.client("dynamodb"), self.r.transfers_table, self.r.parts_table)
         self._load_stacks()
+        self._s3_may_notify()
         self._export_environment()
         self._workers_role()
         self._cold_start()
@@ -388,14 +401,16 @@ class LocalRunner:
         self._create_alarms(n)
         self._ensure_bucket(self.source_s3, self.o.source)
         self._ensure_bucket(self.dest_s3, self.o.dest)
-        if not self.o.source.endpoint_url:  # moto's S3 sends notifications (to SQS; Lambda would need Docker)
-            r.events_url = sqs.create_queue(QueueName=f"{n}-s3-events")["QueueUrl"]
-            events_arn = sqs.get_queue_attributes(QueueUrl=r.events_url,
-                                                  AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        # the stacks' event queue (lambda.yaml's EventQueue): the splitter reads S3's notifications from it in batches
+        r.events_url = sqs.create_queue(QueueName=f"{n}-s3-events",
+                                        Attributes={"VisibilityTimeout": str(EVENTS_VISIBILITY)})["QueueUrl"]
+        r.events_arn = sqs.get_queue_attributes(QueueUrl=r.events_url,
+                                                AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        if not self.o.source.endpoint_url:  # moto's S3 sends its notifications there; other servers are listed
             self.source_s3.put_bucket_notification_configuration(
                 Bucket=self.o.source.name,
                 NotificationConfiguration={"QueueConfigurations": [
-                    {"QueueArn": events_arn, "Events": ["s3:ObjectCreated:*"]
+                    {"QueueArn": r.events_arn, "Events": ["s3:ObjectCreated:*"]
                      + (["s3:ObjectRemoved:*"] if self.o.propagate_deletes else [])}]},
             )
 
@@ -505,6 +520,10 @@ class LocalRunner:
         }
         lam = {
             Ids.BUCKET: {"Ref": self.o.source.name, "Arn": f"arn:aws:s3:::{self.o.source.name}"},
+            Ids.EVENT_QUEUE: {"Ref": r.events_url, "Arn": r.events_arn, "QueueName": r.events_url.rsplit("/", 1)[-1]},
+            # no dead-letter queue here: a failing event comes back every EVENTS_VISIBILITY seconds
+            Ids.EVENT_DLQ: {"Ref": f"{r.events_url}-dlq", "Arn": f"{r.events_arn}-dlq",
+                            "QueueName": r.events_url.rsplit("/", 1)[-1] + "-dlq"},
             Ids.COMPLETION_TOPIC: {"Ref": r.completion_topic, "TopicName": r.completion_topic.rsplit(":", 1)[-1]},
             Ids.SCALE_OUT_TOPIC: {"Ref": r.scale_out_topic, "TopicName": r.scale_out_topic.rsplit(":", 1)[-1]},
             Ids.SCALE_IN_TOPIC: {"Ref": r.scale_in_topic, "TopicName": r.scale_in_topic.rsplit(":", 1)[-1]},
@@ -515,6 +534,10 @@ class LocalRunner:
                                  "Arn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{n}-queue-drained"},
         }
         templates = self.o.templates or local_templates(self.o)
+        # the splitter's event source mapping (lambda.yaml): how many events per invocation, gathered how long
+        mapping = templates["lambda"].get("Resources", {}).get(Ids.EVENT_MAPPING, {}).get("Properties", {})
+        self._event_batch = int(mapping.get("BatchSize", 10))
+        self._event_window = float(mapping.get("MaximumBatchingWindowInSeconds", 0))
         self.stacks = LocalStacks(templates, local_parameters(self.o, self.endpoint_url), self.where,
                                   physical={"ecs": ecs, "lambda": lam})  # the default stack names
         # fault injection (duplicate_messages): the functions send to the intake queue, which stands in for the
@@ -602,42 +625,74 @@ class LocalRunner:
         return run
 
     def _event_loop(self) -> None:
-        """S3 -> splitter: moto's notifications from the events queue, or a listing of other servers."""
-        sqs = self.client("sqs")
-        # Lambda runs concurrent invocations, one per event: so does the runner, up to SPLITTER_CONCURRENCY
+        """The event queue -> the splitter, as lambda.yaml's event source mapping: up to its BatchSize messages,
+        gathered for up to its batching window, one invocation per batch (up to SPLITTER_CONCURRENCY at once); the
+        messages the function names in `batchItemFailures`, or all of them when it raised, are left to come back
+        after the queue's visibility timeout; the others are deleted."""
+        # the event source mapping polls the queue with the function's execution role
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id=DUMMY_KEY,
+                           aws_secret_access_key=DUMMY_KEY, config=Config(retries={"mode": "standard",
+                                                                                  "max_attempts": 5}))
+        self._enforcer("splitter event source mapping", self.stacks.function_role("splitter")).instrument(
+            "control", sqs)
         pool = self._stack.enter_context(ThreadPoolExecutor(SPLITTER_CONCURRENCY, thread_name_prefix="splitter"))
+        slots = threading.Semaphore(SPLITTER_CONCURRENCY)
         while not self._stop.is_set():
-            if self.r.events_url:
-                resp = sqs.receive_message(QueueUrl=self.r.events_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-                messages = resp.get("Messages", [])
-                done = pool.map(lambda m: self._try_invoke("splitter", json.loads(m["Body"])), messages)
-                for m, ok in zip(messages, list(done), strict=True):
-                    if ok:  # a failed event comes back after the queue's visibility timeout, as a Lambda retry would
-                        sqs.delete_message(QueueUrl=self.r.events_url, ReceiptHandle=m["ReceiptHandle"])
-            else:
-                listed_at = time.monotonic()
-                new = [o for o in self._list_source() if (o["Key"], o["ETag"]) not in self._seen_objects]
-                listing = time.monotonic() - listed_at
-                evts = [events.s3_object_created(self.o.source.name, o["Key"], int(o["Size"]), o["ETag"].strip('"'),
-                                                 region=REGION) for o in new]
-                for obj, ok in zip(new, list(pool.map(lambda e: self._try_invoke("splitter", e), evts)), strict=True):
-                    if ok:
-                        self._seen_objects.add((obj["Key"], obj["ETag"]))
-                if self.o.propagate_deletes:  # no notifications here: a key no longer listed was deleted
-                    listed = {o["Key"] for o in self._list_source()}
-                    for ident in [i for i in self._seen_objects if i[0] not in listed]:
-                        self.invoke("splitter", _removed_event(self.o.source.name, ident[0]))
-                        self._seen_objects.discard(ident)
-                # S3 tells within about a second; a listing every 0.2 s tells sooner, unless listing is slow (a
-                # big bucket): then at most a tenth of the time goes to listing
-                self._stop.wait(max(LIST_EVERY, 9 * listing))
+            batch: list[dict[str, Any]] = []
+            until = 0.0  # the batching window runs from the first message
+            while len(batch) < self._event_batch and not self._stop.is_set():
+                wait = 1 if not batch else max(0, min(1, round(until - time.monotonic())))
+                resp = sqs.receive_message(QueueUrl=self.r.events_url, AttributeNames=["All"], WaitTimeSeconds=wait,
+                                           MaxNumberOfMessages=min(10, self._event_batch - len(batch)))
+                got = resp.get("Messages", [])
+                if got and not batch:
+                    until = time.monotonic() + self._event_window
+                batch += got
+                if batch and (not got or time.monotonic() >= until):
+                    break
+            if batch:
+                slots.acquire()
+                pool.submit(self._deliver_events, sqs, batch, slots)
 
-    def _try_invoke(self, name: str, event: dict[str, Any]) -> bool:
+    def _deliver_events(self, sqs: Any, batch: list[dict[str, Any]], slots: threading.Semaphore) -> None:
         try:
-            self.invoke(name, event)
-            return True
-        except Exception:  # noqa: BLE001 - logged by invoke; the event is offered again
-            return False
+            try:
+                result = self.invoke("splitter", events.sqs_batch(batch, self.r.events_arn, region=REGION),
+                                     attempts=1) or {}
+            except Exception:  # noqa: BLE001 - logged by invoke; every message of the batch comes back
+                return
+            failed = {f.get("itemIdentifier") for f in result.get("batchItemFailures") or []}
+            done = [m for m in batch if m["MessageId"] not in failed]
+            for i in range(0, len(done), 10):
+                sqs.delete_message_batch(QueueUrl=self.r.events_url, Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i:i + 10])])
+        finally:
+            slots.release()
+
+    def _list_loop(self) -> None:
+        """A source on a server that sends no notifications: new objects found by listing are sent to the event
+        queue as S3 would send their notifications (one message per object); with delete propagation, a key no
+        longer listed is a deletion (delivered to the splitter directly, as EventBridge's are)."""
+        if not self.o.source.endpoint_url:
+            return  # moto's S3 notifies
+        sqs = self.client("sqs")
+        while not self._stop.is_set():
+            listed_at = time.monotonic()
+            new = [o for o in self._list_source() if (o["Key"], o["ETag"]) not in self._seen_objects]
+            listing = time.monotonic() - listed_at
+            for o in new:
+                event = events.s3_object_created(self.o.source.name, o["Key"], int(o["Size"]), o["ETag"].strip('"'),
+                                                 region=REGION)
+                sqs.send_message(QueueUrl=self.r.events_url, MessageBody=json.dumps(event))
+                self._seen_objects.add((o["Key"], o["ETag"]))
+            if self.o.propagate_deletes:
+                listed = {o["Key"] for o in self._list_source()}
+                for ident in [i for i in self._seen_objects if i[0] not in listed]:
+                    self.invoke("splitter", _removed_event(self.o.source.name, ident[0]))
+                    self._seen_objects.discard(ident)
+            # S3 tells within about a second; a listing every 0.2 s tells sooner, unless listing is slow (a
+            # big bucket): then at most a tenth of the time goes to listing
+            self._stop.wait(max(LIST_EVERY, 9 * listing))
 
     def _list_source(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -714,6 +769,21 @@ class LocalRunner:
                     continue
                 event = alarms.to_sns_event(change, topic_arn=topic, region=REGION, account=ACCOUNT, **trigger)
                 self.invoke(handler, event)
+
+    def _s3_may_notify(self) -> None:
+        """What S3 checks when the bucket's notification is set, and SQS on every notification: the event queue's
+        policy lets S3 send for this bucket (s3sync.local.iam.service_decision, the bucket as aws:SourceArn). The
+        runner (or moto's S3) then sends them; a refusal fails the run as a role's would."""
+        bucket_arn = f"arn:aws:s3:::{self.o.source.name}"
+        req = Request("sqs:SendMessage", self.r.events_arn)
+        decision = service_decision("s3.amazonaws.com", req, self.stacks.resource_statements(), bucket_arn, ACCOUNT)
+        self.iam.record("S3 notifications", "control", req.action, req.resource,
+                        "allowed" if decision.allowed else "DENIED")
+        if not decision.allowed:
+            self.iam.deny(Denial("S3 notifications", "s3.amazonaws.com (service)", "SendMessage", req.action,
+                                 req.resource, decision.why))
+            log.error("access denied", extra={"component": "S3 notifications", "action": req.action,
+                                              "resource": req.resource, "reason": decision.why})
 
     def _alarm_may_publish(self, alarm_name: str, topic: str) -> bool:
         """What SNS checks when CloudWatch publishes an alarm's notification: the topic's policy (the stacks' topic

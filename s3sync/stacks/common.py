@@ -78,6 +78,11 @@ class Ids:
     SCALE_OUT_ALARM = "ScaleOutAlarm"
     SCALE_IN_ALARM = "ScaleInAlarm"
     STREAM_MAPPING = "CompletionStreamMapping"
+    EVENT_QUEUE = "EventQueue"  # S3 notifications -> the splitter, in batches
+    EVENT_QUEUE_POLICY = "EventQueuePolicy"
+    EVENT_DLQ = "EventDeadLetterQueue"
+    EVENT_DLQ_POLICY = "EventDeadLetterQueuePolicy"
+    EVENT_MAPPING = "SplitterEventMapping"
 
 
 #: The four functions: contract key -> logical ID. Role, log group, permission and subscription IDs derive from it.

@@ -99,6 +99,13 @@ class StackConfig:
     # cross-border ListParts and CompleteMultipartUpload, so one batch at a time per shard would cap small objects
     # at a few per second
     stream_parallelization: int = contract.DEFAULT_STREAM_PARALLELIZATION
+    # S3 notifications reach the splitter through an SQS queue (the event queue), in batches: one invocation and one
+    # summary notice for up to event_batch_size objects, gathered for up to event_batching_window_s ("When you set
+    # BatchSize to a value greater than 10, you must set MaximumBatchingWindowInSeconds to at least 1 second",
+    # Lambda's SQS event source docs); an event failing event_max_receive_count times waits in its dead-letter queue
+    event_batch_size: int = 20
+    event_batching_window_s: int = 1
+    event_max_receive_count: int = 5
     stream_max_retries: int = 5  # then the batch is bisected down to the failing record and skipped
     stream_max_record_age_s: int = 86400  # a stream keeps records for 24 h
     abort_incomplete_upload_days: int = 7  # lifecycle rule on the source bucket

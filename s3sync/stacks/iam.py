@@ -220,6 +220,36 @@ def deny_all_but(sid: str, actions: Iterable[Action], resources: Iterable[Any], 
     )
 
 
+def send_from_bucket(queue_arn: Any, bucket_arn: Any) -> list[Statement]:
+    """A queue policy: only S3, for `bucket_arn`'s notifications, may send to the queue.
+
+    - S3 sends as the service principal s3.amazonaws.com, which the queue policy must allow, conditioned on the
+      bucket (aws:SourceArn) and the account (aws:SourceAccount), as the S3 user guide's "Granting permissions to
+      publish event notification messages to a destination" shows;
+    - a Deny for any other sender (an IAM principal's request carries no aws:SourceArn, and ArnNotEquals holds for
+      an absent key): nobody in the account can forge an S3 event into the splitter's queue.
+    """
+    return [
+        Statement(
+            Sid="AllowS3Notifications",
+            Effect=Allow,
+            Principal=Principal("Service", [service_principal("s3")]),
+            Action=[sqs.SendMessage],
+            Resource=[queue_arn],
+            Condition=Condition([ArnEquals("aws:SourceArn", bucket_arn),
+                                 StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))]),
+        ),
+        Statement(
+            Sid="DenySendFromAnyoneElse",
+            Effect=Deny,
+            Principal=Principal("*"),
+            Action=[sqs.SendMessage],
+            Resource=[queue_arn],
+            Condition=Condition(ArnNotEquals("aws:SourceArn", bucket_arn)),
+        ),
+    ]
+
+
 def publish_from_alarm(topic_arn: Any, alarm_arn: Any) -> list[Statement]:
     """A topic policy: only `alarm_arn` (through the CloudWatch service) may publish to the topic.
 

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import awacs.dynamodb as ddb
+import awacs.sqs as awacs_sqs
 from awacs.aws import Action, Bool, Condition, Deny, Principal, Statement
 from troposphere import (
     Equals,
@@ -75,6 +76,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
         "add_parameters",
         "add_topics",
         "add_splitter",
+        "add_event_queue",
         "add_scale_out",
         "add_scale_in",
         "add_completion",
@@ -277,20 +279,78 @@ class LambdaStack(OperationsSteps, StackBuilder):
                 # the finder's cursor, in every configuration (a find event reaches the code whatever the switches)
                 iam.keep_parameter(FINDER_CURSOR_NAME),
                 iam.publish(Ref(Ids.COMPLETION_TOPIC)),  # the notice of a small object it copied itself
+                # S3's notifications, as the event source mapping polls them with the function's role ("Lambda needs
+                # ... sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes", Lambda's SQS docs)
+                iam.allow([awacs_sqs.ReceiveMessage, awacs_sqs.DeleteMessage, awacs_sqs.GetQueueAttributes],
+                          [GetAtt(Ids.EVENT_QUEUE, "Arn")]),
             ],
+            # EventBridge's invocations (the finder's schedule, deletions) are asynchronous: what fails every retry
             dead_letter_arn=dead_letter,
         )
-        # Built from the name parameter, not the bucket: the bucket depends on this permission.
+
+    def add_event_queue(self) -> None:
+        """S3 -> the event queue -> the splitter in batches (issue 15): one invocation, one job write per object and
+        one summary notice for up to event_batch_size objects, and events that outlive a splitter outage (a
+        message stays until the splitter has handled it; after event_max_receive_count failures it waits in the
+        event dead-letter queue, from which SQS's own re-drive moves it back)."""
+        c = self.cfg
+        splitter_timeout = c.functions["splitter"].timeout_s
+        skip_checks(self.add(
+            sqs.Queue(
+                Ids.EVENT_DLQ,
+                MessageRetentionPeriod=c.message_retention_s,
+                SqsManagedSseEnabled=True,
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+            )
+        ), "CKV_AWS_27")
+        skip_checks(self.add(
+            sqs.Queue(
+                Ids.EVENT_QUEUE,
+                # "set the source queue's visibility timeout to at least six times the configuration timeout on your
+                # function ... Lambda validates [that the function timeout is not above it] when you create or
+                # update an event source mapping" (Lambda developer guide, SQS event source)
+                VisibilityTimeout=6 * splitter_timeout,
+                MessageRetentionPeriod=c.message_retention_s,
+                # SSE-SQS: S3 cannot send to a queue encrypted with the AWS managed KMS key (alias/aws/sqs)
+                SqsManagedSseEnabled=True,
+                RedrivePolicy=sqs.RedrivePolicy(deadLetterTargetArn=GetAtt(Ids.EVENT_DLQ, "Arn"),
+                                                maxReceiveCount=c.event_max_receive_count),
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+            )
+        ), "CKV_AWS_27")
+        arn, dlq_arn = GetAtt(Ids.EVENT_QUEUE, "Arn"), GetAtt(Ids.EVENT_DLQ, "Arn")
+        bucket = iam.bucket_arn(Ref("SourceBucketName"))  # the parameter, not the bucket: it depends on this policy
         self.add(
-            awslambda.Permission(
-                "SplitterPermission",
-                Action="lambda:InvokeFunction",
-                FunctionName=GetAtt(FUNCTIONS["splitter"], "Arn"),
-                Principal=iam.service_principal("s3"),
-                SourceAccount=Ref("AWS::AccountId"),
-                SourceArn=iam.bucket_arn(Ref("SourceBucketName")),
+            sqs.QueuePolicy(
+                Ids.EVENT_QUEUE_POLICY,
+                Queues=[Ref(Ids.EVENT_QUEUE)],
+                PolicyDocument=iam.document([*iam.send_from_bucket(arn, bucket),
+                                             iam.deny_insecure_transport("sqs", [arn])]),
             )
         )
+        self.add(
+            sqs.QueuePolicy(
+                Ids.EVENT_DLQ_POLICY,
+                Queues=[Ref(Ids.EVENT_DLQ)],
+                PolicyDocument=iam.document([iam.deny_insecure_transport("sqs", [dlq_arn])]),
+            )
+        )
+        self.add(
+            awslambda.EventSourceMapping(
+                Ids.EVENT_MAPPING,
+                EventSourceArn=arn,
+                FunctionName=Ref(FUNCTIONS["splitter"]),
+                BatchSize=c.event_batch_size,
+                MaximumBatchingWindowInSeconds=c.event_batching_window_s,
+                FunctionResponseTypes=["ReportBatchItemFailures"],  # a failed event comes back alone
+            )
+        )
+        self.resource_output(Ids.EVENT_QUEUE, "Url", "S3 notifications waiting for the splitter",
+                             Ref(Ids.EVENT_QUEUE))
+        self.resource_output(Ids.EVENT_DLQ, "Url", "S3 notifications the splitter failed on every time",
+                             Ref(Ids.EVENT_DLQ))
 
     def _scale_function(self, key: str, topic: str) -> None:
         env = {
@@ -392,7 +452,8 @@ class LambdaStack(OperationsSteps, StackBuilder):
         skip_checks(self.add(
             s3.Bucket(
                 Ids.BUCKET,
-                DependsOn=["SplitterPermission"],  # S3 checks it may invoke the splitter when the notification is set
+                # S3 checks that it may send to the queue when the notification is set
+                DependsOn=[Ids.EVENT_QUEUE_POLICY],
                 BucketName=Ref("SourceBucketName"),
                 BucketEncryption=s3.BucketEncryption(
                     ServerSideEncryptionConfiguration=[
@@ -419,10 +480,8 @@ class LambdaStack(OperationsSteps, StackBuilder):
                     ]
                 ),
                 NotificationConfiguration=s3.NotificationConfiguration(
-                    LambdaConfigurations=[
-                        s3.LambdaConfigurations(
-                            Event="s3:ObjectCreated:*", Function=GetAtt(FUNCTIONS["splitter"], "Arn")
-                        )
+                    QueueConfigurations=[
+                        s3.QueueConfigurations(Event="s3:ObjectCreated:*", Queue=GetAtt(Ids.EVENT_QUEUE, "Arn"))
                     ]
                 ),
                 DeletionPolicy=keep,
