@@ -489,16 +489,18 @@ def _with_broad_identity(role: Role) -> Role:
 
 
 def test_only_the_copiers_read_the_china_keys_and_only_the_senders_send_parts():
-    """The secret's resource policy and the part queue's policy, as `s3sync local` evaluates them for each role of
+    """The secret's resource policy and the queue policies, as `s3sync local` evaluates them for each role of
     the stacks, each given an identity policy that allows everything: GetSecretValue only for the worker task role
     and the splitter and completion roles; SendMessage (and so SendMessageBatch) only for the splitter, the sweeper
     (scale_in) and completion; an operator's role under /s3sync/<ECS stack>/operator/ may do both; any other role
-    of the account, the ECS execution role included, neither."""
+    of the account, the ECS execution role included, neither. Only the splitter's role (Lambda sends its failed
+    asynchronous invocations with it) may send to the splitter's dead-letter queue."""
     ls = stacks()
     where = Where(secrets={})
     secret = ls.ecs.ref("DestCredentials")
     queue = ls.ecs.get_att("TransferQueue", "Arn")
     dlq = ls.ecs.get_att("TransferDeadLetterQueue", "Arn")
+    failures = ls.lambda_.get_att("SplitterDeadLetterQueue", "Arn")
     roles = {key: ls.function_role(key) for key in HANDLERS}
     roles["worker"], roles["execution"] = ls.task_role(), ls.execution_role()
     resource_policies = tuple(ls.resource_statements())
@@ -508,11 +510,14 @@ def test_only_the_copiers_read_the_china_keys_and_only_the_senders_send_parts():
     for name, role in roles.items():
         enforcer = Enforcer(name, _with_broad_identity(role), where, CallLedger())
         decisions[name] = (enforcer.allows("secretsmanager:GetSecretValue", secret),
-                           enforcer.allows("sqs:SendMessage", queue), enforcer.allows("sqs:SendMessage", dlq))
-    assert decisions == {
-        "splitter": (True, True, True), "completion": (True, True, True), "scale_in": (False, True, True),
-        "scale_out": (False, False, True), "worker": (True, False, True), "execution": (False, False, True),
-        "operator": (True, True, True), "admin": (False, False, True), "lookalike": (False, False, True),
+                           enforcer.allows("sqs:SendMessage", queue), enforcer.allows("sqs:SendMessage", dlq),
+                           enforcer.allows("sqs:SendMessage", failures))
+    assert decisions == {  # secret, parts, parts' DLQ (SQS moves messages there), the splitter's failures
+        "splitter": (True, True, True, True), "completion": (True, True, True, False),
+        "scale_in": (False, True, True, False), "scale_out": (False, False, True, False),
+        "worker": (True, False, True, False), "execution": (False, False, True, False),
+        "operator": (True, True, True, False), "admin": (False, False, True, False),
+        "lookalike": (False, False, True, False),
     }
     # the splitter's own role ARN is what the policies match: its IAM path names the ECS stack and the function
     assert roles["splitter"].arn == f"arn:aws:iam::{ACCOUNT}:role/s3sync/ecsStack/splitter/lamStackS-SplitterRole"

@@ -196,6 +196,20 @@ def test_only_the_senders_may_send_part_messages(docs):
         _path_pattern("splitter"), _path_pattern("scale_in"), _path_pattern("completion"), _path_pattern("operator")]}}
 
 
+def test_only_the_splitter_role_sends_to_its_dead_letter_queue(docs):
+    """Item 1: Lambda puts a failed asynchronous invocation on the splitter's dead-letter queue with the function's
+    role; every other principal is refused SendMessage there, so an operator never re-drives a forged failure."""
+    lam = docs["lambda.yaml"]["Resources"]
+    policy = lam["SplitterDeadLetterQueuePolicy"]
+    assert policy["Properties"]["Queues"] == [{"Ref": "SplitterDeadLetterQueue"}]
+    [deny] = [st for st in _statements(policy) if st.get("Sid") == "OnlyTheSplitterSendsFailures"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", ["sqs:SendMessage"])
+    assert deny["Resource"] == [{"Fn::GetAtt": ["SplitterDeadLetterQueue", "Arn"]}]
+    assert deny["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [{"Fn::GetAtt": ["SplitterRole", "Arn"]}]}}
+    target = lam["Splitter"]["Properties"]["DeadLetterConfig"]["TargetArn"]
+    assert target == {"Fn::GetAtt": ["SplitterDeadLetterQueue", "Arn"]}
+
+
 def test_scale_topics_take_messages_from_their_own_alarm_only(docs):
     """Item 1: only the stack's alarm, through CloudWatch, may publish to each scale topic (aws:SourceArn and
     aws:SourceAccount on the Allow; a Deny for any other publisher)."""

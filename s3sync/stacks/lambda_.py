@@ -217,8 +217,13 @@ class LambdaStack(OperationsSteps, StackBuilder):
         }
 
     def add_splitter_dead_letter_queue(self) -> Any:
-        """S3 invokes the splitter asynchronously: an event that fails every retry (e.g. the destination refuses the
-        credentials) is kept here, with the object's key, instead of being dropped; re-drive it to the splitter."""
+        """The finder's schedule invokes the splitter asynchronously: an invocation that fails every retry is kept
+        here instead of being dropped (S3 events have their own queue and dead-letter queue: add_event_queue).
+        Lambda sends to it with the function's execution role (the role needs sqs:SendMessage on it: AWS SAM's
+        DeadLetterQueue property "will automatically add appropriate permission to your Lambda function execution
+        role"), so only the splitter's role may send (`iam.deny_all_but`): no other principal of the account can
+        put a forged failure here for an operator to re-drive. The SQS dead-letter queues (parts, events) keep no
+        such Deny: SQS itself moves messages there, and AWS documents no principal for that move to match."""
         skip_checks(self.add(
             sqs.Queue(
                 Ids.SPLITTER_DLQ,
@@ -233,7 +238,11 @@ class LambdaStack(OperationsSteps, StackBuilder):
             sqs.QueuePolicy(
                 Ids.SPLITTER_DLQ_POLICY,
                 Queues=[Ref(Ids.SPLITTER_DLQ)],
-                PolicyDocument=iam.document([iam.deny_insecure_transport("sqs", [arn])]),
+                PolicyDocument=iam.document([
+                    iam.deny_insecure_transport("sqs", [arn]),
+                    iam.deny_all_but("OnlyTheSplitterSendsFailures", [Action("sqs", "SendMessage")], [arn],
+                                     [GetAtt(FUNCTIONS["splitter"] + "Role", "Arn")]),
+                ]),
             )
         )
         self.resource_output(Ids.SPLITTER_DLQ, "Url", "S3 events the splitter failed on after every retry",
