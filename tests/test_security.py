@@ -392,6 +392,68 @@ def test_refused_credentials_are_reported_without_the_secret(moto_server, tmp_pa
     assert _leaks(message + out + errs + _all_text(tmp_path), DEST_SECRET, "not-" + DEST_SECRET) == []
 
 
+def test_an_embedded_control_plane_holding_real_keys_answers_only_its_run(tmp_path):
+    """Item 6: with real destination keys, the embedded control plane answers only requests made with the run's
+    random key id: another user of the machine (any other key, or none) gets 403 from every service and from moto's
+    own /moto-api/ (whose data.json would list the secret); the run's functions, workers and `s3sync status` (given
+    the key from the state directory's 0600 file, as the start lines say) work, and the file is gone afterwards."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from s3sync.cli import cli  # noqa: PLC0415
+    from s3sync.local.runner import CONTROL_KEY_FILE, start_lines  # noqa: PLC0415
+
+    name, state = "sec-embedded", tmp_path / "state"
+    seen: dict[str, Any] = {}
+    with RcloneS3Server(access_key_id=DEST_KEY_ID, secret_access_key=DEST_SECRET) as dst:
+        dst.create_bucket(f"{name}-dst")
+
+        def probe(runner: LocalRunner) -> None:
+            if seen:
+                return
+            url = runner.endpoint_url
+            key_file = state / CONTROL_KEY_FILE
+            seen["mode"] = key_file.stat().st_mode & 0o777
+            seen["key"] = key_file.read_text().strip() == runner.control_key != "testing"
+            seen["lines"] = start_lines(runner)
+            for other in ("testing", DEST_KEY_ID, runner.control_key[:-1]):
+                sm = make_client("secretsmanager", url, aws_access_key_id=other, aws_secret_access_key=other)
+                with pytest.raises(ClientError) as refused:
+                    sm.get_secret_value(SecretId=runner.r.secret_arn)
+                seen.setdefault("refused", []).append(refused.value.response["Error"]["Code"])
+                sqs = make_client("sqs", url, aws_access_key_id=other, aws_secret_access_key=other)
+                with pytest.raises(ClientError):
+                    sqs.list_queues()
+            for path in ("/moto-api/data.json", "/"):
+                with pytest.raises(urllib.error.HTTPError) as http:
+                    urllib.request.urlopen(url + path, timeout=5)
+                seen.setdefault("http", []).append(http.value.code)
+            value = json.loads(runner.client("secretsmanager").get_secret_value(
+                SecretId=runner.r.secret_arn)["SecretString"])
+            seen["own"] = value["accessKeyId"] == DEST_KEY_ID
+            status = CliRunner().invoke(cli, ["status", "--endpoint-url", url, "--name-prefix", name],
+                                        env={"S3SYNC_LOCAL_CONTROL_KEY": runner.control_key})
+            seen["status"] = (status.exit_code, status.output[-2000:])
+            runner.source_s3.put_object(Bucket=runner.o.source.name, Key="emb/a.txt", Body=b"behind a key")
+
+        runner = LocalRunner(LocalOptions(
+            name=name, until_idle=True, timeout=60, min_tasks=1, max_tasks=1, alarm_period=0.5, state_dir=state,
+            source=BucketSpec(f"{name}-src"),
+            dest=BucketSpec(f"{name}-dst", dst.endpoint_url, DEST_KEY_ID, DEST_SECRET, "cn-north-1")))
+        summary = runner.run(on_tick=probe)
+        d3 = make_client("s3", dst.endpoint_url, aws_access_key_id=DEST_KEY_ID, aws_secret_access_key=DEST_SECRET)
+        assert d3.get_object(Bucket=f"{name}-dst", Key="emb/a.txt")["Body"].read() == b"behind a key"
+    assert [(j.source_key, j.status) for j in summary.jobs] == [("emb/a.txt", Status.DONE)]
+    assert seen["mode"] == 0o600 and seen["key"] and seen["own"]
+    assert seen["refused"] == ["AccessDeniedException"] * 3 and seen["http"] == [403, 403]
+    assert seen["status"][0] == 0, seen["status"][1]
+    assert any("S3SYNC_LOCAL_CONTROL_KEY=$(cat " in line for line in seen["lines"])
+    assert not (state / CONTROL_KEY_FILE).exists()
+
+
 # --- rotation -------------------------------------------------------------------------------------------------------
 def test_destination_credentials_rotate_without_a_redeploy(moto_server, tmp_path):
     """Object A copies with the first keys; then the secret gets new keys and the destination stops accepting the

@@ -23,6 +23,7 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -187,11 +188,11 @@ class Summary:
         return [n for message in self.notifications for n in each_notice(message)]
 
 
-def bucket_client(spec: BucketSpec, control_endpoint_url: str) -> Any:
+def bucket_client(spec: BucketSpec, control_endpoint_url: str, control_key: str = DUMMY_KEY) -> Any:
     """An S3 client for a bucket spec; a spec without its own endpoint lives on the control plane (moto)."""
     if spec.endpoint_url:
         return s3_client(Endpoint(spec.region, spec.endpoint_url, spec.access_key_id, spec.secret_access_key))
-    return s3_client(Endpoint(spec.region, control_endpoint_url, DUMMY_KEY, DUMMY_KEY))
+    return s3_client(Endpoint(spec.region, control_endpoint_url, control_key, control_key))
 
 
 def load_handler(name: str) -> Callable[[dict[str, Any], Any], Any]:
@@ -241,6 +242,9 @@ class LocalRunner:
         self._threads: list[threading.Thread] = []
         self._errors: list[str] = []
         self.endpoint_url = ""
+        # the access key id of every request to the control plane: a random token the embedded one requires while
+        # it holds real destination keys (anyone else on the machine gets 403), else moto's placeholder
+        self.control_key = control_key(options)
         self.state_dir = Path("")
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
@@ -316,13 +320,13 @@ class LocalRunner:
         with self._clients_lock:
             if service not in self._clients:
                 self._clients[service] = boto3.client(
-                    service, endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id=DUMMY_KEY,
-                    aws_secret_access_key=DUMMY_KEY,
+                    service, endpoint_url=self.endpoint_url, region_name=REGION,
+                    aws_access_key_id=self.control_key, aws_secret_access_key=self.control_key,
                     config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32))
             return self._clients[service]
 
     def s3(self, spec: BucketSpec) -> Any:
-        return bucket_client(spec, self.endpoint_url)
+        return bucket_client(spec, self.endpoint_url, self.control_key)
 
     # --- setup ----------------------------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -333,13 +337,22 @@ class LocalRunner:
         if self.o.endpoint_url:
             self.endpoint_url = self.o.endpoint_url.rstrip("/")
         else:
-            self.endpoint_url = self._stack.enter_context(MotoServer(patched=self.o.moto_patches)).endpoint_url
+            self.endpoint_url = self._stack.enter_context(MotoServer(
+                patched=self.o.moto_patches, access_key_id=None if self.control_key == DUMMY_KEY else self.control_key,
+            )).endpoint_url
         if self.o.state_dir:
             self.state_dir = Path(self.o.state_dir)
             self.state_dir.mkdir(parents=True, exist_ok=True)
         else:
             self.state_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="s3sync-")))
         (self.state_dir / "logs").mkdir(exist_ok=True)
+        if self.control_key != DUMMY_KEY:  # for `s3sync status` in another terminal of the same user
+            key_file = self.state_dir / CONTROL_KEY_FILE
+            key_file.unlink(missing_ok=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.control_key + "\n")
+            self._stack.callback(key_file.unlink, missing_ok=True)
         (self.state_dir / "iam").mkdir(exist_ok=True)
         self.source_s3 = self.s3(self.o.source)
         self.dest_s3 = self.s3(self.o.dest)
@@ -380,9 +393,8 @@ class LocalRunner:
                              KeySchema=[{"AttributeName": PARTS_HASH_KEY, "KeyType": "HASH"},
                                         {"AttributeName": PARTS_RANGE_KEY, "KeyType": "RANGE"}])
         r.stream_arn = ddb.describe_table(TableName=r.transfers_table)["Table"]["LatestStreamArn"]
-        dest = self.o.dest
-        secret = json.dumps({SECRET_ACCESS_KEY_ID_FIELD: dest.access_key_id or DUMMY_KEY,
-                             SECRET_SECRET_ACCESS_KEY_FIELD: dest.secret_access_key or DUMMY_KEY})
+        key_id, secret_key = dest_keys(self.o, self.control_key)
+        secret = json.dumps({SECRET_ACCESS_KEY_ID_FIELD: key_id, SECRET_SECRET_ACCESS_KEY_FIELD: secret_key})
         sm = self.client("secretsmanager")
         try:
             r.secret_arn = sm.create_secret(Name=f"{n}-dest-credentials", SecretString=secret)["ARN"]
@@ -485,10 +497,10 @@ class LocalRunner:
         self.worker_env = {
             **self.task.environment,
             "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": DUMMY_KEY, "AWS_SECRET_ACCESS_KEY": DUMMY_KEY,
+            "AWS_ACCESS_KEY_ID": self.control_key, "AWS_SECRET_ACCESS_KEY": self.control_key,
             Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
-            Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
-            Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
+            Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or self.control_key,
+            Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or self.control_key,
             Env.LOCAL_PLAIN_HTTP: "1",  # the local servers speak http://; in AWS only https:// is accepted
         }
 
@@ -557,13 +569,13 @@ class LocalRunner:
         server and keys (contract.Env: local only, never set by the templates)."""
         fn = self.stacks.function(name)
         env = {**fn.environment,
-               **lambda_runtime_environment(fn, REGION, (DUMMY_KEY, DUMMY_KEY, DUMMY_KEY), str(_project_root()))}
+               **lambda_runtime_environment(fn, REGION, (self.control_key,) * 3, str(_project_root()))}
         o = self.o
         env.update({
             "AWS_ENDPOINT_URL": self.endpoint_url,
             Env.SOURCE_ENDPOINT_URL: o.source.endpoint_url or self.endpoint_url,
-            Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or DUMMY_KEY,
-            Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or DUMMY_KEY,
+            Env.SOURCE_ACCESS_KEY_ID: o.source.access_key_id or self.control_key,
+            Env.SOURCE_SECRET_ACCESS_KEY: o.source.secret_access_key or self.control_key,
             Env.LOCAL_PLAIN_HTTP: "1",  # the local servers speak http://; in AWS only https:// is accepted
         })
         if self.r.intake_url and Env.QUEUE_URL in env:
@@ -630,9 +642,9 @@ class LocalRunner:
         messages the function names in `batchItemFailures`, or all of them when it raised, are left to come back
         after the queue's visibility timeout; the others are deleted."""
         # the event source mapping polls the queue with the function's execution role
-        sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION, aws_access_key_id=DUMMY_KEY,
-                           aws_secret_access_key=DUMMY_KEY, config=Config(retries={"mode": "standard",
-                                                                                  "max_attempts": 5}))
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint_url, region_name=REGION,
+                           aws_access_key_id=self.control_key, aws_secret_access_key=self.control_key,
+                           config=Config(retries={"mode": "standard", "max_attempts": 5}))
         self._enforcer("splitter event source mapping", self.stacks.function_role("splitter")).instrument(
             "control", sqs)
         pool = self._stack.enter_context(ThreadPoolExecutor(SPLITTER_CONCURRENCY, thread_name_prefix="splitter"))
@@ -706,7 +718,7 @@ class LocalRunner:
         # to 1,000 records per poll, without waiting while it holds records for the completion function)
         # the event source mapping reads the stream with the function's execution role
         streams = boto3.client("dynamodbstreams", endpoint_url=self.endpoint_url, region_name=REGION,
-                               aws_access_key_id=DUMMY_KEY, aws_secret_access_key=DUMMY_KEY,
+                               aws_access_key_id=self.control_key, aws_secret_access_key=self.control_key,
                                config=Config(retries={"mode": "standard", "max_attempts": 5}))
         self._enforcer("completion event source mapping", self.stacks.function_role("completion")).instrument(
             "control", streams)
@@ -989,6 +1001,29 @@ def _real_dest_keys(options: LocalOptions) -> bool:
     return bool(options.dest.access_key_id and options.dest.access_key_id != DUMMY_KEY)
 
 
+def control_key(options: LocalOptions) -> str:
+    """The access key id (and secret) of every request to the control plane. An embedded control plane that will
+    hold real destination keys in its secret store answers only a random one (`MotoServer(access_key_id=...)`), so
+    that no other user of the machine reads them at 127.0.0.1; otherwise moto's placeholder."""
+    if options.endpoint_url or not _real_dest_keys(options):
+        return DUMMY_KEY
+    return "S3SYNCLOCAL" + secrets.token_hex(16).upper()
+
+
+def dest_keys(options: LocalOptions, control: str) -> tuple[str, str]:
+    """The keys the workers sign the destination's requests with (the secret's value): a destination on its own
+    server, its keys; a destination bucket on the control plane, the control plane's (keys given for it are not
+    kept anywhere)."""
+    dest = options.dest
+    if dest.endpoint_url and dest.access_key_id:
+        return dest.access_key_id, dest.secret_access_key or ""
+    return control, control
+
+
+CONTROL_KEY_ENV = "S3SYNC_LOCAL_CONTROL_KEY"  # read by `s3sync status` and the other commands for a local target
+CONTROL_KEY_FILE = "control-key"  # in the state directory, mode 0600, while the run lasts
+
+
 def start_lines(runner: LocalRunner) -> list[str]:
     """What a person needs once the system is up: where to upload, where the copies go, where the control plane
     is and how to watch it, and where the destination keys are kept."""
@@ -996,18 +1031,23 @@ def start_lines(runner: LocalRunner) -> list[str]:
     src = o.source.endpoint_url or runner.endpoint_url
     dst = o.dest.endpoint_url or runner.endpoint_url
     where = "" if o.name == "s3sync" else f" --name-prefix {o.name}"
+    key_file = runner.state_dir / CONTROL_KEY_FILE
+    watch = f"{CONTROL_KEY_ENV}=$(cat {key_file}) " if runner.control_key != DUMMY_KEY else ""
     lines = [
         f"s3sync local is running (control plane {runner.endpoint_url}, state {runner.state_dir})",
         f"  upload to:  s3://{o.source.name}/ at {src}",
         f"  copies to:  s3://{o.dest.name}/{o.dest_prefix} at {dst}",
-        f"  watch:      s3sync status --endpoint-url {runner.endpoint_url}{where}",
+        f"  watch:      {watch}s3sync status --endpoint-url {runner.endpoint_url}{where}",
         "  stop:       Ctrl-C (a summary follows)" + ("; it also stops once idle" if o.until_idle else ""),
     ]
-    if _real_dest_keys(o):
-        kept = "until the run ends" if o.endpoint_url else "while the run lasts (the embedded server ends with it)"
+    if watch:
         lines.append(f"  note:       the destination keys are in the control plane's secret store "
-                     f"({o.name}-dest-credentials), which anyone on this machine can read at {runner.endpoint_url} "
-                     f"{kept}; use keys that may write only s3://{o.dest.name}/{o.dest_prefix}")
+                     f"({o.name}-dest-credentials) while the run lasts; the control plane answers only requests "
+                     f"made with the key in {key_file}")
+    elif _real_dest_keys(o):
+        lines.append(f"  note:       the destination keys are in the control plane's secret store "
+                     f"({o.name}-dest-credentials), which anyone who can reach {runner.endpoint_url} can read until "
+                     f"the run ends; use keys that may write only s3://{o.dest.name}/{o.dest_prefix}")
     return lines
 
 

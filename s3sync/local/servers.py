@@ -15,8 +15,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -84,7 +86,50 @@ def _wait_http(url: str, deadline: float, alive: Any = None) -> None:
 # moto
 
 
-def _serialized_dynamodb(base: Any) -> Any:
+#: Header our own code sends with requests that carry no AWS signature (moto's /moto-api/), when a key is required.
+KEY_HEADER = "X-S3sync-Control-Key"
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def _require_key(app: Any, key: str) -> Any:
+    """Answer only requests made with `key` as their access key id (the Authorization header's Credential, a
+    presigned URL's X-Amz-Credential, or KEY_HEADER): every other request, moto's /moto-api/ included (its
+    data.json lists every secret), gets 403 before moto sees it. The signature itself is not verified: the key id
+    is a random token that travels only over the loopback interface and in the environments of this run's own
+    processes, which other users of the machine cannot read."""
+    import hmac  # noqa: PLC0415
+    from urllib.parse import parse_qs  # noqa: PLC0415
+
+    want = key.encode()
+
+    def presented(environ: dict[str, Any]) -> str:
+        match = _CREDENTIAL.search(str(environ.get("HTTP_AUTHORIZATION", "")))
+        if match:
+            return match.group(1)
+        query = parse_qs(str(environ.get("QUERY_STRING", "")))
+        credential = (query.get("X-Amz-Credential") or [""])[0]
+        if credential:
+            return credential.split("/", 1)[0]
+        return str(environ.get("HTTP_" + KEY_HEADER.upper().replace("-", "_"), ""))
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if hmac.compare_digest(presented(environ).encode(), want):
+            return app(environ, start_response)
+        message = "this control plane answers only the s3sync local run that started it"
+        if environ.get("HTTP_X_AMZ_TARGET"):  # the JSON protocols (DynamoDB, Secrets Manager, ...)
+            body = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
+            kind = "application/x-amz-json-1.1"
+        else:
+            body = (f"<ErrorResponse><Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"
+                    "</ErrorResponse>").encode()
+            kind = "application/xml"
+        start_response("403 Forbidden", [("Content-Type", kind), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return wsgi
+
+
+def _serialized_dynamodb(base: Any, key: str | None = None) -> Any:
     """A ThreadedMotoServer whose DynamoDB requests run one at a time (and whose connections are kept alive:
     `_keep_alive_handler`).
 
@@ -116,6 +161,8 @@ def _serialized_dynamodb(base: Any) -> Any:
     class Server(base):  # type: ignore[misc,valid-type]
         def _server_entry(self) -> None:
             app = serialize(DomainDispatcherApplication(create_backend_app))
+            if key:
+                app = _require_key(app, key)
             kwargs = {"request_handler": handler} if handler else {}
             self._server = make_server(self._ip_address, self._port, app, True, **kwargs)
             self._server_ready_event.set()
@@ -217,8 +264,11 @@ class MotoServer:
       so keep them small (<= 64 MiB) and use `RcloneS3Server` for the data path.
     """
 
-    def __init__(self, host: str = LOOPBACK, port: int = 0, *, verbose: bool = False, patched: bool = True) -> None:
+    def __init__(self, host: str = LOOPBACK, port: int = 0, *, verbose: bool = False, patched: bool = True,
+                 access_key_id: str | None = None) -> None:
         self._host = host
+        # when set, only requests made with this access key id are answered (`_require_key`); the rest get 403
+        self.access_key_id = access_key_id
         self._port = port  # 0: the kernel picks a free port when the server binds (no race)
         self._verbose = verbose
         self._patched = patched  # s3sync.local.moto_patches: constant cost per request (process-wide, once)
@@ -252,8 +302,8 @@ class MotoServer:
                     probe.bind((self._host, self._port))
                 except OSError as exc:
                     raise ServerStartError(f"moto: cannot bind {self._host}:{self._port}: {exc}") from exc
-        server = _serialized_dynamodb(ThreadedMotoServer)(ip_address=self._host, port=self._port,
-                                                           verbose=self._verbose)
+        server = _serialized_dynamodb(ThreadedMotoServer, self.access_key_id)(ip_address=self._host, port=self._port,
+                                                                               verbose=self._verbose)
         server.start()
         self._server = server
         host, port = server.get_host_and_port()
@@ -264,7 +314,8 @@ class MotoServer:
 
     def reset(self) -> None:
         """Forget every resource in every moto backend of this process (moto's `/moto-api/reset`)."""
-        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        req = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST",
+                                     headers={KEY_HEADER: self.access_key_id} if self.access_key_id else {})
         with urllib.request.urlopen(req, timeout=10):
             pass
 

@@ -26,6 +26,12 @@ LOCAL_PREFIX = "s3sync"
 LOCAL_PART_SIZE_MIB = 8  # `s3sync local`'s default
 LOCAL_DEST_REGION = "cn-north-1"
 DUMMY_KEY = "testing"  # what moto accepts; never a real key
+
+
+def local_control_key() -> str:
+    """The key id for a local control plane: an embedded one holding real destination keys answers only its run's
+    key, which `s3sync local` prints how to pass (S3SYNC_LOCAL_CONTROL_KEY; s3sync.local.runner.control_key)."""
+    return os.environ.get("S3SYNC_LOCAL_CONTROL_KEY", "").strip() or DUMMY_KEY
 DEFAULT_ECS_STACK = "ecsStack"
 DEFAULT_LAMBDA_STACK = "lamStackS"
 
@@ -64,7 +70,8 @@ class Target:
 
         kwargs: dict[str, Any] = {}
         if self.local:
-            kwargs = {"aws_access_key_id": DUMMY_KEY, "aws_secret_access_key": DUMMY_KEY}
+            key = local_control_key()
+            kwargs = {"aws_access_key_id": key, "aws_secret_access_key": key}
         session = boto3.session.Session(profile_name=self.profile) if self.profile else boto3
         return session.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
                             config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5,
@@ -173,9 +180,9 @@ def resolve(*, endpoint_url: str | None = None, region: str | None = None, stack
     }.items() if v is not None}
     if target.local or overrides.get("source_endpoint_url"):
         overrides["source_access_key_id"] = os.environ.get(Env.SOURCE_ACCESS_KEY_ID) or (
-            DUMMY_KEY if target.local and not overrides.get("source_endpoint_url") else None)
+            local_control_key() if target.local and not overrides.get("source_endpoint_url") else None)
         overrides["source_secret_access_key"] = os.environ.get(Env.SOURCE_SECRET_ACCESS_KEY) or (
-            DUMMY_KEY if target.local and not overrides.get("source_endpoint_url") else None)
+            local_control_key() if target.local and not overrides.get("source_endpoint_url") else None)
     return replace(target, **overrides)
 
 
