@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from functions._common import runtime
+from functions._common import entry, runtime
 from s3sync.transfer.events import stream_changes
 
 log = logging.getLogger("s3sync.completion")
 
 
+@entry
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     completer = runtime().completer()
     results, failures = [], []

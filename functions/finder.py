@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from functions._common import runtime
+from functions._common import entry, runtime
 from s3sync.contract import FIND_EVENT, Metric
 from s3sync.transfer.admission import Admission
 from s3sync.transfer.finder import Finder, FinderCursor
@@ -31,6 +31,7 @@ def is_find_event(event: Any) -> bool:
     return isinstance(event, dict) and all(event.get(k) == v for k, v in FIND_EVENT.items())
 
 
+@entry
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     rt = runtime()
     s = rt.settings.require("queue_url", "transfers_table", "parts_table", "dest_bucket")

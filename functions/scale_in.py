@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions._common import runtime
+from functions._common import entry, runtime
 from s3sync.transfer.events import alarm_changes, is_scheduled
 from s3sync.transfer.scaling import ScaleResult, ensure_at_least, on_alarms, report_tasks
 
 
+@entry
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     rt = runtime()
     s = rt.settings.require("cluster", "service")

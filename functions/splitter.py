@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from functions import finder
-from functions._common import runtime
+from functions._common import entry, runtime
 from s3sync.contract import Metric, Status
+from s3sync.transfer import logs
 from s3sync.transfer.admission import Admission
 from s3sync.transfer.deletes import DeletePropagator, deletion_refs
 from s3sync.transfer.events import s3_object_refs
@@ -35,6 +36,7 @@ log = logging.getLogger("s3sync.splitter")
 BATCH_THREADS = 8  # events of one batch handled at once (each a HEAD, and for a small object a GET and a PUT)
 
 
+@entry
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if finder.is_find_event(event):
         return finder.handler(event, context)
@@ -71,7 +73,7 @@ def _queue_batch(event: dict[str, Any], rt: Any, splitter: Any) -> dict[str, Any
 
     out: dict[str, Any] = {"jobs": [], "batchItemFailures": []}
     with splitter.notifier.batch(), ThreadPoolExecutor(min(BATCH_THREADS, len(records))) as pool:
-        results = list(pool.map(one, records))
+        results = list(pool.map(logs.in_this_context(one), records))
     for record, result in zip(records, results, strict=True):
         if result is None:
             out["batchItemFailures"].append({"itemIdentifier": record["messageId"]})

@@ -120,3 +120,30 @@ def test_a_failed_event_comes_back_alone_and_the_others_are_done(splitter_env):
     assert sys_.s3.get_object(Bucket=sys_.dst, Key="copy/flaky.txt")["Body"].read() == b"flaky.txt"
     sent = [n["source"] for message in notices() for n in each_notice(message)]
     assert sorted(sent) == sorted(f"s3://{sys_.src}/{k}" for k in ("ok-1.txt", "flaky.txt", "ok-2.txt"))
+
+
+def test_every_log_line_of_an_invocation_carries_its_request_id(splitter_env):
+    """Issue 17 (logs): the lines a handler logs, on its own thread and on the threads that handle the batch's
+    messages, carry Lambda's request id as "requestId" (the name of Lambda's JSON log format), so a job's line
+    leads to its invocation; lines logged outside an invocation carry none."""
+    import io
+    import logging
+    from types import SimpleNamespace
+
+    from functions._common import runtime
+    from functions.splitter import handler
+
+    sys_, _ = splitter_env
+    runtime()  # the cold start sets the logs up; then they go to this buffer
+    out = io.StringIO()
+    logs.setup("INFO", stream=out)
+    sys_.s3.put_object(Bucket=sys_.src, Key="rid/a.txt", Body=b"a")
+    context = SimpleNamespace(aws_request_id="8f5d2c1e-0000-4000-8000-000000000001", function_name="splitter")
+    result = handler(batch(sys_, {"m1": created(sys_, "rid/a.txt"), "junk": "not json"}), context)
+    assert [j["outcome"] for j in result["jobs"]] == ["copied"]
+    logging.getLogger("s3sync.test").info("after the invocation")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    during, after = lines[:-1], lines[-1]
+    assert {line["msg"] for line in during} >= {"copied", "unreadable event message; dropped"}
+    assert all(line.get("requestId") == context.aws_request_id for line in during), during
+    assert after["msg"] == "after the invocation" and "requestId" not in after

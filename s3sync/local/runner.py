@@ -28,6 +28,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -186,6 +187,15 @@ class Summary:
     def notices(self) -> list[dict[str, Any]]:
         """The transfers the notifications report, one entry each (a batch's summary names several)."""
         return [n for message in self.notifications for n in each_notice(message)]
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """What a handler reads of Lambda's context object here: the function's name and the invocation's request id
+    (no `get_remaining_time_in_millis`: a local invocation has no timeout)."""
+
+    function_name: str
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 def bucket_client(spec: BucketSpec, control_endpoint_url: str, control_key: str = DUMMY_KEY) -> Any:
@@ -610,11 +620,13 @@ class LocalRunner:
         for attempt in range(1, attempts + 1):
             with self._invocations_lock:  # as Lambda bills them: every attempt is an invocation
                 self.invocations[name] += 1
+            context = LambdaContext(name)  # a request id per attempt, as Lambda gives each retry
             try:
                 with common.invoked_with(self.runtimes[name]):
-                    return self.handlers[name](event, None)
+                    return self.handlers[name](event, context)
             except Exception as exc:  # noqa: BLE001
-                log.warning("handler failed", extra={"handler": name, "attempt": attempt, "reason": repr(exc)})
+                log.warning("handler failed", extra={"handler": name, "attempt": attempt, "reason": repr(exc),
+                                                     "requestId": context.aws_request_id})
                 if attempt == attempts:
                     self._errors.append(f"{name}: {exc!r}")
                     raise

@@ -37,6 +37,7 @@ from typing import Any
 
 from s3sync.contract import Status
 from s3sync.errors import UserError
+from s3sync.transfer import logs
 from s3sync.transfer.checksums import is_md5_etag, strip_etag
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.encryption import DestEncryption
@@ -184,6 +185,7 @@ class Finder:
             result.dest_only += 1
 
         window = threading.BoundedSemaphore(self.threads * 2)  # splits in flight: memory stays bounded
+        copy = logs.in_this_context(self._copy)
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="finder") as pool:
             for src, dst in merge_join(src_iter, dst_iter, dest_only):
                 result.listed += 1
@@ -198,7 +200,7 @@ class Finder:
                             on_object(src.key, reason, "would copy")
                     else:
                         window.acquire()
-                        fut = pool.submit(self._copy, src, reason, result, on_object)
+                        fut = pool.submit(copy, src, reason, result, on_object)
                         fut.add_done_callback(lambda _f: window.release())
                 if deadline is not None and time.monotonic() >= deadline:
                     result.stopped_at = src.key

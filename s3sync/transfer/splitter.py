@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Status
+from s3sync.transfer import logs
 from s3sync.transfer.copier import copy_message
 from s3sync.transfer.credentials import DestClient
 from s3sync.transfer.errors import PermanentError, RetryableError, classify
@@ -277,7 +278,7 @@ class Splitter:
             self._send_batch(batches[0])
             return
         with ThreadPoolExecutor(max_workers=min(self.send_threads, len(batches))) as pool:
-            list(pool.map(self._send_batch, batches))
+            list(pool.map(logs.in_this_context(self._send_batch), batches))
 
     def _send_batch(self, batch: list[PartMessage]) -> None:
         pending = {str(m.part_number): m.encode() for m in batch}
