@@ -137,6 +137,13 @@ DEFAULT_MIN_TASKS: Final = 1
 # gives each TCP flow a few MB/s (1-4), so filling it takes 50-100 parts in flight. 16 threads x 8 MiB parts reached
 # 0.68 of cn-good's aggregate where 4 x 16 MiB reached 0.40 (same run, medians of 3), and a stalled 8 MiB part costs
 # half the time of a 16 MiB one. Memory: 16 x 8 MiB x 1.25 + 256 = 416 MiB of the 2048 default TaskMemory.
+#: The stacks' default names (the original's): `render`, `deploy`, the operations commands and the local system.
+DEFAULT_ECS_STACK: Final = "ecsStack"
+DEFAULT_LAMBDA_STACK: Final = "lamStackS"
+
+#: An S3 bucket name (general purpose, as the bucket-name parameters' AllowedPattern says; ".." is refused apart).
+BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
 DEFAULT_PART_SIZE_MIB: Final = 8
 DEFAULT_WORKER_THREADS: Final = 16
 DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a long part copies

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s3sync.contract import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK
 from s3sync.errors import UserError
 from s3sync.package import (
     DEFAULT_OUT,
@@ -49,7 +50,7 @@ from s3sync.package import (
     resolve_region,
     split_parameters,
 )
-from s3sync.render import _STACK_NAME, DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, _check_region
+from s3sync.render import STACK_NAME, check_region
 from s3sync.stacks import StackBuilder, StackConfig, render_all, sizes
 from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
 from s3sync.stacks.ecs import ssh_problems
@@ -562,7 +563,7 @@ def _clients_for(region: str | None, endpoint_url: str | None, profile: str | No
     chosen, source = resolve_region(region, profile)
     if not chosen:
         raise UserError(NO_REGION)
-    _check_region(chosen)
+    check_region(chosen)
     _say_region(chosen, source, say)
     return chosen, client_factory(chosen, endpoint_url, profile)
 
@@ -590,7 +591,7 @@ def function_code_mismatches(clients: Callable[[str], Any], stack_id: str, zip_s
 # --- deploy / destroy -------------------------------------------------------------------------------------------------
 def _check_stack_names(ecs_stack_name: str, lambda_stack_name: str) -> None:
     for name in (ecs_stack_name, lambda_stack_name):
-        if not _STACK_NAME.fullmatch(name):
+        if not STACK_NAME.fullmatch(name):
             raise UserError(f"invalid stack name {name!r}: a letter, then up to 127 letters, digits or hyphens")
     if ecs_stack_name == lambda_stack_name:
         raise UserError("the ECS and Lambda stacks need different names")
@@ -646,7 +647,7 @@ def _deploy(
     _check_stack_names(ecs_stack_name, lambda_stack_name)
     normalize_prefix(prefix)
     if region is not None:
-        _check_region(region)
+        check_region(region)
     for key in given:
         if key.rpartition(".")[2] in SECRET_PARAMETERS:
             name = key.rpartition(".")[2]
@@ -681,7 +682,7 @@ def _deploy(
         region, clients = _clients_for(region, endpoint_url, profile, say)
     else:
         region = region or clients("cloudformation").meta.region_name
-        _check_region(region)
+        check_region(region)
     cf = clients("cloudformation")
     states = {name: stack_state(cf, name) for name in (ecs_stack_name, lambda_stack_name)}
     for name, state in states.items():
@@ -785,7 +786,7 @@ def do_destroy(
     """
     _check_stack_names(ecs_stack_name, lambda_stack_name)
     if region is not None:
-        _check_region(region)
+        check_region(region)
     if clients is None:
         region, clients = _clients_for(region, endpoint_url, profile, echo)
     cf = clients("cloudformation")

@@ -47,7 +47,7 @@ from s3sync.render import (
     DEFAULT_ECS_STACK,
     DEFAULT_LAMBDA_STACK,
     QuickCreateLink,
-    _check_region,
+    check_region,
     do_links,
     s3_url,
 )
@@ -84,7 +84,7 @@ S3_TEMPLATE_LIMIT = 1_000_000
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 
 _PREFIX = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/?")
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_BUCKET = re.compile(contract.BUCKET_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -364,7 +364,7 @@ def do_package(
     elif link_parameters or prefix:
         raise UserError("a prefix and link parameters need a bucket: the links point at the uploaded templates")
     if region is not None:
-        _check_region(region)
+        check_region(region)
     _prepare_out(out)
     root = root or source_root()
 
@@ -447,7 +447,7 @@ def do_package(
         found = bucket_region(clients("s3"), bucket, owner)
     if region is None:
         region = found
-        _check_region(region)
+        check_region(region)
     elif found != region:
         raise UserError(
             f"bucket {bucket} is in {found}, but the stacks deploy in {region}: Lambda reads its code from a bucket "

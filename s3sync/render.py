@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from s3sync.contract import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK
 from s3sync.errors import UserError
 from s3sync.stacks import FORMATS, STACKS, StackBuilder, StackConfig, render_all
 from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
 
 DEFAULT_DIR = Path("templates")
 DEFAULT_REGION = "us-east-1"  # where the original's quick-create links point
-DEFAULT_ECS_STACK = "ecsStack"  # the original's stack names
-DEFAULT_LAMBDA_STACK = "lamStackS"
 
 _REGION = re.compile(r"[a-z]{2}-[a-z]+-\d{1,2}")
-_STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
+STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
 # Path-style or virtual-hosted S3 endpoints, in either partition: CloudFormation only reads templates from S3.
 _S3_HOST = re.compile(r"([a-z0-9.-]+\.)?s3([.-][a-z0-9-]+)*\.amazonaws\.com(\.cn)?")
 
@@ -101,7 +100,7 @@ def do_links(
     place for a secret. `documents` ({"ecs": {...}, "lambda": {...}}, the templates as dicts) are checked instead of
     the default rendering, for templates made with a custom config or builder.
     """
-    _check_region(region)
+    check_region(region)
     base = _check_base_url(template_base_url, region)
     in_china = urlsplit(base).hostname.endswith(".amazonaws.com.cn")  # type: ignore[union-attr]
     if in_china != (partition_of(region) == "aws-cn"):
@@ -109,7 +108,7 @@ def do_links(
         raise UserError(f"the templates are in {where}, but the stacks go to {region}: CloudFormation reads a "
                         "template from S3 in its own partition; upload them to a bucket in that region")
     for name in (ecs_stack_name, lambda_stack_name):
-        if not _STACK_NAME.fullmatch(name):
+        if not STACK_NAME.fullmatch(name):
             raise UserError(f"invalid stack name {name!r}: a letter, then up to 127 letters, digits or hyphens")
     if ecs_stack_name == lambda_stack_name:
         raise UserError("the ECS and Lambda stacks need different names")
@@ -200,7 +199,7 @@ def s3_url(bucket: str, region: str, key: str = "") -> str:
     return f"{url}/{path}" if path else url
 
 
-def _check_region(region: str) -> None:
+def check_region(region: str) -> None:
     """A region of a partition the stacks deploy in: a global (commercial) one such as us-east-1, or a China one."""
     if region.startswith("us-gov-"):
         raise UserError(f"{region} is an AWS GovCloud region: the stacks deploy in the global regions and in China")

@@ -86,7 +86,7 @@ class Group(click.Group):
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
             _interrupted()
-        except UserError as exc:  # a do_* function raised outside _run
+        except UserError as exc:  # a do_* function raised outside run_guarded
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_FAILED)
         sys.exit(code if isinstance(code, int) else EXIT_OK)
@@ -107,7 +107,7 @@ def main() -> None:
     cli()
 
 
-def _run(fn, *args, **kwargs):
+def run_guarded(fn, *args, **kwargs):
     """Call a do_* function, turning user mistakes into a one-line CLI error."""
     try:
         return fn(*args, **kwargs)

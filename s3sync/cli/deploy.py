@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import click
 
-from s3sync.cli import CliError, _run, ask_secret, cli, option, secret_option_check
+from s3sync.cli import CliError, ask_secret, cli, option, run_guarded, secret_option_check
+from s3sync.contract import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK
 
 #: The options every command that names the stacks takes (ops commands too): one spelling everywhere, the old ones
 #: still accepted.
 _STACK_OPTIONS = (
-    option("--ecs-stack", "ecs_stack_name", aliases=("--ecs-stack-name", "--stack"), default="ecsStack",
+    option("--ecs-stack", "ecs_stack_name", aliases=("--ecs-stack-name", "--stack"), default=DEFAULT_ECS_STACK,
            show_default=True, help="Name of the ECS stack."),
-    option("--lambda-stack", "lambda_stack_name", aliases=("--lambda-stack-name",), default="lamStackS",
+    option("--lambda-stack", "lambda_stack_name", aliases=("--lambda-stack-name",), default=DEFAULT_LAMBDA_STACK,
            show_default=True, help="Name of the Lambda stack."),
 )
 REGION_HELP = ("AWS region of the stacks, global or China (default: AWS_REGION, then AWS_DEFAULT_REGION, then the "
@@ -60,7 +61,7 @@ def package_command(out_dir, bucket, prefix, image_uri, region, endpoint_url, pr
 
     if not bucket and (prefix or params):
         raise CliError("--prefix and --param need --bucket (the links point at the uploaded templates)", usage=True)
-    result = _run(
+    result = run_guarded(
         do_package, out_dir, bucket=bucket, prefix=prefix, region=region, image_uri=image_uri,
         ecs_stack_name=ecs_stack_name, lambda_stack_name=lambda_stack_name, link_parameters=_parse_params(params),
         endpoint_url=endpoint_url, profile=profile,
@@ -136,7 +137,7 @@ def deploy_command(ctx, bucket, prefix, out_dir, region, endpoint_url, profile, 
         "DestPrefix": dest_prefix, "VpcId": vpc_id, "SubnetId": subnet_id, "LaunchType": launch_type,
     }  # fmt: skip
     parameters.update({k: v for k, v in named.items() if v is not None})
-    _run(
+    run_guarded(
         do_deploy, out_dir, bucket=bucket, prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile,
         ecs_stack_name=ecs_stack_name, lambda_stack_name=lambda_stack_name, parameters=parameters,
         image_uri=image_uri, dest_access_key_id=dest_access_key_id or None,
@@ -169,7 +170,7 @@ def destroy_command(region, endpoint_url, profile, ecs_stack_name, lambda_stack_
     the stacks that exist."""
     from s3sync.deploy import do_destroy
 
-    _run(
+    run_guarded(
         do_destroy, region=region, endpoint_url=endpoint_url, profile=profile, ecs_stack_name=ecs_stack_name,
         lambda_stack_name=lambda_stack_name, echo=click.echo, poll_s=poll_seconds, timeout_s=timeout_minutes * 60,
         confirm=None if yes else _confirm,

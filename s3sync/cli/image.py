@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from s3sync.cli import _run, cli
+from s3sync.cli import cli, run_guarded
 
 
 @cli.group("image")
@@ -24,8 +24,8 @@ def build_command(out_dir: str, base_image: str | None, tag: str | None) -> None
     from s3sync.image import build_image
     from s3sync.package import do_package
 
-    packaged = _run(do_package, out_dir)
-    result = _run(build_image, packaged.image_dir, tag=tag, base_image=base_image)
+    packaged = run_guarded(do_package, out_dir)
+    result = run_guarded(build_image, packaged.image_dir, tag=tag, base_image=base_image)
     click.echo(f"image:  {result.image_id}")
     click.echo(f"tag:    {result.tag}")
     click.echo(f"size:   {result.size / 1e6:.1f} MB")
@@ -41,5 +41,5 @@ def base_command(tag: str, force: bool, mirror: str | None) -> None:
     docker import; needs root). Reused by tag."""
     from s3sync.image import build_local_base
 
-    result = _run(build_local_base, tag, force=force, mirror=mirror)
+    result = run_guarded(build_local_base, tag, force=force, mirror=mirror)
     click.echo(result.describe())

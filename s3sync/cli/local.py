@@ -6,9 +6,10 @@ import re
 
 import click
 
-from s3sync.cli import CliError, _run, ask_secret, cli, option, secret_option_check
+from s3sync.cli import CliError, ask_secret, cli, option, run_guarded, secret_option_check
+from s3sync.contract import BUCKET_PATTERN
 
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_BUCKET = re.compile(BUCKET_PATTERN)
 
 
 class BucketName(click.ParamType):
@@ -122,7 +123,7 @@ def local_command(ctx, **kw) -> None:
         duplicate_messages=kw["duplicate_messages"], propagate_deletes=kw["propagate_deletes"],
         state_dir=Path(kw["state_dir"]) if kw["state_dir"] else None, worker_image=kw["worker_image"] or None,
     )
-    code = _run(do_local, options)
+    code = run_guarded(do_local, options)
     if code:
         raise SystemExit(code)
 
@@ -148,7 +149,7 @@ def demo_command(scale_mib, from_dir, follow_links, max_tasks, worker_threads, p
 
     from s3sync.local.demo import do_demo
 
-    code = _run(do_demo, scale_mib=scale_mib, from_dir=Path(from_dir) if from_dir else None, max_tasks=max_tasks,
+    code = run_guarded(do_demo, scale_mib=scale_mib, from_dir=Path(from_dir) if from_dir else None, max_tasks=max_tasks,
                 worker_threads=worker_threads, part_size_mib=part_size_mib,
                 state_dir=Path(state_dir) if state_dir else None, follow_links=follow_links)
     if code:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from s3sync.cli import CliError, _run, cli, option
+from s3sync.cli import CliError, cli, option, run_guarded
 
 _TARGET_OPTIONS = (
     click.option("--endpoint-url", help="Control-plane endpoint: a running `s3sync local` (its moto server), or any "
@@ -45,7 +45,7 @@ def _target(kw: dict, **extra):
 
     names = ("endpoint_url", "region", "profile", "stack", "lambda_stack", "table", "parts_table", "queue_url",
              "dlq_url", "name_prefix")
-    return _run(resolve, **{n: kw.pop(n) for n in names}, stuck_after=kw.pop("stuck_after", None), **extra)
+    return run_guarded(resolve, **{n: kw.pop(n) for n in names}, stuck_after=kw.pop("stuck_after", None), **extra)
 
 
 @cli.command("status")
@@ -70,10 +70,10 @@ def status_command(as_json, failed, stuck, limit, everything, reindex, **kw) -> 
 
     target = _target(kw)
     if reindex:
-        counts = _run(do_reindex, target)
+        counts = run_guarded(do_reindex, target)
         click.echo(f"reindexed: {counts['indexed']} job(s) put into the index, {counts['skipped']} changed meanwhile "
                    f"(run it again), {counts['scanned']} item(s) scanned", err=as_json)
-    report = _run(collect, target, failed=failed, stuck=stuck, limit=limit, everything=everything)
+    report = run_guarded(collect, target, failed=failed, stuck=stuck, limit=limit, everything=everything)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -98,7 +98,7 @@ def retry_command(job_ids, failed, dlq, source_endpoint_url, dest_endpoint_url, 
         raise CliError("name the jobs to retry (JOB ..., ids or unique prefixes from `s3sync status`), or pass "
                        "--failed or --dlq", usage=True)
     target = _target(kw, source_endpoint_url=source_endpoint_url, dest_endpoint_url=dest_endpoint_url)
-    report = _run(do_retry, target, list(job_ids), failed=failed, dlq=dlq, part_size_mib=part_size_mib)
+    report = run_guarded(do_retry, target, list(job_ids), failed=failed, dlq=dlq, part_size_mib=part_size_mib)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -137,7 +137,7 @@ def backfill_command(prefix, source_bucket, source_endpoint_url, dest_bucket, de
     def line(key: str, reason: str, outcome: str) -> None:
         click.echo(f"{outcome:>18}  {reason:<10}  {key}", err=as_json)
 
-    result = _run(do_backfill, target, prefix=prefix, dry_run=dry_run, size_only=size_only, threads=threads,
+    result = run_guarded(do_backfill, target, prefix=prefix, dry_run=dry_run, size_only=size_only, threads=threads,
                   start_after=start_after, on_object=line if verbose else None)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))

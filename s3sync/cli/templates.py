@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from s3sync.cli import CliError, _run, cli, option
+from s3sync.cli import CliError, cli, option, run_guarded
+from s3sync.contract import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK
 
 
 @cli.command("render")
@@ -16,7 +17,7 @@ def render_command(out_dir: str, fmt: str) -> None:
     """Render the two CloudFormation templates (deterministic: same code, same bytes)."""
     from s3sync.render import do_render
 
-    for path in _run(do_render, out_dir, fmt):
+    for path in run_guarded(do_render, out_dir, fmt):
         click.echo(f"wrote {path}")
 
 
@@ -27,18 +28,18 @@ def render_command(out_dir: str, fmt: str) -> None:
 @click.option("--region", help="AWS region to deploy in, global or China (default: the one the template URL names, "
               "else AWS_REGION, AWS_DEFAULT_REGION or the profile's, else us-east-1; the one used is printed).")
 @click.option("--profile", help="AWS profile whose region to use (nothing is called).")
-@option("--ecs-stack", "ecs_stack_name", aliases=("--ecs-stack-name", "--stack"), default="ecsStack",
+@option("--ecs-stack", "ecs_stack_name", aliases=("--ecs-stack-name", "--stack"), default=DEFAULT_ECS_STACK,
         show_default=True, help="Name of the ECS stack.")
-@option("--lambda-stack", "lambda_stack_name", aliases=("--lambda-stack-name",), default="lamStackS",
+@option("--lambda-stack", "lambda_stack_name", aliases=("--lambda-stack-name",), default=DEFAULT_LAMBDA_STACK,
         show_default=True, help="Name of the Lambda stack.")
 def links_command(template_base_url: str, region: str | None, profile: str | None, ecs_stack_name: str,
                   lambda_stack_name: str) -> None:  # fmt: skip
     """Print console quick-create links for both stacks (open the ECS one first)."""
     from s3sync.render import do_links, links_region
 
-    chosen, source = _run(links_region, template_base_url, region, profile)
+    chosen, source = run_guarded(links_region, template_base_url, region, profile)
     click.echo(f"region {chosen} (from {source})")
-    for link in _run(do_links, template_base_url, chosen, ecs_stack_name, lambda_stack_name):
+    for link in run_guarded(do_links, template_base_url, chosen, ecs_stack_name, lambda_stack_name):
         click.echo(f"{link.template} (stack {link.stack_name}):")
         click.echo(f"  {link.url}")
 
@@ -51,7 +52,7 @@ def lint_command(directory: str, regions: tuple[str, ...]) -> None:
     """Run cfn-lint (in-process) on the rendered templates in DIRECTORY; non-zero exit on any finding."""
     from s3sync.render import do_lint
 
-    findings = _run(do_lint, directory, regions)
+    findings = run_guarded(do_lint, directory, regions)
     for line in findings:
         click.echo(line)
     if findings:

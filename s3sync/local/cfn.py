@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from s3sync.contract import HANDLERS
+from s3sync.contract import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK, HANDLERS
 from s3sync.errors import UserError
 from s3sync.local.iam import PolicyError, Role, Stmt, Where
 
@@ -339,7 +339,7 @@ class LocalStacks:
     def __init__(self, templates: Mapping[str, Mapping[str, Any]], parameters: Mapping[str, Any], where: Where,
                  physical: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
                  stack_names: Mapping[str, str] | None = None) -> None:
-        names = {"ecs": "ecsStack", "lambda": "lamStackS", **(stack_names or {})}
+        names = {"ecs": DEFAULT_ECS_STACK, "lambda": DEFAULT_LAMBDA_STACK, **(stack_names or {})}
         physical = physical or {}
         self.where = where
         params = {"EcsStackName": names["ecs"], **parameters}

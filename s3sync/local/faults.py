@@ -66,7 +66,7 @@ _ERRORS = {
 }
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -344,9 +344,9 @@ class FaultProxy:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must be an http:// URL, got {upstream!r}")
-        if not _is_loopback(parts.hostname):
+        if not is_loopback(parts.hostname):
             raise ValueError(f"upstream {upstream!r} is not a loopback address: this proxy only serves tests")
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"the proxy binds loopback addresses only, not {host!r}")
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown or not kinds:

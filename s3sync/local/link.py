@@ -50,7 +50,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from s3sync.local.faults import LOOPBACK, _is_loopback
+from s3sync.local.faults import LOOPBACK, is_loopback
 
 __all__ = ["Link", "LinkProcess", "LinkProfile", "PROFILES", "MB"]
 
@@ -443,9 +443,9 @@ class Link:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must be an http:// URL, got {upstream!r}")
-        if not _is_loopback(parts.hostname):
+        if not is_loopback(parts.hostname):
             raise ValueError(f"upstream {upstream!r} is not a loopback address: this link only serves tests")
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"the link binds loopback addresses only, not {host!r}")
         self.upstream = upstream.rstrip("/")
         self.upstream_host = parts.hostname

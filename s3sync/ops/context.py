@@ -17,7 +17,14 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from s3sync.contract import DEFAULT_INLINE_MAX_BYTES, DEFAULT_PART_SIZE_MIB, DEFAULT_STUCK_AFTER_SECONDS, Env
+from s3sync.contract import (
+    DEFAULT_ECS_STACK,
+    DEFAULT_INLINE_MAX_BYTES,
+    DEFAULT_LAMBDA_STACK,
+    DEFAULT_PART_SIZE_MIB,
+    DEFAULT_STUCK_AFTER_SECONDS,
+    Env,
+)
 from s3sync.errors import UserError
 from s3sync.package import aws_errors
 from s3sync.stacks.common import OPTIONAL_MARK, Exports
@@ -32,8 +39,6 @@ def local_control_key() -> str:
     """The key id for a local control plane: an embedded one holding real destination keys answers only its run's
     key, which `s3sync local` prints how to pass (S3SYNC_LOCAL_CONTROL_KEY; s3sync.local.runner.control_key)."""
     return os.environ.get("S3SYNC_LOCAL_CONTROL_KEY", "").strip() or DUMMY_KEY
-DEFAULT_ECS_STACK = "ecsStack"
-DEFAULT_LAMBDA_STACK = "lamStackS"
 
 
 @dataclass(frozen=True)

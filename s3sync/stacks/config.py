@@ -25,7 +25,7 @@ DEST_REGIONS: tuple[str, ...] = ("cn-north-1", "cn-northwest-1")
 LAUNCH_TYPES: tuple[str, ...] = ("EC2", "FARGATE")
 
 #: An S3 bucket name, as the bucket-name parameters' AllowedPattern says.
-BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+BUCKET_PATTERN = contract.BUCKET_PATTERN
 BUCKET_NAME = re.compile(BUCKET_PATTERN)
 
 #: Values CloudWatch Logs accepts for RetentionInDays.
@@ -77,7 +77,7 @@ class StackConfig:
     task_cpu: int = 1024  # TaskCpu, CPU units
     task_memory_mib: int = 2048  # TaskMemory
     dest_region: str = "cn-north-1"  # DestRegion
-    ecs_stack_name: str = "ecsStack"  # EcsStackName of lambda.yaml, as the original names the ECS stack
+    ecs_stack_name: str = contract.DEFAULT_ECS_STACK  # EcsStackName of lambda.yaml
     ecs_ami_parameter: str = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"  # AmiId
     # Where the code is (`s3sync package` fills these in); empty: the parameter has no default, the deployer enters it.
     code_bucket: str = ""  # CodeBucket of lambda.yaml: bucket of the functions' zip, in the stacks' region

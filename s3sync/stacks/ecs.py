@@ -40,7 +40,7 @@ from troposphere.iam import InstanceProfile
 from troposphere.secretsmanager import ResourcePolicy, Secret
 
 from s3sync import contract
-from s3sync.contract import Env
+from s3sync.contract import BUCKET_PATTERN, Env
 from s3sync.stacks import iam, sizes
 from s3sync.stacks.common import (
     OPTIONAL_MARK,
@@ -156,7 +156,7 @@ class EcsStack(StackBuilder):
 
         self.param("DestBucket", G_DEST, "Destination bucket",
                    "Name of the existing S3 bucket in the China region that receives the objects.",
-                   AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                   AllowedPattern=BUCKET_PATTERN,
                    ConstraintDescription="an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens")
         self.param("DestRegion", G_DEST, "Destination region",
                    "China region of the destination bucket.", Default=c.dest_region, AllowedValues=list(DEST_REGIONS))

@@ -32,7 +32,7 @@ from troposphere import (
 from troposphere.iam import PolicyType
 
 from s3sync import contract
-from s3sync.contract import Env
+from s3sync.contract import BUCKET_PATTERN, Env
 from s3sync.stacks import iam
 from s3sync.stacks.common import (
     FINDER_CURSOR_NAME,
@@ -94,7 +94,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
         c = self.cfg
         self.param("SourceBucketName", G_SOURCE, "Source bucket name",
                    "Name of the bucket this stack creates; every object created in it is copied to China.",
-                   AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                   AllowedPattern=BUCKET_PATTERN,
                    ConstraintDescription="an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens")
         self.param("EcsStackName", G_CODE, "ECS stack name",
                    "Name of the stack made from ecs.yaml (deployed first); its exports are imported.",
@@ -107,7 +107,7 @@ class LambdaStack(OperationsSteps, StackBuilder):
                    Type="AWS::SSM::Parameter::Value<String>", Default=settings_parameter_name(c.ecs_stack_name))
         self.param("CodeBucket", G_CODE, "Code bucket",
                    "Bucket (in this region) holding the functions' deployment package.",
-                   AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                   AllowedPattern=BUCKET_PATTERN,
                    ConstraintDescription="an S3 bucket name", **_default(c.code_bucket))
         self.param("CodeKey", G_CODE, "Code key",
                    "Key of the deployment zip in the code bucket; use a new key per version so that an update "
