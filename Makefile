@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 S3SYNC := $(VENV)/bin/s3sync
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test simulate lint templates bench clean
+.PHONY: setup demo test test-fast simulate lint templates bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: setup          ## the end-to-end demo on embedded local servers
 
 test: setup          ## unit, template and end-to-end tests against real local servers
 	$(PY) -m pytest -q
+
+test-fast: setup     ## the edit loop: every test but those marked `system` (the local system, subprocesses, simulation)
+	$(PY) -m pytest -q -m "not system"
 
 simulate: setup      ## the control-plane simulation, longer than in `make test` (fresh seeds; SEEDS=n runs n of them)
 	S3SYNC_SIM_EXAMPLES=$${S3SYNC_SIM_EXAMPLES:-200} S3SYNC_SIM_STEPS=$${S3SYNC_SIM_STEPS:-120} \

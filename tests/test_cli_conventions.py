@@ -162,6 +162,7 @@ def test_an_endpoint_that_is_not_aws_is_named_as_such(rclone_server) -> None:
     assert "expected an AWS API there" in lines[0] and "--endpoint-url" in lines[0]
 
 
+@pytest.mark.system
 def test_the_license_is_an_spdx_expression_and_the_build_does_not_warn(tmp_path: Path) -> None:
     """`make demo` / `make test` install the project; setuptools warned (twice) about the table form."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -175,6 +176,7 @@ def test_the_license_is_an_spdx_expression_and_the_build_does_not_warn(tmp_path:
 
 
 # --- item 9: s3sync local says where to upload and how to watch ------------------------------------------------------
+@pytest.mark.system
 def test_local_starts_with_a_human_line_and_prints_its_summary_on_stdout(tmp_path: Path) -> None:
     exe = str(Path(sys.executable).parent / "s3sync")
     done = subprocess.run([exe, "local", "--until-idle", "--timeout-seconds", "120", "--state-dir", str(tmp_path)],

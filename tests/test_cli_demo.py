@@ -91,6 +91,7 @@ def clean(text: str) -> None:
         assert bad not in text, text[-3000:]
 
 
+@pytest.mark.system
 def test_ctrl_c_stops_the_demo_within_seconds_with_a_summary_and_130() -> None:
     term = Terminal("demo", columns=100)
     try:
@@ -110,6 +111,7 @@ def test_ctrl_c_stops_the_demo_within_seconds_with_a_summary_and_130() -> None:
         term.close()
 
 
+@pytest.mark.system
 def test_ctrl_c_during_the_copy_prints_where_each_object_was() -> None:
     term = Terminal("demo", "--scale-mib", "512", columns=100)
     try:
@@ -126,6 +128,7 @@ def test_ctrl_c_during_the_copy_prints_where_each_object_was() -> None:
         term.close()
 
 
+@pytest.mark.system
 def test_a_second_ctrl_c_stops_at_once() -> None:
     term = Terminal("demo", "--scale-mib", "512", columns=100)
     try:
@@ -140,6 +143,7 @@ def test_a_second_ctrl_c_stops_at_once() -> None:
         term.close()
 
 
+@pytest.mark.system
 def test_ctrl_c_stops_local_with_its_summary_and_130(tmp_path: Path) -> None:
     term = Terminal("local", "--state-dir", str(tmp_path), env={"S3SYNC_LOG_LEVEL": "WARNING"})
     try:
@@ -203,6 +207,7 @@ def test_from_dir_with_nothing_to_upload_says_why(tmp_path: Path) -> None:
     assert f"--from {only}: no files to upload: skipped 1 (1 {SKIP_LINK})" in result.output
 
 
+@pytest.mark.system
 def test_demo_from_a_dir_with_a_name_that_is_not_utf8_copies_the_rest(awkward_dir: Path) -> None:
     """The whole demo on such a folder (with -L): no traceback, the skipped entries reported, binary units only."""
     done = subprocess.run([S3SYNC, "demo", "--from", str(awkward_dir), "-L"], capture_output=True, text=True,

@@ -25,6 +25,7 @@ def client(server: RcloneS3Server):
     return s3_client(Endpoint("us-east-1", server.endpoint_url, server.access_key_id, server.secret_access_key))
 
 
+@pytest.mark.system
 def test_local_copies_between_two_s3_servers_until_idle(tmp_path):
     objects = {"a/one.bin": os.urandom(7 * MiB + 3), "b/two words.txt": b"two words", "empty": b""}
     with RcloneS3Server() as src, RcloneS3Server(access_key_id="dest-id", secret_access_key="dest-s3cr3t") as dst:
@@ -54,6 +55,7 @@ def test_local_copies_between_two_s3_servers_until_idle(tmp_path):
     (["local", "--endpoint-url", "http://127.0.0.1:9", "--until-idle"], "setting up the local system failed"),
     (["demo", "--from", "/nonexistent-dir"], "does not exist"),
 ])
+@pytest.mark.system
 def test_user_mistakes_get_one_line_not_a_traceback(args, message):
     result = run(*args, timeout=120)
     assert result.returncode != 0
@@ -61,6 +63,7 @@ def test_user_mistakes_get_one_line_not_a_traceback(args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.system
 def test_demo_moves_a_small_sample_set_and_checks_every_byte():
     result = run("demo", "--scale-mib", "24", timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -68,6 +71,7 @@ def test_demo_moves_a_small_sample_set_and_checks_every_byte():
     assert "dead-letter queue: 0" in result.stdout
 
 
+@pytest.mark.system
 def test_local_says_where_the_destination_keys_are_kept_and_forgets_them(fresh_moto, rclone_server, boto_client,
                                                                          tmp_path):
     """Issue 18 item 6: with real keys, `local` says that they sit in the control plane's secret store (a server

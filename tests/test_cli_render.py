@@ -155,6 +155,7 @@ def test_links_needs_the_base_url() -> None:
 
 
 # --- lint -------------------------------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_lint_passes_on_fresh_templates(tmp_path: Path) -> None:
     do_render(tmp_path)
     result = run("lint", str(tmp_path))
@@ -162,6 +163,7 @@ def test_lint_passes_on_fresh_templates(tmp_path: Path) -> None:
     assert "no findings" in result.output
 
 
+@pytest.mark.system
 def test_lint_reports_findings_and_fails(tmp_path: Path) -> None:
     do_render(tmp_path)
     (tmp_path / "lambda.yaml").write_text(

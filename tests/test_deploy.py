@@ -216,6 +216,7 @@ def function(lam: Any, name: str) -> dict[str, Any]:
 
 
 # --- the whole cycle in moto ------------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_deploy_creates_updates_and_destroys_both_stacks(aws: SimpleNamespace,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
@@ -320,6 +321,7 @@ def parameter(cf: Any, stack: str, key: str) -> str:
     return next(str(p["ParameterValue"]) for p in params if p["ParameterKey"] == key)
 
 
+@pytest.mark.system
 def test_destination_and_launch_type_change_later_through_change_sets(aws: SimpleNamespace) -> None:
     """Issue 12 items 5 and 9 (and 7 on an update): after both stacks exist, the destination bucket and the launch
     type each change with one `s3sync deploy`; a change set that removes or replaces resources waits for a yes;
@@ -373,6 +375,7 @@ def test_destination_and_launch_type_change_later_through_change_sets(aws: Simpl
 
 
 @pytest.mark.filterwarnings("ignore:Unable to delete:UserWarning")  # conditional resources moto never created
+@pytest.mark.system
 def test_removing_resources_waits_for_a_yes(aws: SimpleNamespace, fresh_moto: Any) -> None:
     """A change set that removes resources (here: a library user renders lambda.yaml without the operations
     additions) runs only after a yes; declined, the stack and its change sets are as before."""
@@ -401,6 +404,7 @@ def test_removing_resources_waits_for_a_yes(aws: SimpleNamespace, fresh_moto: An
 
 
 # --- user mistakes against moto ---------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_a_missing_code_bucket_is_a_one_line_error(aws: SimpleNamespace) -> None:
     args = [a.replace("code-bucket", "no-such-bucket") for a in aws.deploy]
     assert "bucket no-such-bucket does not exist" in one_line_error(run(*args, *aws.create, env=KEYS_ENV))
@@ -457,6 +461,7 @@ def test_deploy_and_destroy_follow_aws_region_and_say_which_region(aws: SimpleNa
     assert "region us-east-1 (from --region)" in ok(run(*aws.destroy, "--yes"))
 
 
+@pytest.mark.system
 def test_destroy_asks_only_about_stacks_that_exist(aws: SimpleNamespace) -> None:
     """Issue 19 item 5: nothing to delete needs no question; a no deletes nothing."""
     result = run(*aws.destroy)  # no --yes, no input: it would have been asked, and aborted
@@ -495,6 +500,7 @@ class Recorder:
             self.before[name](params)
 
 
+@pytest.mark.system
 def test_code_bucket_owner_is_checked_code_pinned_by_version_and_templates_inline(
     aws: SimpleNamespace, fresh_moto: Any
 ) -> None:
@@ -529,6 +535,7 @@ def test_code_bucket_owner_is_checked_code_pinned_by_version_and_templates_inlin
     assert any(f"version {version}" in line and f"account {account}" in line for line in printed)
 
 
+@pytest.mark.system
 def test_a_zip_replaced_in_an_unversioned_bucket_fails_the_deploy(aws: SimpleNamespace, fresh_moto: Any) -> None:
     """Issue 18 item 5, the hash check: in an unversioned bucket, another writer replaces the zip between the upload
     and Lambda's read; the functions' CodeSha256 is not the uploaded zip's, and deploy fails saying so."""
@@ -555,6 +562,7 @@ def test_a_zip_replaced_in_an_unversioned_bucket_fails_the_deploy(aws: SimpleNam
     assert any("not versioned" in line for line in printed)
 
 
+@pytest.mark.system
 def test_the_secret_key_is_asked_without_echo(fake_aws: SimpleNamespace, tmp_path: Path) -> None:
     """Issue 18 item 6: with only the key id given, the secret is asked for, without echo."""
     base = ["deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, "--no-execute"]
@@ -564,6 +572,7 @@ def test_the_secret_key_is_asked_without_echo(fake_aws: SimpleNamespace, tmp_pat
     assert "DestSecretAccessKey=****" in asked.output and "warning" not in asked.output
 
 
+@pytest.mark.system
 def test_a_secret_on_the_command_line_is_warned_about(fake_aws: SimpleNamespace, tmp_path: Path) -> None:
     """Issue 18 item 6: given on the command line, the secret works but is warned about (ps, shell history)."""
     base = ["deploy", "--bucket", "code-bucket", "--out", str(tmp_path), *CREATE, "--no-execute"]
@@ -791,6 +800,7 @@ def test_a_failed_operation_is_a_one_line_error_with_its_first_reason() -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.system
 def test_deploy_masks_the_keys_in_everything_it_prints_or_raises(tmp_path: Path) -> None:
     """Even a message from AWS that quotes a key comes out masked."""
     cf = FakeCloudFormation(steps=[("DestCredentials", "CREATE_FAILED", f"bad key {KEY_ID}"),
@@ -888,6 +898,7 @@ def test_change_set_lines_say_what_is_replaced_and_why() -> None:
 
 
 @pytest.mark.parametrize(("answer", "executed"), [("n\n", False), ("", False), ("y\ny\n", True)])
+@pytest.mark.system
 def test_the_cli_asks_before_a_replacement_or_removal(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, answer: str, executed: bool
 ) -> None:
@@ -908,6 +919,7 @@ def test_the_cli_asks_before_a_replacement_or_removal(
         assert "execute_change_set" not in cf.calls and "delete_change_set" in cf.calls
 
 
+@pytest.mark.system
 def test_yes_skips_the_question_and_no_execute_only_shows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     s3 = SimpleNamespace(get_bucket_location=lambda Bucket, **kw: {"LocationConstraint": None},  # noqa: N803
                          get_caller_identity=lambda: {"Account": "123456789012"},

@@ -111,6 +111,7 @@ def test_local_refuses_bad_encryption_options_in_one_line(args, message):
 # --- end to end through `s3sync local` ------------------------------------------------------------------------------
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mode, key", [("AES256", ""), ("aws:kms", KEY_ARN)])
+@pytest.mark.system
 def test_local_copies_under_the_encryption_asked_for(moto_server, mode, key):
     name = f"sse-{mode.replace(':', '')}".lower()
     objects = {"big/multipart.bin": os.urandom(11 * MiB + 12345), "small/one part.txt": os.urandom(3000)}

@@ -104,6 +104,7 @@ def check_identical(runner: LocalRunner, summary, objects: dict[str, bytes], pre
         assert len(runner.ledger.parts(job.job_id, job.attempt)) == (0 if job.inline else job.total)
 
 
+@pytest.mark.system
 def test_awkward_objects_arrive_identical_through_moto_notifications(moto_server):
     objects = {k: body_for(k, n) for k, n in AWKWARD_KEYS.items()}
     runner = LocalRunner(options(moto_server, "e2e-awkward", dest_prefix="copied/"))
@@ -116,6 +117,7 @@ def test_awkward_objects_arrive_identical_through_moto_notifications(moto_server
     assert sorted(n["source"] for n in done) == sorted(f"s3://e2e-awkward-src/{k}" for k in objects)
 
 
+@pytest.mark.system
 def test_every_message_delivered_twice_counts_once(moto_server, rclone_server, tmp_path):
     # The destination is rclone: moto's S3 breaks when two clients upload the same part number at once.
     objects = {f"dup/object-{i}.bin": os.urandom(11 * MiB + i) for i in range(2)}
@@ -139,6 +141,7 @@ def test_every_message_delivered_twice_counts_once(moto_server, rclone_server, t
     assert len(repeated) == len(counted)  # every second delivery was recognised, none counted
 
 
+@pytest.mark.system
 def test_worker_killed_mid_part_is_recovered(moto_server, tmp_path):
     data = os.urandom(30 * MiB + 77)  # moto reads the whole object per ranged GET: parts take seconds
     runner = LocalRunner(options(moto_server, "e2e-kill", state_dir=tmp_path, worker_threads=1, min_tasks=1,
@@ -168,6 +171,7 @@ def test_worker_killed_mid_part_is_recovered(moto_server, tmp_path):
     assert len(list((tmp_path / "logs").glob("worker-*.log"))) >= 2  # the service replaced the dead task
 
 
+@pytest.mark.system
 def test_backlog_scales_out_to_max_and_back_to_min(moto_server):
     # MinTasks 0: no worker drains the backlog before alarm A has seen it, so the test does not race the worker.
     # inline_max_bytes 0: these small objects go to the workers (by default the splitter copies them itself)
@@ -181,6 +185,7 @@ def test_backlog_scales_out_to_max_and_back_to_min(moto_server):
     assert summary.desired_counts[0] == 0 and 3 in summary.desired_counts and summary.desired_counts[-1] == 0
 
 
+@pytest.mark.system
 def test_malformed_message_reaches_the_dlq_with_its_reason(moto_server, tmp_path):
     def inject(runner: LocalRunner):
         runner.client("sqs").send_message(QueueUrl=runner.r.queue_url, MessageBody='{"v": 99, "job": "x"}')
@@ -195,6 +200,7 @@ def test_malformed_message_reaches_the_dlq_with_its_reason(moto_server, tmp_path
     assert bad and all("unknown message version 99" in r["reason"] for r in bad)
 
 
+@pytest.mark.system
 def test_source_deleted_before_copy_fails_the_job_and_aborts_the_upload(moto_server):
     data = os.urandom(11 * MiB)
 
@@ -217,6 +223,7 @@ def test_source_deleted_before_copy_fails_the_job_and_aborts_the_upload(moto_ser
     assert len(failed) == 1 and "source object missing" in failed[0]["reason"]
 
 
+@pytest.mark.system
 def test_lost_part_messages_are_re_driven_by_the_scheduled_sweep(moto_server):
     data = os.urandom(11 * MiB + 5)
 

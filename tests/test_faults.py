@@ -102,6 +102,7 @@ def test_reset_mid_body_cuts_a_streamed_get_and_loses_the_answer_of_a_put(bucket
     assert direct.get_object(Bucket=BUCKET, Key="written")["Body"].read() == b"y" * 1000
 
 
+@pytest.mark.system
 def test_the_seed_repeats_the_same_faults_for_the_same_requests(bucket):
     def run(seed: int) -> list[bool]:
         outcome = []
@@ -120,6 +121,7 @@ def test_the_seed_repeats_the_same_faults_for_the_same_requests(bucket):
     assert 4 <= first.count(False) <= 20  # about 30% of 40
 
 
+@pytest.mark.system
 def test_botocore_standard_retries_get_through_twenty_percent_faults(bucket):
     """The engine's setting (standard mode, max_attempts 8, i.e. 8 retries): every call succeeds; the proxy sees
     the retries."""

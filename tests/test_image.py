@@ -170,6 +170,7 @@ def check_identical(runner: LocalRunner, dest: Any, summary: Any, objects: dict[
 
 
 # --- the image --------------------------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_the_image_builds_from_the_packaged_context(built: Any) -> None:
     packaged, result = built
     info = inspect_image(result.image_id)
@@ -186,6 +187,7 @@ def test_the_image_builds_from_the_packaged_context(built: Any) -> None:
     assert context == manifest["image"]["files"]
 
 
+@pytest.mark.system
 def test_image_build_command_prints_id_size_and_tag(built: Any, base: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -206,6 +208,7 @@ def test_image_build_command_prints_id_size_and_tag(built: Any, base: str, tmp_p
         docker("rmi", tag)
 
 
+@pytest.mark.system
 def test_the_image_runs_as_non_root_and_cannot_change_its_code(built: Any) -> None:
     _, result = built
     assert inspect_image(result.image_id)["Config"]["User"] == "10001"
@@ -248,6 +251,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.system
 def test_the_image_holds_only_the_files_and_packages_in_package_json(built: Any, base: str,
                                                                       figures: Callable[..., None]) -> None:
     packaged, result = built
@@ -274,6 +278,7 @@ def test_the_image_holds_only_the_files_and_packages_in_package_json(built: Any,
 
 
 # --- runs through `s3sync local --worker-image` -----------------------------------------------------------------------
+@pytest.mark.system
 def test_the_worker_starts_with_only_the_task_definitions_environment(built: Any, moto_server: Any, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """`python -m container.worker` in the container gets the task definition's Environment, what ECS sets and the
@@ -313,6 +318,7 @@ def test_the_worker_starts_with_only_the_task_definitions_environment(built: Any
     assert cmdline == [*contract.WORKER_COMMAND, *(runner.task.command or ())]
 
 
+@pytest.mark.system
 def test_a_container_worker_copies_multipart_and_small_objects_identical(built: Any, tmp_path: Path,
                                                                          figures: Callable[..., None]) -> None:
     """`s3sync local --worker-image` as a user runs it (a subprocess), rclone buckets on both sides."""
@@ -357,6 +363,7 @@ def _slow_run(moto_server: Any, src: RcloneS3Server, dst: RcloneS3Server, slow: 
         dest=rclone_spec(dst, f"{name}-dst", region="cn-north-1")))
 
 
+@pytest.mark.system
 def test_docker_stop_releases_in_flight_parts_and_they_complete_elsewhere(built: Any, moto_server: Any,
                                                                          tmp_path: Path,
                                                                          figures: Callable[..., None]) -> None:
@@ -407,6 +414,7 @@ def test_docker_stop_releases_in_flight_parts_and_they_complete_elsewhere(built:
             run_s=round(summary.elapsed, 1), after_release_s=round(ended - stopped["released"], 1))
 
 
+@pytest.mark.system
 def test_docker_kill_mid_part_loses_nothing(built: Any, moto_server: Any, tmp_path: Path,
                                              figures: Callable[..., None]) -> None:
     """`docker kill` (SIGKILL): the worker's parts come back after the visibility timeout, the replacement

@@ -80,6 +80,7 @@ class Peer:
         self.sock.close()
 
 
+@pytest.mark.system
 def test_round_trips_take_the_rtt_and_a_new_connection_its_handshake_first(sink):
     with Link(f"http://127.0.0.1:{sink}", LinkProfile(rtt=0.2, handshake_rtts=2)) as link:
         peer = Peer(link)
@@ -103,6 +104,7 @@ def test_one_connection_moves_at_most_its_cap(sink):
     assert figures["bytes"]["up"] >= MB and figures["connections"] == 1
 
 
+@pytest.mark.system
 def test_connections_share_the_aggregate_fairly(sink):
     profile = LinkProfile(rtt=0.0, handshake_rtts=0, per_connection=8 * MB, aggregate=2 * MB)
     size, n = MB // 2, 4
@@ -158,6 +160,7 @@ def test_requests_and_every_part_upload_are_counted(rclone_server):
     assert figures["bytes"]["up"] > 2 * len(part) and "opaque_connections" not in figures
 
 
+@pytest.mark.system
 def test_a_stalled_request_stops_its_connection_then_goes_on(rclone_server):
     rclone_server.create_bucket(BUCKET)
     profile = LinkProfile(rtt=0.0, handshake_rtts=0, stall_chance=1.0, stall_seconds=0.5)
@@ -181,6 +184,7 @@ def _seed_for(draws: list[bool], chance: float) -> int:
     raise AssertionError("no seed found")
 
 
+@pytest.mark.system
 def test_a_hung_request_is_cut_by_the_clients_read_timeout_and_its_retry_goes_through(rclone_server):
     rclone_server.create_bucket(BUCKET)
     profile = LinkProfile(rtt=0.0, handshake_rtts=0, hang_chance=0.5)

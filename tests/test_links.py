@@ -62,6 +62,7 @@ def test_a_template_url_of_the_other_partition_is_refused(base: str, region: str
         do_links(base, region)
 
 
+@pytest.mark.system
 def test_package_uploads_to_a_china_bucket_and_links_the_china_console(
     fresh_moto: Any, boto_client: Any, tmp_path: Any
 ) -> None:

@@ -403,6 +403,7 @@ def options(moto_server, name: str, **kw: Any) -> LocalOptions:
     return LocalOptions(**base)
 
 
+@pytest.mark.system
 def test_functions_run_with_exactly_their_template_environment(moto_server, monkeypatch, tmp_path):
     monkeypatch.setenv(Env.DEST_PREFIX, "from-the-shell/")  # the runner's shell reaches no function
     monkeypatch.setenv(Env.STUCK_AFTER_SECONDS, "1")
@@ -442,6 +443,7 @@ def _without(templates: dict[str, Any], stack: str, role: str, action: str) -> d
     # the event source mapping polls the event queue with the splitter's role (issue 15)
     ("lambda", "SplitterRole", "sqs:ReceiveMessage", "splitter event source mapping"),
 ])
+@pytest.mark.system
 def test_a_role_without_one_action_fails_the_run_with_access_denied_naming_it(moto_server, tmp_path, stack, role,
                                                                              action, component):
     name = f"iam-no-{action.split(':')[1].lower()}"

@@ -117,6 +117,7 @@ def test_small_objects_are_copied_by_the_splitter_at_once(moto_server):
     assert sys_.s3.get_object(Bucket=sys_.dst, Key="copy/a.txt")["Body"].read() == b"small a"
 
 
+@pytest.mark.system
 def test_a_done_copy_is_trusted_and_a_vanished_one_copied_again(system):
     rt = system.target.runtime()
     split = rt.splitter().split(ObjectRef(system.src, "multi.bin"))

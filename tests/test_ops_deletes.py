@@ -105,6 +105,7 @@ def test_splitter_function_routes_deletions_creations_and_the_finder(handler_env
     assert [line[Metric.OBJECTS_FOUND] for line in emf if Metric.OBJECTS_FOUND in line] == [1]
 
 
+@pytest.mark.system
 def test_local_backfill_then_deletes_and_rewrites_propagate(moto_server):
     name = "ops-deletes-e2e"
     before = {"old/a.txt": b"existed before the stacks", "old/b.bin": bytes(range(256)) * (20 * 1024 + 7),

@@ -96,6 +96,7 @@ def test_racing_retries_act_once(moto_server):
     assert [u["UploadId"] for u in uploads] == [new.upload_id]  # the losers aborted theirs
 
 
+@pytest.mark.system
 def test_changed_or_deleted_sources(moto_server):
     sys_ = make_system(moto_server.endpoint_url, inline_max_bytes=0)  # jobs a worker failed
     changed, _ = failed_job(sys_, "changed.bin", 2 * MiB)
@@ -112,6 +113,7 @@ def test_changed_or_deleted_sources(moto_server):
     assert report.dlq is not None and report.dlq.moved == 0
 
 
+@pytest.mark.system
 def test_dead_letter_queue_moves_only_what_can_still_help(moto_server):
     sys_ = make_system(moto_server.endpoint_url)
     active = put_job(sys_.ledger, Status.COPYING, upload="up-now")
@@ -174,6 +176,7 @@ def test_retry_mistakes_are_one_line_errors(moto_server, args, message, code):
     assert result.exit_code == code and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.system
 def test_local_job_failed_by_a_missing_bucket_completes_after_retry(moto_server):
     name = "ops-retry-e2e"
     # failed by the splitter (CreateMultipartUpload refused); see test_worker_forgets_a_job_it_saw_fail for one

@@ -138,6 +138,7 @@ def test_dashboard_graphs_what_the_code_emits(lam: dict[str, Any]) -> None:
     assert any("/s3sync/EcsStackName/worker" in q and "level = 'ERROR'" in q for q in queries)
 
 
+@pytest.mark.system
 def test_with_container_insights_the_task_widget_adds_its_per_minute_counts() -> None:
     config = dataclasses.replace(OPS, container_insights=True)
     body, names = dashboard(json.loads(build_lambda(config).to_json()))
@@ -152,6 +153,7 @@ def test_with_container_insights_the_task_widget_adds_its_per_minute_counts() ->
 
 
 @pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips
+@pytest.mark.system
 def test_cfn_lint_reports_nothing_and_moto_creates_every_switch() -> None:
     import boto3
 

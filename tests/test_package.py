@@ -76,6 +76,7 @@ def copy_sources(target: Path, *, mode: int, mtime: int, reverse: bool) -> Path:
 
 
 # --- the Lambda zip ---------------------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_zip_holds_the_handlers_the_runtime_and_the_pinned_sdk_only(packaged: Any) -> None:
     names = zipfile.ZipFile(packaged.zip_path).namelist()
     assert names == sorted(names)
@@ -102,6 +103,7 @@ def test_zip_entries_have_fixed_time_mode_and_compression(packaged: Any) -> None
         assert info.compress_type == zipfile.ZIP_DEFLATED and info.create_system == 3
 
 
+@pytest.mark.system
 def test_zip_is_deterministic_whatever_the_file_times_modes_and_order(tmp_path: Path, packaged: Any) -> None:
     a = copy_sources(tmp_path / "a", mode=0o600, mtime=1_000_000_000, reverse=False)
     b = copy_sources(tmp_path / "b", mode=0o755, mtime=1_700_000_000, reverse=True)
@@ -243,6 +245,7 @@ def test_a_template_over_the_s3_limit_is_refused(tmp_path: Path, monkeypatch: py
 
 
 # --- upload -----------------------------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_package_uploads_and_prints_template_urls_and_links(fresh_moto: Any, boto_client: Any, tmp_path: Path) -> None:
     s3 = boto_client("s3")
     s3.create_bucket(Bucket="code-bucket")
@@ -269,12 +272,14 @@ def test_package_uploads_and_prints_template_urls_and_links(fresh_moto: Any, bot
     assert "sha256 " + manifest["lambda"]["sha256"] in result.output
 
 
+@pytest.mark.system
 def test_package_to_a_missing_bucket_is_a_one_line_error(fresh_moto: Any, tmp_path: Path) -> None:
     result = run("package", "--out", str(tmp_path), "--bucket", "no-such-bucket", "--endpoint-url",
                  fresh_moto.endpoint_url)  # fmt: skip
     assert "no-such-bucket does not exist" in one_line_error(result)
 
 
+@pytest.mark.system
 def test_package_to_a_bucket_in_another_region_is_a_one_line_error(
     fresh_moto: Any, boto_client: Any, tmp_path: Path
 ) -> None:
@@ -316,6 +321,7 @@ def test_package_cli_without_a_bucket_builds_everything(tmp_path: Path) -> None:
     assert "docker build -t s3sync-worker:" in result.output and "quickcreate" not in result.output
 
 
+@pytest.mark.system
 def test_without_a_region_the_bucket_s_region_is_the_stacks_region(
     fresh_moto: Any, boto_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

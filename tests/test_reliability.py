@@ -151,6 +151,7 @@ def rclone() -> Iterator[Callable[..., RcloneS3Server]]:
 
 
 # --- 1. SIGKILL mid-part, five times ----------------------------------------------------------------------------------
+@pytest.mark.system
 def test_worker_killed_mid_part_five_times(moto_server, rclone, tmp_path, report):
     name = "rel-kill"
     src, dst = rclone(f"{name}-src"), rclone(f"{name}-dst")
@@ -201,6 +202,7 @@ def test_worker_killed_mid_part_five_times(moto_server, rclone, tmp_path, report
 
 
 # --- 2. every message delivered three times ---------------------------------------------------------------------------
+@pytest.mark.system
 def test_every_message_delivered_three_times(moto_server, rclone, tmp_path, report):
     name = "rel-dup3"
     dst = rclone(f"{name}-dst")  # moto's S3 breaks when two clients upload the same part number at once
@@ -240,6 +242,7 @@ def test_every_message_delivered_three_times(moto_server, rclone, tmp_path, repo
 
 
 # --- 3. 20% of S3 requests on both sides fail -------------------------------------------------------------------------
+@pytest.mark.system
 def test_twenty_percent_s3_faults_on_both_sides(moto_server, rclone, tmp_path, report):
     """Source on rclone, destination on moto's S3: a retried CompleteMultipartUpload whose first answer was lost
     gets NoSuchUpload, and completion then checks the object's ETag, which moto (like S3) gives as "<md5>-N" while
@@ -282,6 +285,7 @@ def _complete_multipart(method: str, path: str) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["reset_mid_body"])
+@pytest.mark.system
 def test_lost_complete_answer_is_recognised(moto_server, tmp_path, report, kind):
     """CompleteMultipartUpload done at the destination but its answer lost (reset) or refused once (503): the
     retry finds the upload gone (NoSuchUpload) or completes it; either way the job ends DONE with the right ETag."""
@@ -305,6 +309,7 @@ def _first_part_copied(state_dir: Path) -> bool:
     return any(r["msg"] == "part copied" for r in worker_lines(state_dir))
 
 
+@pytest.mark.system
 def test_source_overwritten_during_transfer_never_mixes(moto_server, rclone, tmp_path, report):
     """moto's S3 enforces If-Match (412), rclone does not (tests/test_local_servers.py): the source is moto."""
     name = "rel-overwrite"
@@ -348,6 +353,7 @@ def test_source_overwritten_during_transfer_never_mixes(moto_server, rclone, tmp
 
 
 # --- 5. the source is deleted during its transfer ---------------------------------------------------------------------
+@pytest.mark.system
 def test_source_deleted_during_transfer_fails_cleanly(moto_server, rclone, tmp_path, report):
     name = "rel-deleted"
     moto_s3 = direct(moto_server)
@@ -389,6 +395,7 @@ DEST_SECRET = "s3sync-reliability-secret-Zq7+Xw/9Kp"
 REVOKED_SECRET = "s3sync-revoked-secret-Hh3/Vv8+Mm"
 
 
+@pytest.mark.system
 def test_wrong_destination_credentials_fail_fast(moto_server, rclone, tmp_path, capfd, report):
     """The destination stops accepting the key the system holds (revoked): FAILED fast, named, no retry storm."""
     name = "rel-badkey"
@@ -431,6 +438,7 @@ def test_wrong_destination_credentials_fail_fast(moto_server, rclone, tmp_path, 
 
 
 # --- 7. malformed and unknown-version messages ------------------------------------------------------------------------
+@pytest.mark.system
 def test_poison_messages_reach_the_dlq_while_the_rest_completes(moto_server, rclone, tmp_path, report):
     name = "rel-poison"
     dst = rclone(f"{name}-dst")
@@ -460,6 +468,7 @@ def test_poison_messages_reach_the_dlq_while_the_rest_completes(moto_server, rcl
 
 
 # --- 8. a hundred objects at once -------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_a_hundred_objects_at_once(moto_server, rclone, tmp_path, report):
     name = "rel-hundred"
     dst = rclone(f"{name}-dst")

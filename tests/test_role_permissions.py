@@ -290,6 +290,7 @@ def allows(statements: list[dict[str, Any]], call: Call) -> bool:
 
 
 @pytest.mark.parametrize("config_name", sorted(CONFIGS))
+@pytest.mark.system
 def test_every_call_of_a_role_s_code_is_allowed_in_every_configuration(config_name: str) -> None:
     docs = templates(CONFIGS[config_name])
     combos = list(combinations(docs))

@@ -343,6 +343,7 @@ def _leaks(text: str, *values: str) -> list[str]:
     return [v for v in values if v in text]
 
 
+@pytest.mark.system
 def test_no_secret_in_cli_output_logs_or_state(tmp_path):
     """`s3sync local` (a subprocess, keys from the environment as documented) and `s3sync render`: every line they
     print, every log file, every state file, and the transfers table they leave, searched for the four key values."""
@@ -392,6 +393,7 @@ def test_refused_credentials_are_reported_without_the_secret(moto_server, tmp_pa
     assert _leaks(message + out + errs + _all_text(tmp_path), DEST_SECRET, "not-" + DEST_SECRET) == []
 
 
+@pytest.mark.system
 def test_an_embedded_control_plane_holding_real_keys_answers_only_its_run(tmp_path):
     """Item 6: with real destination keys, the embedded control plane answers only requests made with the run's
     random key id: another user of the machine (any other key, or none) gets 403 from every service and from moto's
@@ -455,6 +457,7 @@ def test_an_embedded_control_plane_holding_real_keys_answers_only_its_run(tmp_pa
 
 
 # --- rotation -------------------------------------------------------------------------------------------------------
+@pytest.mark.system
 def test_destination_credentials_rotate_without_a_redeploy(moto_server, tmp_path):
     """Object A copies with the first keys; then the secret gets new keys and the destination stops accepting the
     old ones (rotation); objects B and C copy with the new keys, read from the secret by the running splitter,

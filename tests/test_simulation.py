@@ -176,11 +176,13 @@ def _run(run_seed: int) -> None:
 
 
 @pytest.mark.parametrize("run_seed", FIXED_SEEDS)
+@pytest.mark.system
 def test_fixed_seeds(run_seed: int) -> None:
     _run(run_seed)
 
 
 @pytest.mark.parametrize("n", range(FRESH_SEEDS))
+@pytest.mark.system
 def test_fresh_seed(n: int) -> None:
     run_seed = random.SystemRandom().randrange(2**32)
     print(f"simulation seed {run_seed} (rerun: tests/test_simulation.py::_run({run_seed}))")

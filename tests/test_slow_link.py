@@ -43,6 +43,7 @@ def dest_via(link: Link, server, **config) -> object:
                           config=s3_config(4, path_style=True).merge(Config(**config)))
 
 
+@pytest.mark.system
 def test_a_part_slower_to_send_than_the_connect_timeout_is_not_cut_off(rclone_server, boto_client):
     rclone_server.create_bucket("src")
     rclone_server.create_bucket("dst")
@@ -70,6 +71,7 @@ def test_a_part_slower_to_send_than_the_connect_timeout_is_not_cut_off(rclone_se
     assert sends["sent"] == sends["distinct"] == 2  # each went once, and in one attempt
 
 
+@pytest.mark.system
 def test_a_hung_part_is_abandoned_requeued_copied_again_and_counted_once(world, rclone_server):  # noqa: F811
     w = world
     rclone_server.create_bucket("dst-hang")

@@ -166,6 +166,7 @@ def test_render_all_refuses_unknown_stacks() -> None:
         render_all(builders={"vpc": EcsStack})
 
 
+@pytest.mark.system
 def test_json_and_yaml_render_the_same_template() -> None:
     import cfn_flip
 

@@ -87,6 +87,7 @@ def test_a_planned_job_is_resumed_with_every_part(env):
     assert ledger.get_job(j.job_id).status == Status.COPYING
 
 
+@pytest.mark.system
 def test_a_counted_job_whose_completion_never_ran_is_retriggered(env):
     ledger, sqs, url, sweeper = env
     j = job(ledger, Status.COPYING, total=2, recorded=(1, 2))

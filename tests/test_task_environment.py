@@ -32,6 +32,7 @@ def test_secret_references_are_read_as_ecs_reads_them() -> None:
         parse_value_from("arn:aws:ssm:us-east-1:123456789012:parameter/x")
 
 
+@pytest.mark.system
 def test_a_host_worker_gets_only_the_task_definitions_environment(moto_server: Any, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S3SYNC_CANARY", "from-the-runner-shell")

@@ -78,6 +78,7 @@ def test_rendering_is_deterministic() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.system
 def test_cfn_lint_reports_nothing(texts: dict[str, str], name: str) -> None:
     """Errors, warnings and informational findings, in a global region and both China regions (cfn-lint checks every
     resource type and property against the CloudFormation schemas of each region: what exists in aws-cn)."""
@@ -595,6 +596,7 @@ def _function_env(handler: str) -> dict[str, Any]:
 
 @pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # resource types moto's engine skips
 @pytest.mark.parametrize("launch_type", ["EC2", "FARGATE"])
+@pytest.mark.system
 def test_stacks_create_update_and_delete_in_moto(texts: dict[str, str], launch_type: str) -> None:
     """Both stacks create in order, the imports resolve (optional values back to ""), an update applies, both delete.
 

@@ -263,6 +263,7 @@ def test_a_worker_copies_the_lowest_part_it_holds_first(world):
     assert w["ledger"].get_job(job.job_id).remaining == 0
 
 
+@pytest.mark.system
 def test_messages_waiting_behind_a_blocked_copy_are_released_to_other_workers(world):
     """Issue 13 item 11: the worker's only copy thread is blocked (the server holds its upload); the part waiting
     for that thread goes back to the queue after park_after instead of waiting for the blocked copy."""
@@ -300,6 +301,7 @@ def test_messages_waiting_behind_a_blocked_copy_are_released_to_other_workers(wo
             t.join(timeout=10)
 
 
+@pytest.mark.system
 def test_forged_messages_are_refused_and_nothing_is_written(world):
     """Issue 18 item 1: whoever may send to the part queue cannot make the workers write where the ledger did not
     plan (another key, another bucket), read an outsized range into memory, or copy for a job that does not exist.
