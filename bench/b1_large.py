@@ -42,7 +42,7 @@ from bench.common import (
 )
 
 MODES = ["pipeline", "ceiling", "rclone"]
-# Chosen by measurement on the benchmark machine (README, "Performance"): 4 streams of 16 MiB chunks.
+# Chosen by measurement on the benchmark machine (docs/benchmarks.md): 4 streams of 16 MiB chunks.
 DEFAULT_RCLONE_FLAGS = ("--multi-thread-streams 4 --multi-thread-chunk-size 16M --s3-chunk-size 16M "
                         "--s3-upload-concurrency 4 --s3-use-unsigned-payload true")
 

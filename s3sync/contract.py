@@ -130,13 +130,6 @@ DEST_SSE_MODES: Final = ("", SSE_S3, SSE_KMS)  # "": no header, the bucket's def
 KMS_KEY_ID_PATTERN: Final = (r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_+=.@-]+"
                              r"|alias/[A-Za-z0-9/_-]+|[A-Za-z0-9-]+")
 
-# --- Defaults that are deploy-time parameters in the templates and settings in `s3sync local` ---------------------
-DEFAULT_MAX_TASKS: Final = 10
-DEFAULT_MIN_TASKS: Final = 1
-# Chosen on the emulated cross-border link (bench B4, README "Across the border"), not on loopback: a China path
-# gives each TCP flow a few MB/s (1-4), so filling it takes 50-100 parts in flight. 16 threads x 8 MiB parts reached
-# 0.68 of cn-good's aggregate where 4 x 16 MiB reached 0.40 (same run, medians of 3), and a stalled 8 MiB part costs
-# half the time of a 16 MiB one. Memory: 16 x 8 MiB x 1.25 + 256 = 416 MiB of the 2048 default TaskMemory.
 #: The stacks' default names (the original's): `render`, `deploy`, the operations commands and the local system.
 DEFAULT_ECS_STACK: Final = "ecsStack"
 DEFAULT_LAMBDA_STACK: Final = "lamStackS"
@@ -144,6 +137,14 @@ DEFAULT_LAMBDA_STACK: Final = "lamStackS"
 #: An S3 bucket name (general purpose, as the bucket-name parameters' AllowedPattern says; ".." is refused apart).
 BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
+# --- Defaults that are deploy-time parameters in the templates and settings in `s3sync local` ---------------------
+DEFAULT_MAX_TASKS: Final = 10
+DEFAULT_MIN_TASKS: Final = 1
+# Chosen on the emulated cross-border link (bench B4, docs/benchmarks.md "Across the border"), not on loopback: a
+# China path gives each TCP flow a few MB/s (1-4), so filling it takes 50-100 parts in flight. 16 threads x 8 MiB
+# parts reached 0.68 of cn-good's aggregate where 4 x 16 MiB reached 0.40 (same run, medians of 3), and a stalled
+# 8 MiB part costs half the time of a 16 MiB one. Memory: 16 x 8 MiB x 1.25 + 256 = 416 MiB of the 2048 default
+# TaskMemory.
 DEFAULT_PART_SIZE_MIB: Final = 8
 DEFAULT_WORKER_THREADS: Final = 16
 DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a long part copies

@@ -8,7 +8,7 @@ Its base is the Dockerfile's `ARG BASE_IMAGE` (the official Python image on ECR 
 `build_local_base` makes a base where no registry is reachable (this project's CI): Debian bookworm's minimal root
 file system from the Debian mirror (`debootstrap --variant=minbase`, with python3, `python` and CA certificates),
 trimmed of apt's caches and the docs, imported with `docker import`. It differs from the official image in the
-Python it carries (Debian's 3.11 instead of 3.12 built from source; the README says why that is close enough).
+Python it carries (Debian's 3.11 instead of 3.12 built from source; docs/local.md says why that is close enough).
 Needs root, debootstrap and a running Docker engine; it is built once and reused by tag.
 """
 

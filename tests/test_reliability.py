@@ -1,7 +1,8 @@
 """Fault scenarios (issue #5): the real pipeline through `s3sync local` on real local servers, with faults injected.
 
 Each scenario prints one line of figures ("[reliability] ..."): objects, bytes, faults injected, retries, time;
-set S3SYNC_FIGURES=/path/file.jsonl to collect them as JSON lines (the README's reliability table comes from there).
+set S3SYNC_FIGURES=/path/file.jsonl to collect them as JSON lines (the reliability table of docs/testing.md comes
+from there).
 
 Servers: moto (session) for the control plane; `rclone serve s3` for fast buckets; moto's S3 where `If-Match` must be
 enforced (rclone ignores it); `s3sync.local.faults.FaultProxy` in front of an S3 server to inject 503/500/resets or

@@ -116,7 +116,7 @@ def test_every_role_key_reaches_a_role() -> None:
         assert text.count(f"key/{key.replace('_', '')}-") == 1, key
 
 
-# --- customization: the README example, executed ---------------------------------------------------------------------
+# --- customization: the example of docs/customizing.md, executed ------------------------------------------------------
 class ShortRetentionEcs(EcsStack):
     """Override one step: keep part messages 4 days instead of 14."""
 

@@ -423,7 +423,7 @@ class FaultProxy:
             return sum(self.faults.values())
 
     def figures(self) -> dict[str, Any]:
-        """The counters as one plain dict (for test output and the README's reliability table)."""
+        """The counters as one plain dict (for test output and the reliability table of docs/testing.md)."""
         with self._lock:
             return {
                 "requests": self.requests,

@@ -1,7 +1,7 @@
 """Make the embedded moto server's cost per request constant, as it is in AWS (applied by `MotoServer.start()`).
 
 moto (5.2) does some work on every request that grows with the size of the tables and queues it holds. On the
-local runner's control plane that work dominates (README "Performance": measured per call, moto in this process):
+local runner's control plane that work dominates (docs/benchmarks.md: measured per call, moto in this process):
 
 - DynamoDB TransactWriteItems deep-copies every table it touches, items *and* stream records, as its rollback
   before writing: `Ledger.record_part` cost ~18 ms with 100 parts recorded and ~240 ms with 1,000 (quadratic over

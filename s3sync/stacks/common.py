@@ -163,8 +163,8 @@ def role_arn_pattern(key: str) -> Sub:
 #: lands in the resource's Metadata (`checkov: skip: [{id, comment}]`), where checkov reads it and a reviewer sees it.
 CHECKOV_SKIPS: dict[str, str] = {
     "CKV_AWS_18": "no server access log: the stack keeps no record of reads of the transit bucket; an operator who "
-    "needs one turns on CloudTrail data events for it (README, Security), which a log bucket of this stack would "
-    "only duplicate at the cost of one more bucket to secure",
+    "needs one turns on CloudTrail data events for it (docs/design.md, Security), which a log bucket of this stack "
+    "would only duplicate at the cost of one more bucket to secure",
     "CKV_AWS_21": "transit bucket: objects are copied, then may go; versioning would bill for every overwritten or "
     "deleted object. Each read is pinned to the planned ETag (If-Match), so an overwrite fails or restarts the "
     "copy instead of mixing versions",

@@ -2,7 +2,7 @@
 Content-MD5. The MD5 is computed while reading; the part is held once in memory, so a worker's memory is bounded
 by its copy threads x the part size.
 
-Performance (bench/, README "Performance"): the bytes go from the socket straight into the part buffer
+Performance (bench/, docs/benchmarks.md): the bytes go from the socket straight into the part buffer
 (`readinto`, no intermediate chunk objects), the MD5 is updated from that buffer as it fills, and the same buffer
 is handed to UploadPart as a file (`PartBody`), so that a part is sent block by block: see there why.
 `copy_part`/`copy_whole` reuse one buffer per copy thread across parts of the same size (every part of a plan but
