@@ -215,6 +215,10 @@ def test_demo_from_a_dir_with_a_name_that_is_not_utf8_copies_the_rest(awkward_di
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     assert "3/3 objects identical" in out and f"skipped 2 (1 {SKIP_DANGLING}; 1 {SKIP_NOT_UTF8})" in out
+    # one short line per finished object above the bars (issue 17), the logs in the log file only
+    finished = re.findall(r"^done +(\S.*) \(\d+ B, copied by the splitter\)$", out, re.M)
+    assert sorted(finished) == ["link-to-file.txt", "only-links/dir-link/a.txt", "real/a.txt"], out[-3000:]
+    assert re.search(r"^scaling +the worker service to \d+ task\(s\)$", out, re.M), out[-3000:]
     clean(out)
     assert not re.search(r"\d ?[kMG]B\b", out), out  # KiB, MiB: never kB or MB
     assert re.search(r"\d (B|KiB|MiB|GiB)/s", out), out

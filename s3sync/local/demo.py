@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -354,7 +362,9 @@ def _demo(console: Console, interrupts: Interrupts, samples: list[Sample], total
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                       BinarySpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
             overall = progress.add_task("[bold]all objects", total=total_bytes)
-            per_key: dict[str, int] = {}
+            per_key: dict[str, TaskID] = {}
+            seen: dict[str, str] = {}  # the status each object was last shown in
+            workers = [0]
 
             def tick(r: LocalRunner) -> None:
                 done = 0
@@ -365,7 +375,14 @@ def _demo(console: Console, interrupts: Interrupts, samples: list[Sample], total
                     done += moved
                     if job.source_key in per_key:
                         progress.update(per_key[job.source_key], completed=moved)
+                    if job.status in Status.FINAL and seen.get(job.source_key) != job.status:
+                        seen[job.source_key] = job.status
+                        progress.console.print(_event_line(job), markup=False, highlight=False, soft_wrap=True)
                 progress.update(overall, completed=done)
+                if r.desired_counts and r.desired_counts[-1] != workers[0]:
+                    workers[0] = r.desired_counts[-1]
+                    progress.console.print(f"scaling  the worker service to {workers[0]} task(s)", markup=False,
+                                           highlight=False)
 
             if interrupts.interrupted:  # between the upload and here
                 runner.stop()
@@ -379,6 +396,14 @@ def _demo(console: Console, interrupts: Interrupts, samples: list[Sample], total
         checks = verify(runner, samples, summary)
         _print_summary(console, checks, summary, elapsed, total_bytes, state if keep else None)
         return 0 if summary.ok and all(c.ok for c in checks) else 1
+
+
+def _event_line(job: Any) -> str:
+    """One short line above the bars when an object finishes (the JSON logs go to the log file only)."""
+    if job.status == Status.DONE:
+        how = "copied by the splitter" if job.inline else f"{job.total} part(s)"
+        return f"done     {job.source_key} ({human_size(job.size)}, {how})"
+    return f"{job.status.lower():<8} {job.source_key}: {job.error or 'no reason recorded'}"
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process Ctrl-C stopped
