@@ -63,7 +63,7 @@ CALLS: tuple[Call, ...] = (
          "transfer/finder.py list_objects_v2 of the source bucket (functions/finder.py, reached through the "
          "splitter handler by any find event)"),
     Call("SplitterRole", "dynamodb:GetItem", TRANSFERS,
-         "transfer/ledger.py Ledger.get_job: Splitter.split, functions/splitter.py _recreated/_recopy, Finder"),
+         "transfer/ledger.py Ledger.get_job: Splitter.split, transfer/intake.py recreated/recopy, Finder"),
     Call("SplitterRole", "dynamodb:PutItem", TRANSFERS, "Ledger.create_job (Splitter.split)"),
     Call("SplitterRole", "dynamodb:UpdateItem", TRANSFERS,
          "Ledger.mark_copying / mark_failed (Splitter.split), Ledger.update_job (Reattempter's claim: a new "
@@ -348,7 +348,7 @@ def test_the_recopy_path_no_longer_swallows_access_denied() -> None:
     now, so an AccessDenied is a real error and must surface (the function fails, S3 retries, then the DLQ)."""
     import inspect
 
-    import functions.splitter as splitter
+    from s3sync.transfer import intake
 
-    source = inspect.getsource(splitter._recopy)
+    source = inspect.getsource(intake.recopy)
     assert "AccessDenied" not in source and "except" not in source
