@@ -126,7 +126,7 @@ def test_local_copies_under_the_encryption_asked_for(moto_server, mode, key):
         if not uploaded:
             uploaded.append(True)
             for k, data in objects.items():
-                r.source_s3.put_object(Bucket=r.o.source.name, Key=k, Body=data)
+                r.source_s3.put_object(Bucket=r.options.source.name, Key=k, Body=data)
 
     summary = runner.run(on_tick=upload)
     assert summary.ok, [(j.source_key, j.status, j.error) for j in summary.jobs]
@@ -134,9 +134,9 @@ def test_local_copies_under_the_encryption_asked_for(moto_server, mode, key):
     assert jobs["big/multipart.bin"].total == 3 and not jobs["small/one part.txt"].multipart
     for k, data in objects.items():
         assert jobs[k].status == Status.DONE, (k, jobs[k].error)
-        got = runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=k)
+        got = runner.dest_s3.get_object(Bucket=runner.options.dest.name, Key=k)
         assert got["Body"].read() == data, k
-        head = runner.dest_s3.head_object(Bucket=runner.o.dest.name, Key=k)
+        head = runner.dest_s3.head_object(Bucket=runner.options.dest.name, Key=k)
         assert head["ServerSideEncryption"] == mode, k
         assert head.get("SSEKMSKeyId", "") == key, k
 

@@ -81,7 +81,7 @@ def options(moto_server, name, **kw) -> LocalOptions:
 def upload_all(objects: dict[str, bytes]):
     def tick(runner: LocalRunner):
         for key, data in objects.items():
-            runner.source_s3.put_object(Bucket=runner.o.source.name, Key=key, Body=data,
+            runner.source_s3.put_object(Bucket=runner.options.source.name, Key=key, Body=data,
                                         ContentType="application/x-test", Metadata={"origin": "e2e", "k": key[:8]})
     return once(tick)
 
@@ -93,7 +93,7 @@ def check_identical(runner: LocalRunner, summary, objects: dict[str, bytes], pre
         job = jobs[key]
         assert job.status == Status.DONE, (key, job.error)
         assert job.done == job.total and job.remaining == 0 and job.done_bytes == len(data)
-        got = runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=prefix + key)
+        got = runner.dest_s3.get_object(Bucket=runner.options.dest.name, Key=prefix + key)
         assert got["Body"].read() == data, key
         assert got["ContentType"] == "application/x-test"
         # S3 lower-cases metadata keys; rclone capitalises them: keys are case-insensitive. The copy also names
@@ -188,7 +188,7 @@ def test_backlog_scales_out_to_max_and_back_to_min(moto_server):
 @pytest.mark.system
 def test_malformed_message_reaches_the_dlq_with_its_reason(moto_server, tmp_path):
     def inject(runner: LocalRunner):
-        runner.client("sqs").send_message(QueueUrl=runner.r.queue_url, MessageBody='{"v": 99, "job": "x"}')
+        runner.client("sqs").send_message(QueueUrl=runner.resources.queue_url, MessageBody='{"v": 99, "job": "x"}')
 
     runner = LocalRunner(options(moto_server, "e2e-poison", state_dir=tmp_path, max_receive_count=2,
                                  visibility_timeout=10))
@@ -205,11 +205,11 @@ def test_source_deleted_before_copy_fails_the_job_and_aborts_the_upload(moto_ser
     data = os.urandom(11 * MiB)
 
     def upload_then_delete(runner: LocalRunner):
-        runner.source_s3.put_object(Bucket=runner.o.source.name, Key="gone.bin", Body=data)
+        runner.source_s3.put_object(Bucket=runner.options.source.name, Key="gone.bin", Body=data)
         deadline = time.monotonic() + 30
         while not runner.jobs() and time.monotonic() < deadline:  # the splitter planned it
             time.sleep(0.05)
-        runner.source_s3.delete_object(Bucket=runner.o.source.name, Key="gone.bin")
+        runner.source_s3.delete_object(Bucket=runner.options.source.name, Key="gone.bin")
 
     # no worker until the backlog alarm fires: the object is gone before any part is read
     runner = LocalRunner(options(moto_server, "e2e-gone", min_tasks=0, max_tasks=1, scale_out_threshold=1,
@@ -217,7 +217,7 @@ def test_source_deleted_before_copy_fails_the_job_and_aborts_the_upload(moto_ser
     summary = runner.run(on_tick=once(upload_then_delete))
     [job] = summary.jobs
     assert job.status == Status.FAILED and "source object missing" in job.error
-    uploads = runner.dest_s3.list_multipart_uploads(Bucket=runner.o.dest.name).get("Uploads", [])
+    uploads = runner.dest_s3.list_multipart_uploads(Bucket=runner.options.dest.name).get("Uploads", [])
     assert uploads == []
     failed = [n for n in summary.notices if n.get("status") == Status.FAILED]
     assert len(failed) == 1 and "source object missing" in failed[0]["reason"]
@@ -228,12 +228,12 @@ def test_lost_part_messages_are_re_driven_by_the_scheduled_sweep(moto_server):
     data = os.urandom(11 * MiB + 5)
 
     def upload_then_lose_every_message(runner: LocalRunner):
-        runner.source_s3.put_object(Bucket=runner.o.source.name, Key="lost.bin", Body=data,
+        runner.source_s3.put_object(Bucket=runner.options.source.name, Key="lost.bin", Body=data,
                                     ContentType="application/x-test", Metadata={"origin": "e2e", "k": "lost.bin"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(j.status == Status.COPYING for j in runner.jobs()):
             time.sleep(0.05)
-        runner.client("sqs").purge_queue(QueueUrl=runner.r.queue_url)  # every part message is gone
+        runner.client("sqs").purge_queue(QueueUrl=runner.resources.queue_url)  # every part message is gone
 
     # no worker and a threshold the backlog never reaches: only the sweep can bring this job home
     runner = LocalRunner(options(moto_server, "e2e-sweep", min_tasks=0, max_tasks=1, scale_out_threshold=1000,

@@ -163,7 +163,7 @@ def check_identical(runner: LocalRunner, dest: Any, summary: Any, objects: dict[
         job = jobs[key]
         assert job.status == Status.DONE, (key, job.status, job.error)
         assert job.done == job.total and job.remaining == 0 and job.done_bytes == len(data), key
-        assert dest.get_object(Bucket=runner.o.dest.name, Key=key)["Body"].read() == data, key
+        assert dest.get_object(Bucket=runner.options.dest.name, Key=key)["Body"].read() == data, key
         assert strip_etag(job.dest_etag) == expected_etag(data, job), key
         # each part counted once (a small object copied by the splitter has none)
         assert len(runner.ledger.parts(job.job_id, job.attempt)) == (0 if job.inline else job.total), key
@@ -309,9 +309,9 @@ def test_the_worker_starts_with_only_the_task_definitions_environment(built: Any
     # the task definition's variables are there, resolved; what ECS sets too; no key of the China account
     _, task = task_definition(runner.stacks.ecs)
     assert {e["Name"] for e in task["Environment"]} <= set(env) and "Secrets" not in task
-    assert env[contract.Env.QUEUE_URL] == runner.r.queue_url and env["AWS_REGION"] == "us-east-1"
+    assert env[contract.Env.QUEUE_URL] == runner.resources.queue_url and env["AWS_REGION"] == "us-east-1"
     assert contract.Env.DEST_ACCESS_KEY_ID not in env and contract.Env.DEST_SECRET_ACCESS_KEY not in env
-    assert env[contract.Env.DEST_SECRET_ARN] == runner.r.secret_arn
+    assert env[contract.Env.DEST_SECRET_ARN] == runner.resources.secret_arn
     assert env["AWS_EXECUTION_ENV"] == "AWS_ECS_EC2"
     assert "S3SYNC_CANARY" not in env and "AWS_CA_BUNDLE" not in env
     # the entry point of the image, then the task definition's Command (if any), as ECS runs them

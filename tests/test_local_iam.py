@@ -453,8 +453,8 @@ def test_a_role_without_one_action_fails_the_run_with_access_denied_naming_it(mo
     started = time.monotonic()
 
     def upload(r: LocalRunner) -> None:
-        if not r.source_s3.list_objects_v2(Bucket=r.o.source.name).get("KeyCount"):
-            r.source_s3.put_object(Bucket=r.o.source.name, Key="k.bin", Body=os.urandom(6 * 2**20))
+        if not r.source_s3.list_objects_v2(Bucket=r.options.source.name).get("KeyCount"):
+            r.source_s3.put_object(Bucket=r.options.source.name, Key="k.bin", Body=os.urandom(6 * 2**20))
 
     summary = runner.run(on_tick=upload)
     assert not summary.ok

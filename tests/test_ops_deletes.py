@@ -124,7 +124,7 @@ def test_local_backfill_then_deletes_and_rewrites_propagate(moto_server):
     # `s3sync backfill --endpoint-url URL --name-prefix NAME ...`, called as a function while the runner's threads
     # log (click's CliRunner would swap sys.stderr under them); the CLI itself runs after the run
     def tick(r: LocalRunner) -> None:
-        dst = r.o.dest.name
+        dst = r.options.dest.name
         if "backfill" not in state:
             target = resolve(endpoint_url=moto_server.endpoint_url, name_prefix=name, part_size_mib=5,
                              source_bucket=f"{name}-src", dest_bucket=f"{name}-dst")
@@ -133,13 +133,13 @@ def test_local_backfill_then_deletes_and_rewrites_propagate(moto_server):
         jobs = {j.source_key: j for j in r.jobs()}
         keys = {o["Key"] for o in r.dest_s3.list_objects_v2(Bucket=dst).get("Contents", [])}
         if "deleted" not in state and len(jobs) == 3 and all(j.status == Status.DONE for j in jobs.values()):
-            r.source_s3.delete_object(Bucket=r.o.source.name, Key="old/a.txt")
+            r.source_s3.delete_object(Bucket=r.options.source.name, Key="old/a.txt")
             state["deleted"] = jobs["old/a.txt"]
         elif "deleted" in state and "rewritten" not in state and "old/a.txt" not in keys:
             state["gone_from_dest"] = sorted(keys)
             done_at = state["deleted"].updated_at  # type: ignore[attr-defined]
             time.sleep(max(0.0, done_at + 2.2 - time.time()))  # a rewrite, not a late copy of the first event
-            r.source_s3.put_object(Bucket=r.o.source.name, Key="old/a.txt", Body=before["old/a.txt"])
+            r.source_s3.put_object(Bucket=r.options.source.name, Key="old/a.txt", Body=before["old/a.txt"])
             state["rewritten"] = time.time()
 
     summary = runner.run(on_tick=tick)
@@ -156,10 +156,10 @@ def test_local_backfill_then_deletes_and_rewrites_propagate(moto_server):
     # the rewrite (the same bytes: the same job) was copied again: a small object by the splitter, whose job stays
     # as it was (its copy is the same), a large one by a new attempt of its job
     assert a.status == Status.DONE and (a.inline or a.updated_at > state["deleted"].updated_at)  # type: ignore
-    copied_at = runner.dest_s3.head_object(Bucket=runner.o.dest.name, Key="old/a.txt")["LastModified"].timestamp()
+    copied_at = runner.dest_s3.head_object(Bucket=runner.options.dest.name, Key="old/a.txt")["LastModified"].timestamp()
     assert copied_at > state["rewritten"] - 1.5  # type: ignore[operator]  # seconds-resolution, 2.2 s after
     for key, data in before.items():
-        assert runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=key)["Body"].read() == data, key
+        assert runner.dest_s3.get_object(Bucket=runner.options.dest.name, Key=key)["Body"].read() == data, key
     final = CliRunner().invoke(cli, ["backfill", "--endpoint-url", moto_server.endpoint_url, "--name-prefix", name,
                                      "--source-bucket", f"{name}-src", "--dest-bucket", f"{name}-dst", "--dry-run",
                                      "--json"])

@@ -190,15 +190,15 @@ def test_local_job_failed_by_a_missing_bucket_completes_after_retry(moto_server)
 
     def tick(r: LocalRunner) -> None:
         if "uploaded" not in state:  # the destination bucket vanishes before anything is copied
-            r.dest_s3.delete_bucket(Bucket=r.o.dest.name)
+            r.dest_s3.delete_bucket(Bucket=r.options.dest.name)
             for key, data in objects.items():
-                r.source_s3.put_object(Bucket=r.o.source.name, Key=key, Body=data)
+                r.source_s3.put_object(Bucket=r.options.source.name, Key=key, Body=data)
             state["uploaded"] = time.monotonic()
             return
         jobs = r.jobs()
         if "retried" not in state and jobs and all(j.status == Status.FAILED for j in jobs):
             state["errors"] = sorted(j.error for j in jobs)
-            r.dest_s3.create_bucket(Bucket=r.o.dest.name)
+            r.dest_s3.create_bucket(Bucket=r.options.dest.name)
             # `s3sync retry --failed --endpoint-url URL --name-prefix NAME`, as functions: click's CliRunner would
             # swap sys.stderr under the runner's logging threads
             report = do_retry(resolve(endpoint_url=r.endpoint_url, name_prefix=name), [], failed=True)
@@ -213,7 +213,7 @@ def test_local_job_failed_by_a_missing_bucket_completes_after_retry(moto_server)
     assert "retry/multi.bin  new attempt enqueued (2 part(s))" in state["retried"]  # the job's own 5 MiB parts
     assert summary.ok, [(j.source_key, j.status, j.error) for j in summary.jobs]
     for key, data in objects.items():
-        got = runner.dest_s3.get_object(Bucket=runner.o.dest.name, Key=key)["Body"].read()
+        got = runner.dest_s3.get_object(Bucket=runner.options.dest.name, Key=key)["Body"].read()
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), key
     statuses = [n.get("status") for n in summary.notices]
     assert statuses.count(Status.FAILED) == 1 and statuses.count(Status.DONE) == 1

@@ -91,7 +91,7 @@ def check_identical(runner: LocalRunner, dest: Any, summary: Any, objects: dict[
         job = jobs[key]
         assert job.status == Status.DONE, (key, job.status, job.error)
         assert job.done == job.total and job.remaining == 0 and job.done_bytes == len(data), key
-        got = dest.get_object(Bucket=runner.o.dest.name, Key=key)
+        got = dest.get_object(Bucket=runner.options.dest.name, Key=key)
         assert got["Body"].read() == data, key
         assert got["ContentType"] == CONTENT_TYPE, key
         assert strip_etag(job.dest_etag) == expected_etag(data, job), key
@@ -221,7 +221,7 @@ def test_every_message_delivered_three_times(moto_server, rclone, tmp_path, repo
     try:
         runner = LocalRunner(options(moto_server, name, duplicate_messages=3, state_dir=tmp_path,
                                      dest=spec(dst, f"{name}-dst", region="cn-north-1")))
-        summary = runner.run(on_tick=once(lambda r: put_all(r.source_s3, r.o.source.name, objects)))
+        summary = runner.run(on_tick=once(lambda r: put_all(r.source_s3, r.options.source.name, objects)))
     finally:
         logging.getLogger("s3sync.completion").removeHandler(handler)
     assert summary.ok, [(j.source_key, j.status, j.error) for j in summary.jobs]
@@ -297,7 +297,7 @@ def test_lost_complete_answer_is_recognised(moto_server, tmp_path, report, kind)
                     max_faults=1) as proxy:
         runner = LocalRunner(options(moto_server, name, state_dir=tmp_path, timeout=60,
                                      dest=BucketSpec(f"{name}-dst", proxy.endpoint_url, "testing", "testing")))
-        summary = runner.run(on_tick=once(lambda r: put_all(r.source_s3, r.o.source.name, {"k.bin": data})))
+        summary = runner.run(on_tick=once(lambda r: put_all(r.source_s3, r.options.source.name, {"k.bin": data})))
         figures = proxy.figures()
     assert figures["faults"] == 1
     check_identical(runner, direct(moto_server), summary, {"k.bin": data})
@@ -410,7 +410,7 @@ def test_wrong_destination_credentials_fail_fast(moto_server, rclone, tmp_path, 
         rclone(root=root, port=dst.port, access_key_id=DEST_KEY_ID, secret_access_key=DEST_SECRET)
         revoked_at.append(time.monotonic())
         counter.requests = 0
-        put_all(runner.source_s3, runner.o.source.name, objects)
+        put_all(runner.source_s3, runner.options.source.name, objects)
 
     with FaultProxy(dst.endpoint_url) as counter:  # no faults: it counts what reaches the destination
         runner = LocalRunner(options(moto_server, name, state_dir=tmp_path, timeout=60,
@@ -450,8 +450,8 @@ def test_poison_messages_reach_the_dlq_while_the_rest_completes(moto_server, rcl
     def inject(runner: LocalRunner) -> None:
         sqs = runner.client("sqs")
         for body in poison:
-            sqs.send_message(QueueUrl=runner.r.queue_url, MessageBody=body)
-        put_all(runner.source_s3, runner.o.source.name, objects)
+            sqs.send_message(QueueUrl=runner.resources.queue_url, MessageBody=body)
+        put_all(runner.source_s3, runner.options.source.name, objects)
 
     runner = LocalRunner(options(moto_server, name, state_dir=tmp_path, max_receive_count=3,
                                  dest=spec(dst, f"{name}-dst", region="cn-north-1")))
@@ -480,7 +480,7 @@ def test_a_hundred_objects_at_once(moto_server, rclone, tmp_path, report):
     runner = LocalRunner(options(moto_server, name, state_dir=tmp_path, worker_threads=4, max_tasks=3,
                                  scale_out_threshold=20, timeout=150,
                                  dest=spec(dst, f"{name}-dst", region="cn-north-1")))
-    summary = runner.run(on_tick=once(lambda r: put_all(r.source_s3, r.o.source.name, objects)))
+    summary = runner.run(on_tick=once(lambda r: put_all(r.source_s3, r.options.source.name, objects)))
     assert not [j for j in summary.jobs if j.status not in Status.FINAL], "jobs left unfinished"
     assert summary.ok, [(j.source_key, j.status, j.error) for j in summary.jobs if j.status != Status.DONE]
     check_identical(runner, direct(dst), summary, objects)

@@ -406,7 +406,8 @@ def test_an_embedded_control_plane_holding_real_keys_answers_only_its_run(tmp_pa
     from click.testing import CliRunner  # noqa: PLC0415
 
     from s3sync.cli import cli  # noqa: PLC0415
-    from s3sync.local.runner import CONTROL_KEY_FILE, start_lines  # noqa: PLC0415
+    from s3sync.local.options import CONTROL_KEY_FILE  # noqa: PLC0415
+    from s3sync.local.run import start_lines  # noqa: PLC0415
 
     name, state = "sec-embedded", tmp_path / "state"
     seen: dict[str, Any] = {}
@@ -424,7 +425,7 @@ def test_an_embedded_control_plane_holding_real_keys_answers_only_its_run(tmp_pa
             for other in ("testing", DEST_KEY_ID, runner.control_key[:-1]):
                 sm = make_client("secretsmanager", url, aws_access_key_id=other, aws_secret_access_key=other)
                 with pytest.raises(ClientError) as refused:
-                    sm.get_secret_value(SecretId=runner.r.secret_arn)
+                    sm.get_secret_value(SecretId=runner.resources.secret_arn)
                 seen.setdefault("refused", []).append(refused.value.response["Error"]["Code"])
                 sqs = make_client("sqs", url, aws_access_key_id=other, aws_secret_access_key=other)
                 with pytest.raises(ClientError):
@@ -434,12 +435,12 @@ def test_an_embedded_control_plane_holding_real_keys_answers_only_its_run(tmp_pa
                     urllib.request.urlopen(url + path, timeout=5)
                 seen.setdefault("http", []).append(http.value.code)
             value = json.loads(runner.client("secretsmanager").get_secret_value(
-                SecretId=runner.r.secret_arn)["SecretString"])
+                SecretId=runner.resources.secret_arn)["SecretString"])
             seen["own"] = value["accessKeyId"] == DEST_KEY_ID
             status = CliRunner().invoke(cli, ["status", "--endpoint-url", url, "--name-prefix", name],
                                         env={"S3SYNC_LOCAL_CONTROL_KEY": runner.control_key})
             seen["status"] = (status.exit_code, status.output[-2000:])
-            runner.source_s3.put_object(Bucket=runner.o.source.name, Key="emb/a.txt", Body=b"behind a key")
+            runner.source_s3.put_object(Bucket=runner.options.source.name, Key="emb/a.txt", Body=b"behind a key")
 
         runner = LocalRunner(LocalOptions(
             name=name, until_idle=True, timeout=60, min_tasks=1, max_tasks=1, alarm_period=0.5, state_dir=state,
@@ -475,17 +476,18 @@ def test_destination_credentials_rotate_without_a_redeploy(moto_server, tmp_path
         def drive(runner: LocalRunner) -> None:
             if not stage:
                 stage.append("a")
-                runner.source_s3.put_object(Bucket=runner.o.source.name, Key="rot/a.bin", Body=first["rot/a.bin"])
+                runner.source_s3.put_object(Bucket=runner.options.source.name, Key="rot/a.bin", Body=first["rot/a.bin"])
             elif stage == ["a"] and any(j.status == Status.DONE for j in runner.jobs()):
                 stage.append("rotated")
-                runner.client("secretsmanager").put_secret_value(SecretId=runner.r.secret_arn, SecretString=json.dumps(
+                runner.client("secretsmanager").put_secret_value(
+                    SecretId=runner.resources.secret_arn, SecretString=json.dumps(
                     {"accessKeyId": ROTATED_KEY_ID, "secretAccessKey": ROTATED_SECRET}))
                 servers[0].stop()  # same buckets, same port: only the new keys work from now on
                 servers[0] = RcloneS3Server(root, port=dst.port, access_key_id=ROTATED_KEY_ID,
                                             secret_access_key=ROTATED_SECRET).start()
                 stage.append(str(len(list((tmp_path / "state" / "logs").glob("worker-*.log")))))
                 for key, data in later.items():
-                    runner.source_s3.put_object(Bucket=runner.o.source.name, Key=key, Body=data)
+                    runner.source_s3.put_object(Bucket=runner.options.source.name, Key=key, Body=data)
 
         runner = LocalRunner(LocalOptions(
             endpoint_url=moto_server.endpoint_url, name=name, until_idle=True, timeout=60, part_size_mib=5,

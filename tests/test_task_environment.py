@@ -65,9 +65,10 @@ def test_a_host_worker_gets_only_the_task_definitions_environment(moto_server: A
     # what the task definition says, resolved against the local resources, and the secret's values
     task, container = task_definition(runner.stacks.ecs)
     assert {e["Name"] for e in container["Environment"]} <= set(env)
-    assert env[Env.QUEUE_URL] == runner.r.queue_url and env[Env.TRANSFERS_TABLE] == runner.r.transfers_table
+    assert env[Env.QUEUE_URL] == runner.resources.queue_url
+    assert env[Env.TRANSFERS_TABLE] == runner.resources.transfers_table
     # the China keys are not in the environment (issue 18 item 2): the worker reads the secret by its ARN
-    assert env[Env.DEST_SECRET_ARN] == runner.r.secret_arn and "Secrets" not in container
+    assert env[Env.DEST_SECRET_ARN] == runner.resources.secret_arn and "Secrets" not in container
     assert Env.DEST_ACCESS_KEY_ID not in env and Env.DEST_SECRET_ACCESS_KEY not in env
     assert env[Env.LOCAL_PLAIN_HTTP] == "1"  # a local stand-in: the local servers speak http://
     # what ECS sets (AWS_REGION, AWS_DEFAULT_REGION, AWS_EXECUTION_ENV), and the local stand-ins

@@ -42,7 +42,7 @@ def _encryption(mode, key_id):
 def _spec(ctx, side, name, endpoint_url, key_id, secret, region):
     """A bucket and its keys; the secret key is asked (hidden) when only the key id is given, and warned about
     when it came on the command line."""
-    from s3sync.local.runner import BucketSpec
+    from s3sync.local.options import BucketSpec
 
     env = f"S3SYNC_{side.upper()}_SECRET_ACCESS_KEY"
     secret_option_check(ctx, f"{side}_secret_access_key", f"--{side}-secret-access-key", env)
@@ -106,7 +106,8 @@ def local_command(ctx, **kw) -> None:
     upload and how to watch; Ctrl-C stops it with a summary."""
     from pathlib import Path
 
-    from s3sync.local.runner import LocalOptions, do_local
+    from s3sync.local.options import LocalOptions
+    from s3sync.local.run import do_local
 
     if kw["min_tasks"] > kw["max_tasks"]:
         raise CliError(f"--min-tasks {kw['min_tasks']} cannot exceed --max-tasks {kw['max_tasks']}", usage=True)

@@ -235,11 +235,11 @@ def verify(runner: LocalRunner, samples: list[Sample], summary: Summary) -> list
             checks.append(Check(s.key, s.size, job.status, job.total, False, job.error or "not finished"))
             continue
         problems = []
-        src_hash, src_blocks = _sha256(runner.source_s3, runner.o.source.name, s.key)
-        dst_hash, _ = _sha256(runner.dest_s3, runner.o.dest.name, job.dest_key)
+        src_hash, src_blocks = _sha256(runner.source_s3, runner.options.source.name, s.key)
+        dst_hash, _ = _sha256(runner.dest_s3, runner.options.dest.name, job.dest_key)
         if src_hash != dst_hash:
             problems.append("bytes differ")
-        head = runner.dest_s3.head_object(Bucket=runner.o.dest.name, Key=job.dest_key)
+        head = runner.dest_s3.head_object(Bucket=runner.options.dest.name, Key=job.dest_key)
         if int(head["ContentLength"]) != s.size:
             problems.append(f"size {head['ContentLength']}")
         if head.get("ContentType") != s.content_type:
