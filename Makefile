@@ -27,8 +27,9 @@ simulate: setup      ## the control-plane simulation, longer than in `make test`
 	S3SYNC_SIM_EXAMPLES=$${S3SYNC_SIM_EXAMPLES:-200} S3SYNC_SIM_STEPS=$${S3SYNC_SIM_STEPS:-120} \
 	S3SYNC_SIM_FRESH=$${SEEDS:-4} $(PY) -m pytest -q -s -p no:cacheprovider tests/test_simulation.py -k fresh
 
-lint: setup          ## ruff on the code (zero findings), cfn-lint and checkov (own venv: .venv-checkov) on the templates
+lint: setup          ## ruff and mypy on the code, cfn-lint and checkov (own venv) on the templates: zero findings each
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(S3SYNC) lint templates
 	bash .ci/checkov
 
@@ -39,4 +40,4 @@ bench: setup         ## benchmarks side by side with rclone (not part of `make t
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv-checkov build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-checkov build *.egg-info .pytest_cache .mypy_cache

@@ -18,7 +18,8 @@ log = logging.getLogger("s3sync.completion")
 @entry
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     completer = runtime().completer()
-    results, failures = [], []
+    results: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []  # Lambda's batchItemFailures
     for record, change in zip(event.get("Records") or [], stream_changes(event), strict=True):
         if failures:  # after a failure, report the rest too: they are retried in order
             failures.append({"itemIdentifier": record["dynamodb"]["SequenceNumber"]})

@@ -9,11 +9,14 @@ dashboard has them at least every few minutes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions._common import entry, runtime
 from s3sync.transfer.events import alarm_changes, is_scheduled
 from s3sync.transfer.scaling import ScaleResult, ensure_at_least, on_alarms, report_tasks
+
+if TYPE_CHECKING:
+    from s3sync.transfer.sweeper import SweepResult
 
 
 @entry
@@ -21,6 +24,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     rt = runtime()
     s = rt.settings.require("cluster", "service")
     ecs = rt.client("ecs")
+    swept: SweepResult | None
     if is_scheduled(event):
         swept = rt.sweeper().sweep()
         raised: ScaleResult | None = None

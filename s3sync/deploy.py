@@ -185,7 +185,7 @@ class EventTail:
 
 
 def format_event(event: Mapping[str, Any]) -> str:
-    ts = event.get("Timestamp")
+    ts: Any = event.get("Timestamp")  # a datetime from boto3; whatever else, as text
     when = ts.strftime("%H:%M:%S") if hasattr(ts, "strftime") else str(ts or "")
     parts = [
         when,
@@ -358,9 +358,9 @@ def apply_stack(
     if desc.get("Status") != "CREATE_COMPLETE":
         reason = str(desc.get("StatusReason") or desc.get("Status"))
         _discard(cf, name, change_set_id, action == "create")
-        if action == "update" and any(text in reason for text in NO_CHANGES):
-            say(f"{name}: no changes (stays {state['StackStatus']})")  # type: ignore[index]
-            return StackOutcome(name, stack_id, "unchanged", state["StackStatus"], outputs_of(state))  # type: ignore[index]
+        if action == "update" and state is not None and any(text in reason for text in NO_CHANGES):
+            say(f"{name}: no changes (stays {state['StackStatus']})")
+            return StackOutcome(name, stack_id, "unchanged", state["StackStatus"], outputs_of(state))
         raise UserError(redact(f"stack {name}: the change set failed: {reason}", secrets))
     say(f"{name}: {len(changes)} change(s):")
     for change in changes:
@@ -760,8 +760,8 @@ def _documents(config: StackConfig | None, builders: Mapping[str, type[StackBuil
     """Both templates as `package` will render them (the parameters they declare), without writing anything."""
     import dataclasses
 
-    cfg = dataclasses.replace(config or StackConfig(), code_key=_PENDING_KEY,
-                              **({"image_uri": image_uri} if image_uri else {}))
+    base = config or StackConfig()
+    cfg = dataclasses.replace(base, code_key=_PENDING_KEY, image_uri=image_uri or base.image_uri)
     return {name.split(".")[0]: load_template(text) for name, text in render_all(cfg, "yaml", builders).items()}
 
 

@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -51,6 +51,7 @@ from s3sync.render import (
     do_links,
     s3_url,
 )
+from s3sync.sdk import Wheel
 from s3sync.stacks import STACKS, StackBuilder, StackConfig, render_all
 
 DEFAULT_OUT = Path("out")
@@ -115,8 +116,9 @@ class PackageResult:
     templates: Mapping[str, Path]  # "ecs.yaml" -> path
     template_sizes: Mapping[str, int]  # bytes
     documents: Mapping[str, Mapping[str, Any]]  # "ecs" -> the template as a dict
-    sdk: tuple[sdk.Wheel, ...] = ()  # the pinned SDK, in the zip and (as wheels) in the image context
-    installer: tuple[sdk.Wheel, ...] = ()  # the pip that installs them in the image build
+    # `Wheel`, not `sdk.Wheel`: in this class `sdk` names the field
+    sdk: tuple[Wheel, ...] = ()  # the pinned SDK, in the zip and (as wheels) in the image context
+    installer: tuple[Wheel, ...] = ()  # the pip that installs them in the image build
     upload: Upload | None = None
 
     @property
@@ -394,11 +396,12 @@ def do_package(
 
     # 3. the templates, with the code location as parameter defaults
     code_key = f"{prefix}{zip_name}"
+    base = config or StackConfig()
     cfg = dataclasses.replace(
-        config or StackConfig(),
+        base,
         code_key=code_key,
-        **({"code_bucket": bucket} if bucket else {}),
-        **({"image_uri": image_uri} if image_uri else {}),
+        code_bucket=bucket or base.code_bucket,
+        image_uri=image_uri or base.image_uri,
     )
     texts = render_all(cfg, "yaml", builders)
     templates: dict[str, Path] = {}
@@ -587,7 +590,7 @@ class aws_errors:  # noqa: N801 - used as a context manager: `with aws_errors("u
     def __enter__(self) -> aws_errors:
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:  # never swallows one
         if exc is None:
             return False
         from botocore.exceptions import ClientError

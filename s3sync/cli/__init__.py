@@ -30,7 +30,8 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, *, usage: bool = False) -> None:
         super().__init__(message)
-        self.exit_code = EXIT_USAGE if usage else EXIT_FAILED
+        # click reads exit_code from the instance; its stubs declare it ClassVar
+        self.exit_code = EXIT_USAGE if usage else EXIT_FAILED  # type: ignore[misc]
 
 
 class AliasedOption(click.Option):

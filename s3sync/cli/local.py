@@ -17,7 +17,7 @@ class BucketName(click.ParamType):
 
     name = "BUCKET"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
         if not _BUCKET.fullmatch(value) or ".." in value:
             self.fail(f"{value!r} is not an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens, "
                       "starting and ending with a letter or digit", param, ctx)

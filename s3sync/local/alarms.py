@@ -24,7 +24,7 @@ import datetime as dt
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from s3sync.local import events
 
@@ -205,6 +205,16 @@ def trigger_from_metric_alarm(alarm: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+class _Window(TypedDict):
+    """What a `Transition` gives `events.metric_trigger` and `events.metric_math_trigger` (keyword arguments)."""
+
+    period: int
+    evaluation_periods: int
+    datapoints_to_alarm: int
+    comparison: str
+    threshold: float
+
+
 def to_sns_event(
     transition: Transition,
     *,
@@ -227,7 +237,7 @@ def to_sns_event(
     `metrics` (put_metric_alarm `Metrics` for metric math); `metric_name` + `namespace` (+ `statistic`,
     `dimensions`). Threshold, operator and periods come from the transition.
     """
-    common = {
+    common: _Window = {
         "period": transition.period,
         "evaluation_periods": transition.evaluation_periods,
         "datapoints_to_alarm": transition.datapoints_to_alarm,

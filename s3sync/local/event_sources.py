@@ -13,7 +13,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -35,11 +35,42 @@ from s3sync.local.options import (
 )
 from s3sync.local.streams import StreamReader
 
+if TYPE_CHECKING:
+    from contextlib import ExitStack
+
+    from s3sync.local.cfn import LocalStacks
+    from s3sync.local.iam import CallLedger, Enforcer
+    from s3sync.local.options import LocalOptions, Resources
+
 log = logging.getLogger("s3sync.local")
 
 
 class EventSources:
     """The runner's background loops that stand in for AWS's event sources (each runs on its own thread)."""
+
+    if TYPE_CHECKING:  # LocalRunner's state and methods, which these loops use (for mypy; nothing at run time)
+        options: LocalOptions
+        resources: Resources
+        stacks: LocalStacks
+        iam: CallLedger
+        endpoint_url: str
+        control_key: str
+        source_s3: Any
+        notifications: list[dict[str, Any]]
+        alarm_a: alarms.Alarm
+        alarm_b: alarms.Alarm
+        alarm_a_trigger: dict[str, Any]
+        alarm_b_metrics: list[dict[str, Any]]
+        _stop: threading.Event
+        _stack: ExitStack
+        _errors: list[str]
+        _seen_objects: set[tuple[str, str]]
+        _event_batch: int
+        _event_window: float
+
+        def client(self, service: str) -> Any: ...
+        def invoke(self, name: str, event: dict[str, Any], attempts: int = 3) -> Any: ...
+        def _enforcer(self, component: str, role: Any) -> Enforcer: ...
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:

@@ -109,7 +109,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.proxy.timeout  # idle keep-alive connections and slow clients end
+        # idle keep-alive connections and slow clients end; socketserver reads self.timeout, so a value per
+        # instance works (typeshed declares it a ClassVar)
+        self.timeout = self.server.proxy.timeout  # type: ignore[misc]
         super().setup()
         self._upstream: http.client.HTTPConnection | None = None
 

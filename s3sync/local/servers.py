@@ -141,10 +141,13 @@ def _serialized_dynamodb(base: Any, key: str | None = None) -> Any:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
+    moto_handler: type[Any] | None
     try:
         from moto.moto_server.threaded_moto_server import MotoRequestHandler
+
+        moto_handler = MotoRequestHandler
     except ImportError:  # pragma: no cover - older moto
-        MotoRequestHandler = None  # noqa: N806
+        moto_handler = None
 
     lock = threading.Lock()
 
@@ -156,9 +159,9 @@ def _serialized_dynamodb(base: Any, key: str | None = None) -> Any:
             return app(environ, start_response)
         return wsgi
 
-    handler = _keep_alive_handler(MotoRequestHandler) if MotoRequestHandler else None
+    handler = _keep_alive_handler(moto_handler) if moto_handler else None
 
-    class Server(base):  # type: ignore[misc,valid-type]
+    class Server(base):
         def _server_entry(self) -> None:
             app = serialize(DomainDispatcherApplication(create_backend_app))
             if key:
@@ -183,7 +186,8 @@ def _keep_alive_handler(base: Any) -> Any:
     """
     import io  # noqa: PLC0415
 
-    class KeepAliveHandler(base):  # type: ignore[misc,valid-type]
+    class KeepAliveHandler(base):
+        rfile: io.BufferedIOBase  # as socketserver.StreamRequestHandler declares it (`base` is Any here)
         wbufsize = 64 * 1024
         timeout = 300  # an idle kept-alive connection ends after this (clients reconnect by themselves)
         _keep_alive = False

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from s3sync.local.iam import ROLE_POLICY_ENV
 from s3sync.local.options import project_root
@@ -20,11 +21,35 @@ from s3sync.local.workers import (
     stop_all,
 )
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from s3sync.local.options import LocalOptions, Resources
+    from s3sync.local.workers import TaskLaunch
+
 log = logging.getLogger("s3sync.local")
 
 
 class EcsService:
     """The worker tasks of the service, reconciled with its desired count."""
+
+    if TYPE_CHECKING:  # LocalRunner's state and methods, which the service uses (for mypy; nothing at run time)
+        options: LocalOptions
+        resources: Resources
+        task: TaskLaunch
+        run_id: str
+        state_dir: Path
+        worker_env: dict[str, str]
+        desired_counts: list[int]
+        max_workers_seen: int
+        _workers: list[Worker]
+        _worker_seq: int
+        _scaled: threading.Event
+        _desired: int | None
+        _desired_at: float
+        _pids_written: list[int] | None
+
+        def client(self, service: str) -> Any: ...
 
     def desired_count(self) -> int:
         svc = self.client("ecs").describe_services(cluster=self.resources.cluster,

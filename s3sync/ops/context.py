@@ -14,8 +14,9 @@ Three ways to name them (`resolve`):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import (
     DEFAULT_ECS_STACK,
@@ -28,6 +29,10 @@ from s3sync.contract import (
 from s3sync.errors import UserError
 from s3sync.package import aws_errors
 from s3sync.stacks.common import OPTIONAL_MARK, Exports
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_sqs import SQSClient
 
 LOCAL_PREFIX = "s3sync"
 LOCAL_PART_SIZE_MIB = 8  # `s3sync local`'s default
@@ -144,7 +149,7 @@ def _region(region: str | None, endpoint_url: str | None, profile: str | None = 
     return chosen, source
 
 
-def _stack(cf: Any, name: str, where: str, required: bool = True) -> dict[str, Any] | None:
+def _stack(cf: CloudFormationClient, name: str, where: str, required: bool = True) -> Mapping[str, Any] | None:
     from botocore.exceptions import ClientError
 
     with aws_errors(f"reading stack {name} ({where})"):
@@ -242,7 +247,7 @@ def _local(endpoint_url: str, region: str, prefix: str, profile: str | None = No
                    dest_endpoint_url=endpoint_url, dest_secret_arn=secret_arn, part_size_mib=LOCAL_PART_SIZE_MIB)
 
 
-def _queue_url(sqs: Any, name: str) -> str:
+def _queue_url(sqs: SQSClient, name: str) -> str:
     from botocore.exceptions import ClientError
 
     try:

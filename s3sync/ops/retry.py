@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Status
 from s3sync.errors import UserError
@@ -27,6 +27,10 @@ from s3sync.transfer.errors import MalformedMessage, TransferError
 from s3sync.transfer.ledger import Job, Ledger
 from s3sync.transfer.message import decode
 from s3sync.transfer.reattempt import Reattempter, ReattemptResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 log = logging.getLogger("s3sync.retry")
 
@@ -122,7 +126,7 @@ def do_retry(target: Target, ids: list[str], *, failed: bool = False, dlq: bool 
     return report
 
 
-def redrive_dlq(sqs: Any, dlq_url: str, queue_url: str, ledger: Ledger) -> DlqResult:
+def redrive_dlq(sqs: SQSClient, dlq_url: str, queue_url: str, ledger: Ledger) -> DlqResult:
     """Move the dead-letter queue's useful messages back to the part queue (see the module docstring). Ends when a
     long poll comes back empty and the queue says no message is visible."""
     result = DlqResult()
@@ -135,7 +139,8 @@ def redrive_dlq(sqs: Any, dlq_url: str, queue_url: str, ledger: Ledger) -> DlqRe
             if int(visible["Attributes"]["ApproximateNumberOfMessages"]) == 0:
                 break
             continue
-        move, drop = [], []
+        move: list[MessageTypeDef] = []
+        drop: list[MessageTypeDef] = []
         for m in msgs:
             try:
                 msg = decode(m["Body"])

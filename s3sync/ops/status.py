@@ -244,7 +244,8 @@ def _scan(target: Target, *, failed: bool, stuck: bool, now: float) -> Iterator[
     ser = TypeSerializer()
     ddb = target.client("dynamodb")
     kwargs: dict[str, Any] = {"TableName": target.transfers_table}
-    filters, values = [], {}
+    filters: list[str] = []
+    values: dict[str, str | int] = {}
     if failed:
         filters.append("#s = :failed")
         values[":failed"] = Status.FAILED
@@ -401,12 +402,13 @@ def render(report: StatusReport, console: Any, *, failed: bool = False, stuck: b
         return
     columns = choose_columns(report.rows, console.width)
     table = Table(title=f"s3sync transfers ({report.where})", title_justify="left")
-    right = {"justify": "right", "no_wrap": True}
-    spec = {"object": {"overflow": "fold", "min_width": _OBJECT_MIN, "max_width": _OBJECT_MAX},
-            "status": {"no_wrap": True}, "bytes": right, "parts": right, "ETA": right,
-            "progress": {"min_width": 12, "no_wrap": True}, "rate": right,
-            "detail": {"overflow": "fold"}, "idle": right,
-            "job": {"no_wrap": True}}
+    right: dict[str, Any] = {"justify": "right", "no_wrap": True}
+    spec: dict[str, dict[str, Any]] = {
+        "object": {"overflow": "fold", "min_width": _OBJECT_MIN, "max_width": _OBJECT_MAX},
+        "status": {"no_wrap": True}, "bytes": right, "parts": right, "ETA": right,
+        "progress": {"min_width": 12, "no_wrap": True}, "rate": right,
+        "detail": {"overflow": "fold"}, "idle": right,
+        "job": {"no_wrap": True}}
     for name in columns:
         table.add_column(name, **spec[name])
     styles = {Status.DONE: "green", Status.FAILED: "red", Status.COPYING: "cyan", Status.PLANNED: "yellow",

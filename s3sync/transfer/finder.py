@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Status
 from s3sync.errors import UserError
@@ -46,6 +46,9 @@ from s3sync.transfer.events import ObjectRef
 from s3sync.transfer.ledger import Ledger
 from s3sync.transfer.reattempt import Reattempter
 from s3sync.transfer.splitter import Splitter, job_id_for
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
 
 log = logging.getLogger("s3sync.finder")
 
@@ -311,7 +314,7 @@ class FinderCursor:
     write wins: some keys are then listed twice, or a pass starts later, and none is left out of every pass (the
     finder hands an object over once however often it is listed: the splitter is idempotent)."""
 
-    def __init__(self, ssm: Any, name: str) -> None:
+    def __init__(self, ssm: SSMClient, name: str) -> None:
         self.ssm, self.name = ssm, name
 
     def load(self, bucket: str, prefix: str) -> Position | None:

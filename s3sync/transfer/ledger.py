@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -49,6 +49,9 @@ from s3sync.contract import (
     Status,
 )
 from s3sync.transfer.errors import RetryableError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -196,7 +199,7 @@ class Outcome:
 
 
 class Ledger:
-    def __init__(self, dynamodb: Any, transfers_table: str, parts_table: str) -> None:
+    def __init__(self, dynamodb: DynamoDBClient, transfers_table: str, parts_table: str) -> None:
         self.ddb = dynamodb
         self.transfers = transfers_table
         self.parts_table = parts_table
@@ -332,7 +335,7 @@ class Ledger:
             names["#c"] = ATTENTION_RANGE
             condition += " AND #c <= :before"
         for shard in range(ATTENTION_SHARDS):
-            values = {":a": f"{kind}#{shard}"}
+            values: dict[str, str | int] = {":a": f"{kind}#{shard}"}
             if created_before is not None:
                 values[":before"] = int(created_before)
             kwargs: dict[str, Any] = {"TableName": self.transfers, "IndexName": ATTENTION_INDEX,

@@ -51,8 +51,8 @@ def emf(namespace: str, dimensions: Mapping[str, str], metrics: Mapping[str, tup
             raise ValueError(f"metric {name}: unknown unit {unit!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"metric {name}: value must be a number, got {value!r}")
-    for name, value in dimensions.items():
-        if not isinstance(value, str) or not value:
+    for name, dimension in dimensions.items():
+        if not isinstance(dimension, str) or not dimension:
             raise ValueError(f"dimension {name} must be a non-empty string")
     doc: dict[str, Any] = {
         "_aws": {

@@ -17,10 +17,13 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Status
 from s3sync.transfer.ledger import Job
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
 
 SUMMARY_KEY = "transfers"  # a summary's list of the transfers it reports (each as a single notice's body)
 
@@ -29,7 +32,7 @@ class Notifier:
     """Publishes to the completion topic; without a client or topic (a local run without notifications, tests) it
     sends nothing."""
 
-    def __init__(self, sns: Any | None = None, topic_arn: str = "") -> None:
+    def __init__(self, sns: SNSClient | None = None, topic_arn: str = "") -> None:
         self.sns, self.topic_arn = sns, topic_arn
         self._lock = threading.Lock()
         self._gathered: list[tuple[str, dict[str, Any]]] | None = None  # inside batch(): the DONE notices

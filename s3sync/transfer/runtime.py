@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 import botocore.session
@@ -41,6 +41,14 @@ from s3sync.transfer.settings import Settings
 from s3sync.transfer.splitter import Splitter
 from s3sync.transfer.sweeper import Sweeper
 from s3sync.transfer.worker import Worker
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
+    from mypy_boto3_ssm import SSMClient
 
 _CONTROL = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30,
                   max_pool_connections=32)
@@ -99,6 +107,19 @@ class Runtime:
         self._session = session_for(self.env)
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()  # making clients is not thread-safe; using them is
+
+    @overload
+    def client(self, service: Literal["dynamodb"]) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: Literal["ecs"]) -> ECSClient: ...
+    @overload
+    def client(self, service: Literal["sns"]) -> SNSClient: ...
+    @overload
+    def client(self, service: Literal["sqs"]) -> SQSClient: ...
+    @overload
+    def client(self, service: Literal["ssm"]) -> SSMClient: ...
+    @overload
+    def client(self, service: str) -> Any: ...
 
     def client(self, service: str) -> Any:
         with self._clients_lock:
@@ -182,8 +203,8 @@ class Runtime:
 
     def queue_busy(self) -> bool:
         """Whether the part queue holds any message, visible, delayed or in flight (SQS's approximate counts)."""
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                 "ApproximateNumberOfMessagesDelayed"]
+        names: list[QueueAttributeNameType] = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                                               "ApproximateNumberOfMessagesDelayed"]
         attrs = self.client("sqs").get_queue_attributes(QueueUrl=self.settings.queue_url,
                                                         AttributeNames=names)["Attributes"]
         return any(int(attrs.get(n, 0)) for n in names)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Metric
 from s3sync.transfer.events import AlarmChange
 from s3sync.transfer.metrics import MetricsLogger
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
 
 log = logging.getLogger("s3sync.scaling")
 
@@ -39,7 +42,7 @@ class ScaleResult:
     state: ServiceState | None = None  # the service as seen while scaling; None when it was not looked at
 
 
-def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
+def describe_service(ecs: ECSClient, cluster: str, service: str) -> ServiceState:
     desc = ecs.describe_services(cluster=cluster, services=[service])
     services = desc.get("services") or []
     if not services:
@@ -49,7 +52,7 @@ def describe_service(ecs: Any, cluster: str, service: str) -> ServiceState:
     return ServiceState(int(svc["desiredCount"]), int(svc.get("runningCount", 0)), int(svc.get("pendingCount", 0)))
 
 
-def set_desired_count(ecs: Any, cluster: str, service: str, count: int) -> ScaleResult:
+def set_desired_count(ecs: ECSClient, cluster: str, service: str, count: int) -> ScaleResult:
     state = describe_service(ecs, cluster, service)
     if state.desired == count:
         return ScaleResult(count, False, "already at the desired count", state)
@@ -59,7 +62,7 @@ def set_desired_count(ecs: Any, cluster: str, service: str, count: int) -> Scale
                        ServiceState(count, state.running, state.pending))
 
 
-def ensure_at_least(ecs: Any, cluster: str, service: str, count: int) -> ScaleResult:
+def ensure_at_least(ecs: ECSClient, cluster: str, service: str, count: int) -> ScaleResult:
     """Raise the desired count to `count` if it is lower (work was re-sent while the service sat at zero)."""
     state = describe_service(ecs, cluster, service)
     if state.desired >= count:
@@ -67,7 +70,7 @@ def ensure_at_least(ecs: Any, cluster: str, service: str, count: int) -> ScaleRe
     return set_desired_count(ecs, cluster, service, count)
 
 
-def on_alarms(ecs: Any, cluster: str, service: str, count: int, changes: Iterable[AlarmChange]) -> ScaleResult:
+def on_alarms(ecs: ECSClient, cluster: str, service: str, count: int, changes: Iterable[AlarmChange]) -> ScaleResult:
     """Set the desired count once if any of the delivered alarm changes entered ALARM."""
     entered = [c for c in changes if c.new_state == "ALARM"]
     if not entered:
@@ -75,7 +78,7 @@ def on_alarms(ecs: Any, cluster: str, service: str, count: int, changes: Iterabl
     return set_desired_count(ecs, cluster, service, count)
 
 
-def report_tasks(ecs: Any, cluster: str, service: str, queue_url: str, result: ScaleResult | None = None,
+def report_tasks(ecs: ECSClient, cluster: str, service: str, queue_url: str, result: ScaleResult | None = None,
                  **properties: Any) -> dict[str, Any] | None:
     """Write one EMF line with the service's DesiredTaskCount and RunningTaskCount (namespace and `Queue` dimension
     as the worker's metrics), from `result`'s state or a fresh DescribeServices. Returns the line, or None when it

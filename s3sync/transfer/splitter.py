@@ -48,6 +48,8 @@ from s3sync.transfer.plan import plan
 from s3sync.transfer.settings import Settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
     from s3sync.transfer.newest import Newest
 
 log = logging.getLogger("s3sync.splitter")
@@ -90,7 +92,7 @@ class SplitResult:
 
 
 class Splitter:
-    def __init__(self, *, source: Any, dest: DestClient | Any, sqs: Any, ledger: Ledger, settings: Settings,
+    def __init__(self, *, source: Any, dest: DestClient | Any, sqs: SQSClient, ledger: Ledger, settings: Settings,
                  send_threads: int = 1, notifier: Notifier | None = None, newest: Newest | None = None) -> None:
         self.source, self.sqs, self.ledger = source, sqs, ledger
         self.notifier = notifier or Notifier()  # "transfer complete" for the small objects copied here
