@@ -166,8 +166,14 @@ def test_worker_killed_mid_part_is_recovered(moto_server, tmp_path):
     check_identical(runner, summary, {"big/killed.bin": data})
     lines = [json.loads(line) for f in (tmp_path / "logs").glob("worker-*.log")
              for line in f.read_text().splitlines() if line.startswith("{")]
-    copies_of_2 = [r for r in lines if r["msg"] == "copying part" and r["part"] == 2]
-    assert len(copies_of_2) >= 2 and copies_of_2[-1]["pid"] != killed[0]["pid"]
+    # the part(s) the killed worker had started and not finished are copied again by another worker; which part
+    # that is depends on when the kill lands (on a loaded machine it may land after part 2 was done)
+    dead = killed[0]["pid"]
+    started = {r["part"] for r in lines if r["msg"] == "copying part" and r["pid"] == dead}
+    finished = {r["part"] for r in lines if r["msg"] == "part copied" and r["pid"] == dead}
+    for part in started - finished:
+        assert any(r["msg"] == "part copied" and r["part"] == part and r["pid"] != dead for r in lines), part
+    assert 2 in started
     assert len(list((tmp_path / "logs").glob("worker-*.log"))) >= 2  # the service replaced the dead task
 
 
