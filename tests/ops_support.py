@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,3 +95,22 @@ def put_job(ledger: Ledger, status: str, *, key: str = "k.bin", total: int = 4, 
                                UpdateExpression="SET updated_at = :t, created_at = :c",
                                ExpressionAttributeValues={":t": {"N": str(ts)}, ":c": {"N": str(ts - 10)}})
     return ledger.get_job(job.job_id)  # type: ignore[return-value]
+
+
+def completion_inbox(endpoint_url: str, name: str) -> tuple[str, Callable[[], list[dict[str, Any]]]]:
+    """A completion topic delivering (raw) to a queue: its ARN, and a reader that drains the notices so far."""
+    sns, sqs = make_client("sns", endpoint_url), make_client("sqs", endpoint_url)
+    topic = sns.create_topic(Name=f"{name}-done")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"{name}-inbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+
+    def read() -> list[dict[str, Any]]:
+        out = []
+        while batch := sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", []):
+            for m in batch:
+                out.append(json.loads(m["Body"]))
+                sqs.delete_message(QueueUrl=inbox, ReceiptHandle=m["ReceiptHandle"])
+        return out
+
+    return topic, read

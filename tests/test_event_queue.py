@@ -17,8 +17,7 @@ from s3sync.contract import Env, Status
 from s3sync.local import events
 from s3sync.transfer import logs
 from s3sync.transfer.notify import each_notice
-from tests.conftest import make_client
-from tests.ops_support import System, make_system
+from tests.ops_support import System, completion_inbox, make_system
 
 
 @pytest.fixture
@@ -28,23 +27,11 @@ def splitter_env(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     from functions import _common
 
     sys_ = make_system(moto_server.endpoint_url, dest_prefix="copy/")
-    sns, sqs = make_client("sns", moto_server.endpoint_url), make_client("sqs", moto_server.endpoint_url)
-    topic = sns.create_topic(Name=f"{sys_.src}-done")["TopicArn"]
-    inbox = sqs.create_queue(QueueName=f"{sys_.src}-inbox")["QueueUrl"]
-    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
+    topic, notices = completion_inbox(moto_server.endpoint_url, sys_.src)
     env = {**sys_.target.env(), "AWS_ENDPOINT_URL": moto_server.endpoint_url, Env.COMPLETION_TOPIC_ARN: topic}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     _common.runtime.cache_clear()
-
-    def notices() -> list[dict[str, Any]]:
-        out = []
-        while batch := sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", []):
-            for m in batch:
-                out.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=inbox, ReceiptHandle=m["ReceiptHandle"])
-        return out
 
     yield sys_, notices
     _common.runtime.cache_clear()

@@ -4,8 +4,8 @@ server (source, destination, ledger, topic) with the real Splitter."""
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from s3sync.contract import Status
@@ -14,27 +14,15 @@ from s3sync.transfer.events import ObjectRef
 from s3sync.transfer.notify import Notifier
 from s3sync.transfer.splitter import marker_of, source_metadata
 from tests.conftest import make_client
+from tests.ops_support import completion_inbox
 from tests.test_exactly_once import World
 
 
-def with_topic(w: World, endpoint_url: str) -> list[dict[str, Any]]:
+def with_topic(w: World, endpoint_url: str) -> Callable[[], list[dict[str, Any]]]:
     """A completion topic delivering to a queue; returns a reader of the notices."""
-    sns, sqs = make_client("sns", endpoint_url), make_client("sqs", endpoint_url)
-    topic = sns.create_topic(Name=f"{w.src}-done")["TopicArn"]
-    inbox = sqs.create_queue(QueueName=f"{w.src}-inbox")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-    w.splitter.notifier = Notifier(sns, topic)
-
-    def read() -> list[dict[str, Any]]:
-        out = []
-        while batch := sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", []):
-            for m in batch:
-                out.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=inbox, ReceiptHandle=m["ReceiptHandle"])
-        return out
-
-    return read  # type: ignore[return-value]
+    topic, read = completion_inbox(endpoint_url, w.src)
+    w.splitter.notifier = Notifier(make_client("sns", endpoint_url), topic)
+    return read
 
 
 def test_a_small_object_is_copied_by_the_splitter_verified_and_done(moto_server):
