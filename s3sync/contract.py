@@ -141,12 +141,14 @@ BUCKET_PATTERN: Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 DEFAULT_MAX_TASKS: Final = 10
 DEFAULT_MIN_TASKS: Final = 1
 # Chosen on the emulated cross-border link (bench B4, docs/benchmarks.md "Across the border"), not on loopback: a
-# China path gives each TCP flow a few MB/s (1-4), so filling it takes 50-100 parts in flight. 16 threads x 8 MiB
-# parts reached 0.68 of cn-good's aggregate where 4 x 16 MiB reached 0.40 (same run, medians of 3), and a stalled
-# 8 MiB part costs half the time of a 16 MiB one. Memory: 16 x 8 MiB x 1.25 + 256 = 416 MiB of the 2048 default
-# TaskMemory.
-DEFAULT_PART_SIZE_MIB: Final = 8
-DEFAULT_WORKER_THREADS: Final = 16
+# China path gives each TCP flow a few MB/s (1-4), so filling it takes 50-100 parts in flight, and a small part loses
+# less to a stall. At full size (1 GiB + 8 x 64 MiB, 10 workers, medians of 3, 2026-11-30) 16 threads x 8 MiB reached
+# 0.82 of cn-good's aggregate and 0.67 of cn-evening's, 32 x 5 MiB 0.87 and 0.79. Costs of the smaller part: memory
+# 32 x 5 MiB x 1.25 + 256 = 456 MiB of the 2048 default TaskMemory; objects over 10,000 x 5 MiB (48.8 GiB) get
+# larger parts from the plan (S3's 10,000-part limit); UploadPart requests per TiB 209,716 instead of 131,072, about
+# $1.05 instead of $0.66 at $0.005 per 1,000 PUTs (us-east-1; cn-north-1 prices differ), beside 1 TiB of transfer.
+DEFAULT_PART_SIZE_MIB: Final = 5
+DEFAULT_WORKER_THREADS: Final = 32
 DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a long part copies
 DEFAULT_MAX_RECEIVE_COUNT: Final = 5  # receives before a message goes to the dead-letter queue
 DEFAULT_SCALE_OUT_THRESHOLD: Final = 100  # visible messages that fire alarm A
