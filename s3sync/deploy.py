@@ -31,29 +31,22 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from s3sync.aws import NO_REGION, Clients, aws_errors, client_factory, redact, resolve_region
 from s3sync.contract import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK
 from s3sync.errors import UserError
-from s3sync.package import (
-    DEFAULT_OUT,
-    NO_REGION,
-    PackageResult,
-    aws_errors,
-    check_bucket_name,
-    client_factory,
-    do_package,
-    inline_body,
-    load_template,
-    normalize_prefix,
-    redact,
-    resolve_region,
-    split_parameters,
-)
+from s3sync.package import DEFAULT_OUT, PackageResult, check_bucket_name, do_package, normalize_prefix
+from s3sync.package.templates import inline_body, load_template, split_parameters
 from s3sync.render import STACK_NAME, check_region
 from s3sync.stacks import StackBuilder, StackConfig, render_all, sizes
 from s3sync.stacks.common import SETTINGS_PARAMETER, settings_parameter_name
 from s3sync.stacks.ecs import ssh_problems
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudformation.literals import CapabilityType
+    from mypy_boto3_cloudformation.type_defs import ParameterTypeDef
 
 #: The NoEcho parameters of ecs.yaml and where the CLI takes them from.
 SECRET_PARAMETERS: Mapping[str, str] = {
@@ -106,7 +99,7 @@ def _message(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Message", exc))
 
 
-def stack_state(cf: Any, name: str) -> dict[str, Any] | None:
+def stack_state(cf: CloudFormationClient, name: str) -> Mapping[str, Any] | None:
     """describe_stacks of `name` (or a stack id), None when there is no such (live) stack."""
     from botocore.exceptions import ClientError
 
@@ -147,23 +140,23 @@ def check_deployable(name: str, state: Mapping[str, Any] | None) -> str:
 class EventTail:
     """Prints a stack's events once each, oldest first, as describe_stack_events returns them (newest first)."""
 
-    def __init__(self, cf: Any, stack: str | None, say: Echo) -> None:
+    def __init__(self, cf: CloudFormationClient, stack: str | None, say: Echo) -> None:
         self.cf = cf
         self.stack = stack
         self.say = say
         self.seen: set[str] = set()
         self.failures: list[str] = []
         if stack is not None:  # events of earlier operations are history: never print them
-            self.seen.update(e["EventId"] for e in self._first_page())
+            self.seen.update(e["EventId"] for e in self._first_page(stack))
 
-    def _first_page(self) -> list[dict[str, Any]]:
-        with aws_errors(f"reading the events of {self.stack}"):
-            return list(self.cf.describe_stack_events(StackName=self.stack).get("StackEvents", []))
+    def _first_page(self, stack: str) -> list[Mapping[str, Any]]:
+        with aws_errors(f"reading the events of {stack}"):
+            return list(self.cf.describe_stack_events(StackName=stack).get("StackEvents", []))
 
     def poll(self) -> None:
         if self.stack is None:
             return
-        new: list[dict[str, Any]] = []
+        new: list[Mapping[str, Any]] = []
         token = None
         with aws_errors(f"reading the events of {self.stack}"):
             while True:
@@ -200,8 +193,8 @@ def format_event(event: Mapping[str, Any]) -> str:
 
 
 def wait_for_stack(
-    cf: Any, name: str, stack_id: str, tail: EventTail, poll_s: float, timeout_s: float
-) -> dict[str, Any]:
+    cf: CloudFormationClient, name: str, stack_id: str, tail: EventTail, poll_s: float, timeout_s: float
+) -> Mapping[str, Any]:
     """Poll events and status until the stack leaves every *_IN_PROGRESS state (a waiter that shows events)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -228,12 +221,12 @@ def outputs_of(state: Mapping[str, Any]) -> dict[str, str]:
     return {o["OutputKey"]: o.get("OutputValue", "") for o in state.get("Outputs", [])}
 
 
-def capabilities(document: Mapping[str, Any]) -> list[str]:
+def capabilities(document: Mapping[str, Any]) -> list[CapabilityType]:
     """The acknowledgements the template needs (IAM resources, named ones, macros)."""
     resources = document.get("Resources", {}).values()
     iam = [r for r in resources if str(r.get("Type", "")).startswith("AWS::IAM::")]
     names = ("RoleName", "ManagedPolicyName", "InstanceProfileName", "UserName", "GroupName")
-    caps = ["CAPABILITY_IAM"] if iam else []
+    caps: list[CapabilityType] = ["CAPABILITY_IAM"] if iam else []
     if any(any(n in r.get("Properties", {}) for n in names) for r in iam):
         caps.append("CAPABILITY_NAMED_IAM")
     if "Transform" in document:
@@ -282,8 +275,8 @@ def change_from(raw: Mapping[str, Any]) -> Change:
                   str(rc.get("Replacement", "") or ""), tuple(dict.fromkeys(causes)))
 
 
-def wait_for_change_set(cf: Any, name: str, change_set_id: str, poll_s: float,
-                        timeout_s: float) -> tuple[dict[str, Any], list[Change]]:  # fmt: skip
+def wait_for_change_set(cf: CloudFormationClient, name: str, change_set_id: str, poll_s: float,
+                        timeout_s: float) -> tuple[Mapping[str, Any], list[Change]]:  # fmt: skip
     """describe_change_set until CloudFormation has computed it; (the last description, every change)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -304,7 +297,7 @@ def wait_for_change_set(cf: Any, name: str, change_set_id: str, poll_s: float,
     return desc, [change_from(c) for c in raw if c.get("Type", "Resource") == "Resource"]
 
 
-def _discard(cf: Any, name: str, change_set_id: str, created_stack: bool) -> None:
+def _discard(cf: CloudFormationClient, name: str, change_set_id: str, created_stack: bool) -> None:
     """Delete a change set that will not run, and the empty stack (REVIEW_IN_PROGRESS) a CREATE one made."""
     with aws_errors(f"deleting the change set of {name}"):
         if created_stack:
@@ -313,13 +306,23 @@ def _discard(cf: Any, name: str, change_set_id: str, created_stack: bool) -> Non
             cf.delete_change_set(ChangeSetName=change_set_id)
 
 
+class TemplateSource(TypedDict, total=False):
+    TemplateBody: str
+    TemplateURL: str
+
+
+def _template_source(body: str | None, url: str) -> TemplateSource:
+    """The template inline (TemplateBody) when it fits, else read from S3 (TemplateURL)."""
+    return {"TemplateBody": body} if body is not None else {"TemplateURL": url}
+
+
 def apply_stack(
-    cf: Any,
+    cf: CloudFormationClient,
     name: str,
     state: Mapping[str, Any] | None,
     template_url: str,
-    parameters: list[dict[str, Any]],
-    caps: list[str],
+    parameters: list[ParameterTypeDef],
+    caps: list[CapabilityType],
     say: Echo,
     secrets: tuple[str, ...],
     poll_s: float,
@@ -335,7 +338,7 @@ def apply_stack(
     `confirm` callback the answer is no), execute it (unless not `execute`: then only show it and delete it) and wait
     with the stack's events. A change set with no changes is "no updates", a success."""
     action = check_deployable(name, state)
-    change_set_type = "CREATE" if action == "create" else "UPDATE"
+    change_set_type: Literal["CREATE", "UPDATE"] = "CREATE" if action == "create" else "UPDATE"
     change_set_name = f"s3sync-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     doing = "creating" if action == "create" else "updating"
     say(f"{name}: change set for {doing} ({describe_parameters(parameters, secrets)})")
@@ -345,7 +348,7 @@ def apply_stack(
         try:
             made = cf.create_change_set(
                 StackName=name, ChangeSetName=change_set_name, ChangeSetType=change_set_type,
-                **({"TemplateBody": template_body} if template_body is not None else {"TemplateURL": template_url}),
+                **_template_source(template_body, template_url),
                 Parameters=parameters, Capabilities=caps, Description="s3sync deploy",
             )  # fmt: skip
         except ClientError as exc:
@@ -434,7 +437,7 @@ def check_value(stem: str, name: str, decl: Mapping[str, Any], value: str) -> No
             raise UserError(f"{where}: {shown} is above the maximum {decl['MaxValue']}")
 
 
-def previous_parameters(cf: Any, state: Mapping[str, Any] | None) -> tuple[set[str], set[str]]:
+def previous_parameters(cf: CloudFormationClient, state: Mapping[str, Any] | None) -> tuple[set[str], set[str]]:
     """(all, chosen): the existing stack's parameters, and those whose value was chosen rather than defaulted: with
     no default in the template the stack runs now, or a value other than that default (NoEcho ones, shown as ****,
     always count as chosen).
@@ -467,12 +470,12 @@ def resolve_parameters(
     previous: set[str] = frozenset(),  # type: ignore[assignment]
     chosen: set[str] = frozenset(),  # type: ignore[assignment]
     problems: list[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ParameterTypeDef]:
     """The Parameters of create/update_stack. A given value wins; on an update a parameter keeps its previous value
     when it was chosen (see `previous_parameters`) or the new template has no default for it; otherwise the new
     template's default applies. Every parameter still missing and every value CloudFormation would refuse is a
     problem: appended to `problems` when given (to report them all at once), else raised as one line."""
-    out: list[dict[str, Any]] = []
+    out: list[ParameterTypeDef] = []
     missing = []
     found: list[str] = []
     for name, decl in declared.items():
@@ -497,7 +500,7 @@ def resolve_parameters(
 
 
 def effective_values(
-    declared: Mapping[str, Mapping[str, Any]], params: list[dict[str, Any]], state: Mapping[str, Any] | None
+    declared: Mapping[str, Mapping[str, Any]], params: list[ParameterTypeDef], state: Mapping[str, Any] | None
 ) -> dict[str, str]:
     """The value each parameter will have after the operation: given, previous (UsePreviousValue) or default."""
     previous = {p["ParameterKey"]: str(p.get("ParameterValue", "")) for p in (state or {}).get("Parameters", [])}
@@ -558,7 +561,7 @@ def _say_region(region: str, source: str, say: Echo) -> None:
 
 
 def _clients_for(region: str | None, endpoint_url: str | None, profile: str | None,
-                 say: Echo) -> tuple[str, Callable[[str], Any]]:  # fmt: skip
+                 say: Echo) -> tuple[str, Clients]:  # fmt: skip
     """The region, resolved as every command resolves it (and said), and clients for it."""
     chosen, source = resolve_region(region, profile)
     if not chosen:
@@ -568,7 +571,7 @@ def _clients_for(region: str | None, endpoint_url: str | None, profile: str | No
     return chosen, client_factory(chosen, endpoint_url, profile)
 
 
-def function_code_mismatches(clients: Callable[[str], Any], stack_id: str, zip_sha256_hex: str) -> list[str]:
+def function_code_mismatches(clients: Clients, stack_id: str, zip_sha256_hex: str) -> list[str]:
     """The stack's functions whose code is not the zip that was uploaded (Lambda's CodeSha256 is the base64 of the
     zip's SHA-256): the hash check behind an unversioned code bucket, where the key's object could be replaced
     between the upload and Lambda's read."""
@@ -614,7 +617,7 @@ def do_deploy(
     echo: Echo = print,
     poll_s: float = DEFAULT_POLL_S,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    clients: Callable[[str], Any] | None = None,
+    clients: Clients | None = None,
     config: StackConfig | None = None,
     builders: Mapping[str, type[StackBuilder]] | None = None,
     execute: bool = True,
@@ -775,7 +778,7 @@ def do_destroy(
     echo: Echo = print,
     poll_s: float = DEFAULT_POLL_S,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    clients: Callable[[str], Any] | None = None,
+    clients: Clients | None = None,
     confirm: Callable[[str], bool] | None = None,
 ) -> tuple[StackOutcome, ...]:
     """Delete the Lambda stack, then the ECS stack, each waited for with its events; absent stacks are skipped.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s3sync.errors import UserError
-from s3sync.package import DOCKERFILE
+from s3sync.package.image_context import DOCKERFILE
 
 LOCAL_BASE = "s3sync-base:bookworm"
 BASE_SUITE = "bookworm"

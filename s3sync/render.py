@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from s3sync.aws import resolve_region
 from s3sync.contract import DEFAULT_ECS_STACK, DEFAULT_LAMBDA_STACK
 from s3sync.errors import UserError
 from s3sync.stacks import FORMATS, STACKS, StackBuilder, StackConfig, render_all
@@ -178,8 +179,6 @@ def links_region(template_base_url: str, region: str | None = None,
     found = region_of_url(template_base_url)
     if found:
         return found, "the template URL"
-    from s3sync.package import resolve_region  # noqa: PLC0415 - package imports this module
-
     env, source = resolve_region(None, profile)
     if env:
         return env, source

@@ -208,7 +208,7 @@ _RUNTIME_HEADER = """\
 
 
 def main(argv: list[str]) -> int:
-    from s3sync.package import source_root
+    from s3sync.package.sources import source_root
 
     if not argv:
         print("usage: python -m s3sync.sdk boto3==X.Y.Z [other==V ...]", file=sys.stderr)

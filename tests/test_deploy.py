@@ -599,7 +599,7 @@ def test_implausible_keys_are_refused_for_the_right_reason(fake_aws: SimpleNames
 def test_masking_replaces_only_whole_values_of_a_secret() -> None:
     """Issue 19 item 6: a secret inside another word is not masked (which garbled the text and showed where it
     occurs); the value itself is, wherever it stands alone."""
-    from s3sync.package import redact
+    from s3sync.aws import redact
 
     assert redact("uploading to s3://code-bucket/ DestAccessKeyId=s", ("s",)) == \
         "uploading to s3://code-bucket/ DestAccessKeyId=****"  # fmt: skip

@@ -31,7 +31,8 @@ from s3sync.local.iam import ROLE_POLICY_ENV
 from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner
 from s3sync.local.servers import RcloneS3Server
 from s3sync.local.workers import task_definition
-from s3sync.package import DOCKERFILE, WHEELS_DIR, do_package
+from s3sync.package import do_package
+from s3sync.package.image_context import DOCKERFILE, WHEELS_DIR
 from s3sync.transfer.checksums import multipart_etag, strip_etag
 from tests.conftest import make_client
 

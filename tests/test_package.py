@@ -21,19 +21,11 @@ from s3sync import contract, sdk
 from s3sync.cli import cli
 from s3sync.deploy import check_value
 from s3sync.errors import UserError
-from s3sync.package import (
-    INLINE_TEMPLATE_LIMIT,
-    S3_TEMPLATE_LIMIT,
-    build_zip,
-    do_package,
-    dockerfile_sources,
-    inline_body,
-    lambda_files,
-    load_template,
-    normalize_prefix,
-    sdk_entries,
-    source_root,
-)
+from s3sync.package import do_package, normalize_prefix
+from s3sync.package.image_context import dockerfile_sources
+from s3sync.package.lambda_zip import build_zip, lambda_files, sdk_entries
+from s3sync.package.sources import source_root
+from s3sync.package.templates import INLINE_TEMPLATE_LIMIT, S3_TEMPLATE_LIMIT, inline_body, load_template
 from s3sync.stacks import StackConfig, render_all
 
 ROOT = source_root()

@@ -13,7 +13,7 @@ import tomllib
 
 from s3sync import sdk
 from s3sync.errors import UserError
-from s3sync.package import source_root
+from s3sync.package.sources import source_root
 
 ROOT = source_root()
 LOCK = sdk.read_lock(ROOT / sdk.RUNTIME_LOCK)

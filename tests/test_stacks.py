@@ -161,6 +161,12 @@ def test_a_step_can_be_dropped_or_added_through_steps() -> None:
     assert Ids.BUCKET_POLICY not in doc["Resources"] and Ids.BUCKET in doc["Resources"]
 
 
+def test_a_misspelled_step_fails_when_the_class_is_defined() -> None:
+    with pytest.raises(TypeError, match="NoSuchStep.steps names no method: add_bucket_polcy"):
+        class NoSuchStep(LambdaStack):
+            steps = (*LambdaStack.steps, "add_bucket_polcy")
+
+
 def test_render_all_refuses_unknown_stacks() -> None:
     with pytest.raises(ValueError, match="unknown stacks"):
         render_all(builders={"vpc": EcsStack})

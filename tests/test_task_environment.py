@@ -18,7 +18,8 @@ from s3sync.errors import UserError
 from s3sync.local.iam import ROLE_POLICY_ENV
 from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner
 from s3sync.local.workers import HOST_INHERITED, HOST_ONLY, parse_value_from, task_definition
-from s3sync.package import dockerfile_env, source_root
+from s3sync.package.image_context import dockerfile_env
+from s3sync.package.sources import source_root
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -39,7 +39,7 @@ def _options(*options):
 
 def _parse_params(params: tuple[str, ...]) -> dict[str, str]:
     from s3sync.errors import UserError
-    from s3sync.package import parse_key_values
+    from s3sync.package.templates import parse_key_values
 
     try:
         return parse_key_values(params)

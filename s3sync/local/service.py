@@ -116,6 +116,6 @@ def _image_env() -> dict[str, str]:
         text = (project_root() / "container" / "Dockerfile").read_text(encoding="utf-8")
     except OSError:
         return {}
-    from s3sync.package import dockerfile_env  # noqa: PLC0415
+    from s3sync.package.image_context import dockerfile_env  # noqa: PLC0415
 
     return dockerfile_env(text)

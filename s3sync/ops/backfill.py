@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from s3sync.aws import aws_errors
 from s3sync.errors import UserError
 from s3sync.ops.context import Target
-from s3sync.package import aws_errors
 from s3sync.transfer.errors import TransferError
 from s3sync.transfer.finder import Finder, FindResult
 from s3sync.transfer.reattempt import Reattempter

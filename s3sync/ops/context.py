@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from s3sync.aws import aws_errors
 from s3sync.contract import (
     DEFAULT_ECS_STACK,
     DEFAULT_INLINE_MAX_BYTES,
@@ -27,7 +28,6 @@ from s3sync.contract import (
     Env,
 )
 from s3sync.errors import UserError
-from s3sync.package import aws_errors
 from s3sync.stacks.common import OPTIONAL_MARK, Exports
 
 if TYPE_CHECKING:
@@ -138,8 +138,8 @@ def _unmark(value: str) -> str:
 
 
 def _region(region: str | None, endpoint_url: str | None, profile: str | None = None) -> tuple[str, str]:
-    """(region, where it came from): as every command resolves it (s3sync.package.resolve_region)."""
-    from s3sync.package import NO_REGION, resolve_region
+    """(region, where it came from): as every command resolves it (s3sync.aws.resolve_region)."""
+    from s3sync.aws import NO_REGION, resolve_region  # noqa: PLC0415
 
     chosen, source = resolve_region(region, profile)
     if not chosen:

@@ -18,11 +18,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from s3sync.aws import aws_errors
 from s3sync.contract import Status
 from s3sync.errors import UserError
 from s3sync.ops.context import Target
 from s3sync.ops.status import iter_jobs
-from s3sync.package import aws_errors
 from s3sync.transfer.errors import MalformedMessage, TransferError
 from s3sync.transfer.ledger import Job, Ledger
 from s3sync.transfer.message import decode

@@ -25,10 +25,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from s3sync.aws import aws_errors
 from s3sync.contract import ATTENTION_INDEX, Status
 from s3sync.errors import UserError
 from s3sync.ops.context import Target
-from s3sync.package import aws_errors
 from s3sync.transfer.ledger import Job, Ledger, from_image
 
 #: A table of at most this many jobs is read whole with one Scan page (exact totals, DONE rows); a larger one is read

@@ -220,11 +220,19 @@ class StackBuilder:
     """Runs `steps` (method names) in order on a fresh template; subclass and override one step to customize.
 
     Steps refer to each other only through the logical IDs in `Ids`, so an overridden step keeps the others working
-    as long as it keeps the IDs it is expected to create.
+    as long as it keeps the IDs it is expected to create. Steps are names, not functions, so that a subclass's
+    override of a step is the one called; every name is checked when the class is defined (a misspelled step fails
+    at import, not half-way through a render).
     """
 
     description: ClassVar[str] = ""
     steps: ClassVar[Sequence[str]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrong = [s for s in cls.steps if not callable(getattr(cls, s, None))]
+        if wrong:
+            raise TypeError(f"{cls.__name__}.steps names no method: {', '.join(wrong)}")
 
     def __init__(self, config: StackConfig | None = None) -> None:
         self.cfg = config if config is not None else StackConfig()

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from s3sync.transfer.checksums import content_md5, is_md5_etag, strip_etag
 from s3sync.transfer.encryption import SSE_PARAMS, kms_encrypted
 from s3sync.transfer.errors import RetryableError, classify
 from s3sync.transfer.message import KEPT_HEADERS, PartMessage
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 READ_CHUNK = 1024 * 1024
 REUSE_LIMIT = 256 * 1024 * 1024  # a copy thread keeps its buffer between parts up to this size
@@ -80,7 +84,7 @@ class PartBody:
         return True
 
 
-def read_range(source: Any, msg: PartMessage) -> tuple[bytearray, str]:
+def read_range(source: S3Client, msg: PartMessage) -> tuple[bytearray, str]:
     """GET the message's byte range, pinned to the planned ETag; returns (bytes, md5 hex)."""
     buf = bytearray(msg.size)
     return buf, _read_into(source, msg, buf)
@@ -96,7 +100,7 @@ def _part_buffer(size: int) -> bytearray:
     return buf
 
 
-def _read_into(source: Any, msg: PartMessage, buf: bytearray) -> str:
+def _read_into(source: S3Client, msg: PartMessage, buf: bytearray) -> str:
     """GET the message's byte range (pinned to the planned ETag) into `buf` (exactly msg.size bytes); returns the
     MD5 hex of what was read. A short or long answer is a RetryableError; S3 errors are classified."""
     kwargs: dict[str, Any] = {"Bucket": msg.source_bucket, "Key": msg.source_key, "IfMatch": msg.source_etag}
@@ -162,7 +166,14 @@ def _fill(body: Any, view: memoryview, size: int, digest: Any) -> tuple[int, boo
     return got, extra
 
 
-def _check_etag(resp: dict[str, Any], md5: str, what: str, requested: dict[str, Any] | None = None) -> str:
+def _file(data: bytearray) -> IO[bytes]:
+    """The part buffer as the file object botocore sends (PartBody: read, seek, tell; not an io class, typed as the
+    IO botocore's stubs name)."""
+    return cast("IO[bytes]", PartBody(data))
+
+
+def _check_etag(resp: Mapping[str, Any], md5: str, what: str,
+                requested: Mapping[str, Any] | None = None) -> str:
     """The destination's ETag, which must be the MD5 sent, unless S3 wrote the bytes under a KMS key: such ETags are
     no MD5 (s3sync.transfer.encryption); then Content-MD5, which S3 checked before answering, is the check."""
     etag = strip_etag(resp["ETag"])
@@ -171,15 +182,15 @@ def _check_etag(resp: dict[str, Any], md5: str, what: str, requested: dict[str, 
     return etag
 
 
-def copy_part(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
+def copy_part(source: S3Client, dest: S3Client, msg: PartMessage) -> CopiedPart:
     """Copy one part of a multipart upload."""
-    if msg.whole:
+    if msg.upload_id is None:  # msg.whole
         raise ValueError("copy_part needs a multipart message; use copy_whole")
     data = _part_buffer(msg.size)
     md5 = _read_into(source, msg, data)
     try:
         resp = dest.upload_part(Bucket=msg.dest_bucket, Key=msg.dest_key, UploadId=msg.upload_id,
-                                PartNumber=msg.part_number, Body=PartBody(data),
+                                PartNumber=msg.part_number, Body=_file(data),
                                 ContentMD5=content_md5(md5), ContentLength=msg.size)
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, "destination") from exc
@@ -187,7 +198,7 @@ def copy_part(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
     return CopiedPart(part=msg.part_number, etag=etag, md5=md5, size=msg.size, kms=kms_encrypted(resp))
 
 
-def copy_whole(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
+def copy_whole(source: S3Client, dest: S3Client, msg: PartMessage) -> CopiedPart:
     """Copy an object under the multipart threshold with one GET and one PUT, keeping its headers and metadata."""
     if not msg.whole:
         raise ValueError("copy_whole needs a whole-object message")
@@ -198,7 +209,7 @@ def copy_whole(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
         extra["Metadata"] = msg.headers["Metadata"]
     extra.update({k: msg.headers[k] for k in SSE_PARAMS if msg.headers.get(k)})  # the splitter's choice
     try:
-        resp = dest.put_object(Bucket=msg.dest_bucket, Key=msg.dest_key, Body=PartBody(data),
+        resp = dest.put_object(Bucket=msg.dest_bucket, Key=msg.dest_key, Body=_file(data),
                                ContentMD5=content_md5(md5), ContentLength=msg.size, **extra)
     except Exception as exc:  # noqa: BLE001
         raise classify(exc, "destination") from exc
@@ -206,6 +217,6 @@ def copy_whole(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
     return CopiedPart(part=1, etag=etag, md5=md5, size=msg.size, kms=kms_encrypted(resp, extra))
 
 
-def copy_message(source: Any, dest: Any, msg: PartMessage) -> CopiedPart:
+def copy_message(source: S3Client, dest: S3Client, msg: PartMessage) -> CopiedPart:
     return copy_whole(source, dest, msg) if msg.whole else copy_part(source, dest, msg)
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from s3sync.transfer.endpoints import Endpoint
 from s3sync.transfer.errors import CredentialsError, classify
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger("s3sync.credentials")
 
@@ -24,7 +27,7 @@ T = TypeVar("T")
 class DestClient:
     """Holds the destination S3 client; `call(fn)` runs `fn(client)` and retries once after a rotation."""
 
-    def __init__(self, endpoint: Endpoint, build: Callable[[Endpoint], Any],
+    def __init__(self, endpoint: Endpoint, build: Callable[[Endpoint], S3Client],
                  read_secret: Callable[[], tuple[str, str]] | None = None) -> None:
         self._endpoint = endpoint
         self._build = build
@@ -34,7 +37,7 @@ class DestClient:
         self.rotations = 0
 
     @classmethod
-    def fixed(cls, client: Any) -> DestClient:
+    def fixed(cls, client: S3Client) -> DestClient:
         """A client whose credentials never rotate (tests, benchmarks)."""
         return cls(Endpoint(), lambda _ep: client)
 
@@ -42,7 +45,7 @@ class DestClient:
     def endpoint(self) -> Endpoint:
         return self._endpoint
 
-    def refresh(self, refused: Any = None) -> bool:
+    def refresh(self, refused: S3Client | None = None) -> bool:
         """After `refused` (a client) was refused: True when a client with other credentials is now in place,
         because another thread already swapped it in or because the secret holds new keys (rotated)."""
         if refused is not None and refused is not self.client:

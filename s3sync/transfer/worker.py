@@ -51,10 +51,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import Status
 from s3sync.transfer.copier import CopiedPart, copy_message
@@ -64,6 +64,17 @@ from s3sync.transfer.ledger import NO_UPLOAD, Job, Ledger, Outcome, PartRecord
 from s3sync.transfer.message import PartMessage, decode
 from s3sync.transfer.metrics import MetricsLogger
 from s3sync.transfer.plan import plan
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        DeleteMessageBatchRequestEntryTypeDef,
+    )
+
+#: An SQS message as ReceiveMessage answers it (MessageId, ReceiptHandle, Body, Attributes).
+Message = Mapping[str, Any]
 
 log = logging.getLogger("s3sync.worker")
 
@@ -97,7 +108,7 @@ class _InFlight:
     started_at: float = 0.0
 
 
-def _part_number(m: dict[str, Any]) -> int:
+def _part_number(m: Message) -> int:
     """The part number a message names, for ordering only (0 when unreadable: decode() says why later)."""
     try:
         return int(json.loads(m["Body"])["part"]["n"])
@@ -106,7 +117,8 @@ def _part_number(m: dict[str, Any]) -> int:
 
 
 class Worker:
-    def __init__(self, *, sqs: Any, queue_url: str, ledger: Ledger, source: Any, dest: Any, threads: int = 4,
+    def __init__(self, *, sqs: SQSClient, queue_url: str, ledger: Ledger, source: S3Client,
+                 dest: DestClient | S3Client, threads: int = 4,
                  visibility_timeout: int = 300, wait_seconds: int = 20, stop_grace: float = 20.0,
                  prefetch: int | None = None, delete_every: float = 0.2, park_after: float | None = None,
                  dest_bucket: str = "", prefetch_below: float = 1.0) -> None:
@@ -135,7 +147,7 @@ class Worker:
         self.stats = Stats()
         self.metrics = MetricsLogger.for_queue(queue_url)  # CloudWatch embedded metric format, in the JSON logs
         self._stop = threading.Event()
-        self._work: queue.PriorityQueue[tuple[int, int, dict[str, Any]]] = queue.PriorityQueue()
+        self._work: queue.PriorityQueue[tuple[int, int, Message]] = queue.PriorityQueue()
         self._order = itertools.count()  # ties between equal part numbers: first received, first copied
         self._inflight: dict[str, _InFlight] = {}
         self._progress_at = time.monotonic()  # when a copy last finished (or the worker started)
@@ -282,7 +294,7 @@ class Worker:
                 self._cond.notify_all()
             self._recorder.submit(self._record_then_done, m, then)
 
-    def _record_then_done(self, m: dict[str, Any], then: Callable[[], None]) -> None:
+    def _record_then_done(self, m: Message, then: Callable[[], None]) -> None:
         try:
             then()
         except Exception:  # noqa: BLE001 - the message comes back by itself
@@ -290,14 +302,14 @@ class Worker:
         finally:
             self._done_with(m, recorded=True)
 
-    def _done_with(self, m: dict[str, Any], recorded: bool = False) -> None:
+    def _done_with(self, m: Message, recorded: bool = False) -> None:
         with self._cond:
             self._inflight.pop(m["MessageId"], None)
             if recorded:
                 self._recording -= 1
             self._cond.notify_all()
 
-    def _process(self, m: dict[str, Any]) -> Callable[[], None] | None:
+    def _process(self, m: Message) -> Callable[[], None] | None:
         """Copy the part of message `m`; returns what is left to do off the copy thread (count the part), if any."""
         receives = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         try:
@@ -339,7 +351,7 @@ class Worker:
                 release()
         return record_then_release
 
-    def _copy(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any],
+    def _copy(self, m: Message, msg: PartMessage, ids: dict[str, Any],
               receives: int) -> Callable[[], None] | None:
         job = None if (msg.job_id, msg.attempt) in self._inactive else self._job(msg)
         refusal = "no such job" if job is None and (msg.job_id, msg.attempt) not in self._inactive else None
@@ -421,7 +433,7 @@ class Worker:
             return
         self._fail_job(job, msg, reason)
 
-    def _part_retried(self, m: dict[str, Any], ids: dict[str, Any], receives: int, exc: Exception) -> None:
+    def _part_retried(self, m: Message, ids: dict[str, Any], receives: int, exc: Exception) -> None:
         err = classify(exc, side_of(exc, "ledger"))
         self.stats.add(retries=1)
         delay = min(self.visibility_timeout, 2 ** min(receives, 8))
@@ -429,7 +441,7 @@ class Worker:
                                                    "delay": delay})
         self._retry_later(m, delay)
 
-    def _record(self, m: dict[str, Any], msg: PartMessage, ids: dict[str, Any], receives: int,
+    def _record(self, m: Message, msg: PartMessage, ids: dict[str, Any], receives: int,
                 copied: CopiedPart) -> None:
         """Count an uploaded part (on a recorder thread), then acknowledge its message."""
         try:
@@ -477,7 +489,7 @@ class Worker:
         self.metrics.job_failed(job=msg.job_id)
 
     # --- SQS housekeeping -----------------------------------------------------------------------------------------
-    def _delete(self, m: dict[str, Any]) -> None:
+    def _delete(self, m: Message) -> None:
         with self._deletes_lock:
             self._deletes.append(m["ReceiptHandle"])
             if len(self._deletes) >= 10:
@@ -497,7 +509,9 @@ class Worker:
         with self._deletes_lock:
             receipts, self._deletes = self._deletes, []
         for i in range(0, len(receipts), 10):
-            entries = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts[i:i + 10])]
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts[i:i + 10])]
+            failed: Sequence[Mapping[str, Any]]
             try:
                 resp = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
                 failed = resp.get("Failed") or []
@@ -507,7 +521,7 @@ class Worker:
                 log.warning("could not delete messages; they will be acknowledged again",
                             extra={"count": len(failed), "reason": failed[0].get("Message", "")})
 
-    def _retry_later(self, m: dict[str, Any], delay: int) -> None:
+    def _retry_later(self, m: Message, delay: int) -> None:
         try:
             self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"],
                                                VisibilityTimeout=delay)
@@ -515,8 +529,9 @@ class Worker:
             log.warning("could not reset visibility", extra={"reason": str(exc)})
 
     def _change_visibility(self, items: dict[str, _InFlight], timeout: int) -> None:
-        entries = [{"Id": str(i), "ReceiptHandle": f.receipt, "VisibilityTimeout": timeout}
-                   for i, f in enumerate(items.values())]
+        entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "ReceiptHandle": f.receipt, "VisibilityTimeout": timeout}
+            for i, f in enumerate(items.values())]
         for i in range(0, len(entries), 10):
             try:
                 self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries[i:i + 10])
