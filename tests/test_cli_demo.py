@@ -5,6 +5,7 @@ are not UTF-8, and binary units (issue 19 items 1, 4, 8, 10)."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -21,6 +22,8 @@ from click.testing import CliRunner
 
 from s3sync.cli import cli
 from s3sync.local.demo import SKIP_DANGLING, SKIP_LINK, SKIP_NOT_UTF8, sample_set, samples_from_dir
+from s3sync.local.servers import RcloneS3Server
+from s3sync.transfer.endpoints import Endpoint, s3_client
 
 S3SYNC = str(Path(sys.executable).parent / "s3sync")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -155,6 +158,37 @@ def test_ctrl_c_stops_local_with_its_summary_and_130(tmp_path: Path) -> None:
         clean(term.text)
     finally:
         term.close()
+
+
+@pytest.mark.system
+def test_local_on_a_terminal_shows_one_live_view_and_keeps_the_logs_in_a_file(tmp_path: Path) -> None:
+    objects = {"a/one.bin": os.urandom(7 * MiB + 3), "small.txt": b"small"}
+    with RcloneS3Server() as src:
+        s3 = s3_client(Endpoint("us-east-1", src.endpoint_url, src.access_key_id, src.secret_access_key))
+        s3.create_bucket(Bucket="from-here")
+        for key, data in objects.items():
+            s3.put_object(Bucket="from-here", Key=key, Body=data)
+        term = Terminal("local", "--until-idle", "--timeout", "180", "--source-bucket", "from-here",
+                        "--source-endpoint-url", src.endpoint_url, "--source-access-key-id", src.access_key_id,
+                        "--source-secret-access-key", src.secret_access_key, "--part-size-mib", "5",
+                        "--state-dir", str(tmp_path), columns=150)
+        try:
+            assert term.wait(180) == 0, term.text[-3000:]
+        finally:
+            term.close()
+    text = term.text
+    # a line per object above the bar, the totals, where the logs are; no JSON log line or metric document on screen
+    assert re.search(r"done +a/one\.bin \(7\.0 MiB, 2 part\(s\)\)", text), text[-3000:]
+    assert re.search(r"done +small\.txt \(5 B, copied by the splitter\)", text), text[-3000:]
+    assert re.search(r"\d+/2 objects", text) and "2 done, 0 failed, 0 unfinished" in text
+    assert f"logs:       {tmp_path / 'runner.log'}" in text
+    clean(text)
+    assert '"_aws"' not in text and '{"ts"' not in text
+    # ... they are in the state directory's runner.log: the runner's and the functions' lines, the metrics too
+    records = [json.loads(line) for line in (tmp_path / "runner.log").read_text().splitlines()
+               if line.startswith("{")]
+    assert {"control plane ready", "planned", "done"} <= {r.get("msg") for r in records}
+    assert any("_aws" in r for r in records)
 
 
 def test_ctrl_c_at_a_question_exits_130_not_1() -> None:

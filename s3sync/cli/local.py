@@ -25,8 +25,11 @@ class BucketName(click.ParamType):
 
 
 BUCKET = BucketName()
-PART_SIZE_HELP = "Target part size of multipart copies (the splitter grows it for objects over 10,000 parts)."
-THREADS_HELP = "Copy threads per worker (each holds one part in memory: threads x part size)."
+PART_SIZE_HELP = ("Target part size of multipart copies (the splitter grows it for objects over 10,000 parts). The "
+                  "deployed default is 5 (chosen on a cross-border link); 8 here, where every worker shares one "
+                  "machine's loopback.")
+THREADS_HELP = ("Copy threads per worker (each holds one part in memory: threads x part size). The deployed default "
+                "is 32 (filling a cross-border link); 4 here, on one machine.")
 MAX_TASKS_HELP = "Workers when the queue is deep (the ECS service's MaxTasks)."
 
 
@@ -95,7 +98,12 @@ def _spec(ctx, side, name, endpoint_url, key_id, secret, region):
         help="Stop after this many seconds.")
 @click.option("--duplicate-messages", default=1, show_default=True, type=click.IntRange(1, 10),
               help="Fault injection: deliver every part message this many times.")
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Keep worker logs here.")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Keep the logs here (runner.log: the run's; "
+              "logs/: the workers').")
+@click.option("--log-format", type=click.Choice(["auto", "json"]), default="auto", show_default=True,
+              help="auto: on a terminal one live view (progress, a line per object, scaling, warnings) with the JSON "
+                   "logs in runner.log in the state directory; elsewhere the JSON logs on stderr. json: always the "
+                   "JSON logs on stderr.")
 @click.option("--propagate-deletes", is_flag=True, help="Deleting a source object deletes its copy.")
 @click.option("--worker-image", metavar="IMAGE", help="Run the workers as containers of this image (`s3sync image "
               "build`), with the task definition's environment, user, entry point and stop timeout; default: host "
@@ -124,7 +132,7 @@ def local_command(ctx, **kw) -> None:
         duplicate_messages=kw["duplicate_messages"], propagate_deletes=kw["propagate_deletes"],
         state_dir=Path(kw["state_dir"]) if kw["state_dir"] else None, worker_image=kw["worker_image"] or None,
     )
-    code = run_guarded(do_local, options)
+    code = run_guarded(do_local, options, log_format=kw["log_format"])
     if code:
         raise SystemExit(code)
 

@@ -35,20 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from s3sync.contract import Status
 from s3sync.errors import UserError
+from s3sync.local.live import RUNNER_LOG, LiveView, human_size, log_to
 from s3sync.local.runner import BucketSpec, LocalOptions, LocalRunner, Summary, bucket_client
 from s3sync.local.servers import RcloneS3Server
 from s3sync.transfer.checksums import multipart_etag, strip_etag
@@ -291,23 +282,6 @@ class Interrupts:
         return self.event.is_set()
 
 
-class BinarySpeedColumn(ProgressColumn):
-    """Transfer speed in binary units (MiB/s), as the rest of the demo (rich's own column counts in MB/s)."""
-
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("?" if speed is None else f"{human_size(speed)}/s", style="progress.data.speed")
-
-
-def human_size(n: float) -> str:
-    """Binary units: B, KiB, MiB, GiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
 def do_demo(*, scale_mib: int = 256, from_dir: Path | None = None, max_tasks: int = 2, worker_threads: int = 4,
             part_size_mib: int = 8, console: Console | None = None, state_dir: Path | None = None,
             follow_links: bool = False) -> int:
@@ -339,8 +313,7 @@ def _demo(console: Console, interrupts: Interrupts, samples: list[Sample], total
         src = stack.enter_context(RcloneS3Server())
         dst = stack.enter_context(RcloneS3Server())
         state = keep or Path(stack.enter_context(_tempdir()))
-        log_file = state / "runner.log"
-        _log_to(log_file)
+        log_to(state / RUNNER_LOG)
         options = LocalOptions(
             source=BucketSpec("global-bucket", src.endpoint_url, src.access_key_id, src.secret_access_key),
             dest=BucketSpec("china-bucket", dst.endpoint_url, dst.access_key_id, dst.secret_access_key,
@@ -359,36 +332,11 @@ def _demo(console: Console, interrupts: Interrupts, samples: list[Sample], total
             return EXIT_INTERRUPTED
         interrupts.runner = runner
         started = time.monotonic()
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                      BinarySpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
-            overall = progress.add_task("[bold]all objects", total=total_bytes)
-            per_key: dict[str, TaskID] = {}
-            seen: dict[str, str] = {}  # the status each object was last shown in
-            workers = [0]
-
-            def tick(r: LocalRunner) -> None:
-                done = 0
-                for job in r.jobs():
-                    if job.source_key not in per_key and len(per_key) < 40:
-                        per_key[job.source_key] = progress.add_task(job.source_key[-40:], total=job.size)
-                    moved = job.size if job.status in Status.FINAL else job.done_bytes
-                    done += moved
-                    if job.source_key in per_key:
-                        progress.update(per_key[job.source_key], completed=moved)
-                    if job.status in Status.FINAL and seen.get(job.source_key) != job.status:
-                        seen[job.source_key] = job.status
-                        progress.console.print(_event_line(job), markup=False, highlight=False, soft_wrap=True)
-                progress.update(overall, completed=done)
-                if r.desired_counts and r.desired_counts[-1] != workers[0]:
-                    workers[0] = r.desired_counts[-1]
-                    progress.console.print(f"scaling  the worker service to {workers[0]} task(s)", markup=False,
-                                           highlight=False)
-
+        with LiveView(console, total=total_bytes, object_bars=40) as view:
             if interrupts.interrupted:  # between the upload and here
                 runner.stop()
-            summary = runner.run(on_tick=_throttle(tick, 0.5))
-            progress.update(overall, completed=sum(j.done_bytes if j.status != Status.DONE else j.size
-                                                   for j in summary.jobs))
+            summary = runner.run(on_tick=view.tick)
+            view.update(summary.jobs, runner.desired_counts)
         elapsed = time.monotonic() - started
         if interrupts.interrupted:
             _print_interrupted(console, samples, summary, elapsed, state if keep else None)
@@ -396,14 +344,6 @@ def _demo(console: Console, interrupts: Interrupts, samples: list[Sample], total
         checks = verify(runner, samples, summary)
         _print_summary(console, checks, summary, elapsed, total_bytes, state if keep else None)
         return 0 if summary.ok and all(c.ok for c in checks) else 1
-
-
-def _event_line(job: Any) -> str:
-    """One short line above the bars when an object finishes (the JSON logs go to the log file only)."""
-    if job.status == Status.DONE:
-        how = "copied by the splitter" if job.inline else f"{job.total} part(s)"
-        return f"done     {job.source_key} ({human_size(job.size)}, {how})"
-    return f"{job.status.lower():<8} {job.source_key}: {job.error or 'no reason recorded'}"
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process Ctrl-C stopped
@@ -450,44 +390,6 @@ def _print_summary(console: Console, checks: list[Check], summary: Summary, elap
         f"dead-letter queue: {summary.dlq_messages}. "
         + (f"Logs: {state}" if state else "Keep the logs with --state-dir DIR.")
     )
-
-
-def _throttle(fn: Any, every: float) -> Any:
-    last = [0.0]
-
-    def wrapped(r: LocalRunner) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every:
-            last[0] = now
-            fn(r)
-    return wrapped
-
-
-def _log_to(path: Path) -> None:
-    """Every log line of the run into `path`, none on the screen: the JSON logs, and the functions' metric lines
-    (EMF), whose logger each function sets up again on its own stream (stderr), so they are diverted here."""
-    from s3sync.transfer import logs  # noqa: PLC0415
-    from s3sync.transfer.metrics import LOGGER_NAME  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life (the demo's run)
-    logs.setup(os.environ.get("S3SYNC_LOG_LEVEL", "INFO"), stream=stream)
-    metrics = logging.getLogger(LOGGER_NAME)
-    metrics.filters[:] = [f for f in metrics.filters if not isinstance(f, _Divert)]
-    metrics.addFilter(_Divert(stream))
-
-
-class _Divert(logging.Filter):
-    """Writes a record's line to a stream instead of the logger's own handlers (which it then skips)."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__()
-        self.stream = stream
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.stream.write(f"{record.msg}\n")
-        self.stream.flush()
-        return False
 
 
 def _tempdir() -> Any:

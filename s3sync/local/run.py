@@ -6,7 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 import threading
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -15,6 +19,7 @@ from s3sync.contract import (
     Env,
     Status,
 )
+from s3sync.local.live import RUNNER_LOG, LiveView, log_to
 from s3sync.local.options import (
     CONTROL_KEY_ENV,
     CONTROL_KEY_FILE,
@@ -29,14 +34,25 @@ from s3sync.transfer import logs
 log = logging.getLogger("s3sync.local")
 
 
-def do_local(options: LocalOptions, console: Any = None) -> int:
+def do_local(options: LocalOptions, console: Any = None, *, log_format: str = "auto") -> int:
     """`s3sync local`: say where to upload and how to watch, run until interrupted (or idle), then print what
     happened on stdout. 0 when nothing failed, 1 when something did, 130 when Ctrl-C stopped it (a second Ctrl-C
-    stops at once)."""
+    stops at once).
+
+    On a terminal (log_format "auto"), one live view: a bar of the bytes copied, a line per object finished,
+    scaling and warnings as short lines, and the JSON logs in `runner.log` in the state directory (a new one under
+    the temporary directory, kept, when none is given). Else (log_format "json", or not a terminal) the JSON logs go
+    to stderr as they are written."""
     from rich.console import Console  # noqa: PLC0415
 
     console = console or Console()
-    logs.setup(os.environ.get(Env.LOG_LEVEL, "INFO"))
+    live = log_format == "auto" and console.is_terminal
+    if live:
+        if options.state_dir is None:
+            options = replace(options, state_dir=Path(tempfile.mkdtemp(prefix="s3sync-local-")))
+        log_to(Path(options.state_dir or ".") / RUNNER_LOG)
+    else:
+        logs.setup(os.environ.get(Env.LOG_LEVEL, "INFO"))
     runner = LocalRunner(options)
     interrupted = threading.Event()
 
@@ -46,19 +62,27 @@ def do_local(options: LocalOptions, console: Any = None) -> int:
         interrupted.set()
         runner.stop()
 
-    said: list[bool] = []
+    with LiveView(console, warnings=True) if live else nullcontext() as view:
+        said: list[bool] = []
 
-    def on_tick(r: LocalRunner) -> None:
-        if not said:
-            said.append(True)
-            for line in start_lines(r):
-                console.print(line, markup=False, highlight=False, soft_wrap=True)
+        def on_tick(r: LocalRunner) -> None:
+            if not said:
+                said.append(True)
+                for line in start_lines(r, live):
+                    if view:
+                        view.say(line)
+                    else:
+                        console.print(line, markup=False, highlight=False, soft_wrap=True)
+            if view:
+                view.tick(r)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        summary = runner.run(on_tick=on_tick)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            summary = runner.run(on_tick=on_tick)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if view:
+            view.update(summary.jobs, runner.desired_counts)
     _forget_dest_keys(runner, options)
     print_summary(console, summary, interrupted=interrupted.is_set())
     if interrupted.is_set():
@@ -66,7 +90,7 @@ def do_local(options: LocalOptions, console: Any = None) -> int:
     return 0 if summary.ok else 1
 
 
-def start_lines(runner: LocalRunner) -> list[str]:
+def start_lines(runner: LocalRunner, live: bool = False) -> list[str]:
     """What a person needs once the system is up: where to upload, where the copies go, where the control plane
     is and how to watch it, and where the destination keys are kept."""
     o = runner.options
@@ -82,6 +106,9 @@ def start_lines(runner: LocalRunner) -> list[str]:
         f"  watch:      {watch}s3sync status --endpoint-url {runner.endpoint_url}{where}",
         "  stop:       Ctrl-C (a summary follows)" + ("; it also stops once idle" if o.until_idle else ""),
     ]
+    if live:
+        lines.append(f"  logs:       {runner.state_dir / RUNNER_LOG} (this run's), {runner.state_dir / 'logs'} (the "
+                     "workers')")
     if watch:
         lines.append(f"  note:       the destination keys are in the control plane's secret store "
                      f"({o.name}-dest-credentials) while the run lasts; the control plane answers only requests "
