@@ -5,7 +5,12 @@ in alternating order, per link profile:
   timeout; botocore timeouts and retries of s3sync.transfer.endpoints) with MaxTasks worker processes;
 - pipeline-tuned: the same with the best threads and part size found here (`--tuned-threads`, `--tuned-part-mib`);
 - rclone: `rclone copy` at its defaults;
-- rclone-tuned: `rclone copy` with the best flags found here (`--rclone-tuned-flags`).
+- rclone-tuned: `rclone copy` with the best flags found here (`--rclone-tuned-flags`);
+- ceiling: the engine's copy step alone, in one process: every part of every object (the defaults' part size) on
+  `--b4-ceiling-threads` threads (default MaxTasks x the default threads) calling `s3sync.transfer.copier.copy_part`
+  (ranged GET, MD5, UploadPart with Content-MD5), then CompleteMultipartUpload; no queue, ledger or functions. What
+  the link and the destination server deliver on this machine to a client with that many parts in flight: the
+  figure the pipeline is compared with beside the link's nominal aggregate.
 
 Every byte to the destination (UploadPart, PutObject, and the splitter's and completion's calls) crosses the link;
 the source side is in-region (plain loopback), as ECS workers next to the source bucket are. The link counts every
@@ -21,11 +26,13 @@ than 256 MiB ahead of the lowest unfinished one block, which would measure the l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shlex
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +60,7 @@ from bench.common import (
 from s3sync import contract
 from s3sync.local.link import PROFILES, LinkProcess, LinkProfile
 
-MODES = ["pipeline", "pipeline-tuned", "rclone", "rclone-tuned"]
+MODES = ["pipeline", "pipeline-tuned", "rclone", "rclone-tuned", "ceiling"]
 DEFAULT_RCLONE_TUNED = ("--transfers 16 --checkers 16 --s3-upload-concurrency 16 --s3-chunk-size 16M "
                         "--s3-upload-cutoff 16M --multi-thread-streams 16 --multi-thread-cutoff 64M "
                         "--multi-thread-chunk-size 16M --s3-use-unsigned-payload true")
@@ -78,6 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"pipeline worker processes (default MaxTasks, {contract.DEFAULT_MAX_TASKS})")
     g.add_argument("--tuned-threads", type=int, default=32, help="pipeline-tuned: copy threads per worker (32)")
     g.add_argument("--tuned-part-mib", type=int, default=5, help="pipeline-tuned: part size (5 MiB)")
+    g.add_argument("--b4-ceiling-threads", type=int, default=0,
+                   help="ceiling: copy threads (default b4-workers x the default threads per worker)")
     g.add_argument("--rclone-tuned-flags", default=DEFAULT_RCLONE_TUNED,
                    help=f"rclone-tuned: rclone copy flags ({DEFAULT_RCLONE_TUNED})")
     g.add_argument("--b4-timeout", type=float, default=1800.0, help="a run slower than this has failed (s)")
@@ -184,6 +193,15 @@ def _one_run(args: argparse.Namespace, prof: LinkProfile, link: LinkProcess, mod
                      failed_jobs=pr.failed_jobs, worker_stats=pr.worker_stats, workers=pr.workers,
                      peak_rss_mib=round(pr.peak_rss_mib, 1), settings=settings,
                      control_plane_calls=pr.control_plane.get("total_calls"))
+    elif mode == "ceiling":
+        threads = args.b4_ceiling_threads or args.b4_workers * defaults["threads"]
+        meter = CpuMeter({"rclone_source": src.pid or 0, "rclone_dest": dst.pid or 0, "link": link.pid or 0})
+        try:
+            entry.update(seconds=_ceiling(src, dst, link, data, prefix, defaults["part_mib"] * MiB, threads),
+                         ok=True, detail="")
+        except Exception as exc:  # noqa: BLE001 - a failed run is reported, not fatal
+            entry.update(seconds=float("nan"), ok=False, detail=str(exc)[-500:])
+        entry.update(cpu=meter.stop(), threads=threads)
     else:
         flags = [] if mode == "rclone" else tuned_flags
         env = {**src.rclone_env("src"), **dst.rclone_env("dst")}
@@ -210,6 +228,43 @@ def _one_run(args: argparse.Namespace, prof: LinkProfile, link: LinkProcess, mod
     entry["mb_s"] = total / seconds / MB if seconds == seconds and seconds > 0 else float("nan")
     entry["of_aggregate"] = entry["mb_s"] * MB / prof.aggregate if prof.aggregate else float("nan")
     return entry
+
+
+def _ceiling(src: Rclone, dst: Rclone, link: LinkProcess, data: dict[str, Path], prefix: str, part_size: int,
+             threads: int) -> float:
+    """Seconds to copy every object with the engine's copy step alone (see the module's docstring), each object's
+    ETag checked against the multipart ETag of its parts' MD5s."""
+    from s3sync.transfer.checksums import multipart_etag, strip_etag  # noqa: PLC0415
+    from s3sync.transfer.copier import copy_part  # noqa: PLC0415
+    from s3sync.transfer.endpoints import s3_client  # noqa: PLC0415
+    from s3sync.transfer.message import PartMessage  # noqa: PLC0415
+    from s3sync.transfer.plan import plan  # noqa: PLC0415
+
+    s3_src = src.client(pool=threads)
+    s3_dst = s3_client(dataclasses.replace(dst.endpoint(), endpoint_url=link.endpoint_url),
+                       max_pool_connections=threads)
+    started = time.monotonic()
+    msgs: list[PartMessage] = []
+    for key, path in data.items():
+        size, dest_key = path.stat().st_size, f"{prefix}/{key}"
+        the_plan = plan(size, part_size)
+        etag = s3_src.head_object(Bucket="b4src", Key=key)["ETag"]
+        upload = s3_dst.create_multipart_upload(Bucket="dst", Key=dest_key)["UploadId"]
+        msgs += [PartMessage(job_id="ceiling", source_bucket="b4src", source_key=key, source_etag=etag,
+                             dest_bucket="dst", dest_key=dest_key, part_number=n, total_parts=the_plan.parts,
+                             start=the_plan.byte_range(n)[0], end=the_plan.byte_range(n)[1], upload_id=upload)
+                 for n in range(1, the_plan.parts + 1)]
+    with ThreadPoolExecutor(threads) as pool:
+        copied = list(pool.map(lambda m: (m, copy_part(s3_src, s3_dst, m)), msgs))
+    for key in data:
+        parts = sorted(((m, c) for m, c in copied if m.source_key == key), key=lambda mc: mc[1].part)
+        resp = s3_dst.complete_multipart_upload(
+            Bucket="dst", Key=parts[0][0].dest_key, UploadId=parts[0][0].upload_id or "",
+            MultipartUpload={"Parts": [{"PartNumber": c.part, "ETag": c.etag} for _, c in parts]})
+        expected = multipart_etag([c.md5 for _, c in parts])
+        if strip_etag(resp["ETag"]) != expected:
+            raise RuntimeError(f"ceiling: {key}: destination ETag {resp['ETag']} != {expected}")
+    return time.monotonic() - started
 
 
 def _same(path: Path, md5: str) -> bool:
@@ -248,6 +303,7 @@ def _summarize(runs: list[dict[str, Any]], profiles: list[LinkProfile], modes: l
             "of_aggregate": {m: round(v, 3) for m, v in frac.items()},
             "pipeline_over_rclone": round(ratio(med.get("pipeline", 0), med.get("rclone", 0)), 2),
             "tuned_over_rclone_tuned": round(ratio(med.get("pipeline-tuned", 0), med.get("rclone-tuned", 0)), 2),
+            "pipeline_over_ceiling": round(ratio(med.get("pipeline", 0), med.get("ceiling", 0)), 2),
             "max_sends_per_part": most,
             "by_mode_max_sends_per_part": {m: max((e["link"]["part_copies"]["max_per_part"] for e in mine
                                                    if e["mode"] == m), default=0) for m in modes},
@@ -257,7 +313,8 @@ def _summarize(runs: list[dict[str, Any]], profiles: list[LinkProfile], modes: l
         }
         out[prof.name] = s
         say(f"B4 summary {prof.name}: medians MB/s " + ", ".join(f"{m} {v:.1f} ({frac[m]:.2f})" for m, v in med.items())
-            + f"; pipeline/rclone {s['pipeline_over_rclone']:.2f}, tuned/rclone-tuned "
+            + f"; pipeline/rclone {s['pipeline_over_rclone']:.2f}, pipeline/ceiling {s['pipeline_over_ceiling']:.2f}, "
+            "tuned/rclone-tuned "
             f"{s['tuned_over_rclone_tuned']:.2f}; at most {most} sends of a part; "
             f"{s['pipeline_failed_jobs']} FAILED jobs; median busy {s['busy_cores_median']:.2f} cores")
     return out
