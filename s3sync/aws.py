@@ -16,20 +16,42 @@ from s3sync.errors import UserError
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_ssm import SSMClient
     from mypy_boto3_sts import STSClient
 
 
 class Clients(Protocol):
-    """`service -> boto3 client` (what `client_factory` makes; tests pass their own), typed for what the CLI calls."""
+    """`service -> boto3 client` (what `client_factory` makes, the local runner's `client`; tests pass their own),
+    typed for the services s3sync calls."""
 
     @overload
     def __call__(self, service: Literal["cloudformation"]) -> CloudFormationClient: ...
     @overload
+    def __call__(self, service: Literal["cloudwatch"]) -> CloudWatchClient: ...
+    @overload
+    def __call__(self, service: Literal["dynamodb"]) -> DynamoDBClient: ...
+    @overload
+    def __call__(self, service: Literal["ecs"]) -> ECSClient: ...
+    @overload
     def __call__(self, service: Literal["lambda"]) -> LambdaClient: ...
     @overload
     def __call__(self, service: Literal["s3"]) -> S3Client: ...
+    @overload
+    def __call__(self, service: Literal["secretsmanager"]) -> SecretsManagerClient: ...
+    @overload
+    def __call__(self, service: Literal["sns"]) -> SNSClient: ...
+    @overload
+    def __call__(self, service: Literal["sqs"]) -> SQSClient: ...
+    @overload
+    def __call__(self, service: Literal["ssm"]) -> SSMClient: ...
     @overload
     def __call__(self, service: Literal["sts"]) -> STSClient: ...
     @overload

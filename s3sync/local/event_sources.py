@@ -38,6 +38,11 @@ from s3sync.local.streams import StreamReader
 if TYPE_CHECKING:
     from contextlib import ExitStack
 
+    from mypy_boto3_cloudwatch.type_defs import MetricDataQueryTypeDef
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectTypeDef
+
+    from s3sync.aws import Clients
     from s3sync.local.cfn import LocalStacks
     from s3sync.local.iam import CallLedger, Enforcer
     from s3sync.local.options import LocalOptions, Resources
@@ -55,12 +60,12 @@ class EventSources:
         iam: CallLedger
         endpoint_url: str
         control_key: str
-        source_s3: Any
+        source_s3: S3Client
         notifications: list[dict[str, Any]]
         alarm_a: alarms.Alarm
         alarm_b: alarms.Alarm
         alarm_a_trigger: dict[str, Any]
-        alarm_b_metrics: list[dict[str, Any]]
+        alarm_b_metrics: list[MetricDataQueryTypeDef]
         _stop: threading.Event
         _stack: ExitStack
         _errors: list[str]
@@ -68,7 +73,7 @@ class EventSources:
         _event_batch: int
         _event_window: float
 
-        def client(self, service: str) -> Any: ...
+        client: Clients
         def invoke(self, name: str, event: dict[str, Any], attempts: int = 3) -> Any: ...
         def _enforcer(self, component: str, role: Any) -> Enforcer: ...
 
@@ -155,8 +160,8 @@ class EventSources:
             # big bucket): then at most a tenth of the time goes to listing
             self._stop.wait(max(LIST_EVERY, 9 * listing))
 
-    def _list_source(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _list_source(self) -> list[ObjectTypeDef]:
+        out: list[ObjectTypeDef] = []
         for page in self.source_s3.get_paginator("list_objects_v2").paginate(Bucket=self.options.source.name):
             out.extend(page.get("Contents", []))
         return out

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3sync.contract import (
     DEFAULT_INLINE_MAX_BYTES,
@@ -25,6 +25,9 @@ from s3sync.transfer.encryption import DestEncryption
 from s3sync.transfer.endpoints import Endpoint, s3_client
 from s3sync.transfer.ledger import Job
 from s3sync.transfer.notify import each_notice
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -140,7 +143,7 @@ class LambdaContext:
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-def bucket_client(spec: BucketSpec, control_endpoint_url: str, control_key: str = DUMMY_KEY) -> Any:
+def bucket_client(spec: BucketSpec, control_endpoint_url: str, control_key: str = DUMMY_KEY) -> S3Client:
     """An S3 client for a bucket spec; a spec without its own endpoint lives on the control plane (moto)."""
     if spec.endpoint_url:
         return s3_client(Endpoint(spec.region, spec.endpoint_url, spec.access_key_id, spec.secret_access_key))

@@ -35,12 +35,13 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from s3sync.aws import Clients
 from s3sync.contract import (
     HANDLERS,
     PARTS_HASH_KEY,
@@ -88,6 +89,11 @@ from s3sync.transfer.ledger import Job, Ledger, transfers_table_keys
 from s3sync.transfer.runtime import Runtime
 from s3sync.transfer.splitter import job_id_for
 
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch.type_defs import DimensionTypeDef, MetricDataQueryTypeDef
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.literals import EventType
+
 log = logging.getLogger("s3sync.local")
 
 
@@ -115,6 +121,7 @@ class LocalRunner(EventSources, EcsService):
         self.state_dir = Path("")
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
+        self.client: Clients = self._client  # the control plane's client for a service, typed per service
         self._scaled = threading.Event()  # a scaling handler ran: read the desired count again
         self._desired: int | None = None
         self._desired_at = float("-inf")  # never read: the monotonic clock's origin is arbitrary
@@ -181,9 +188,10 @@ class LocalRunner(EventSources, EcsService):
             self._worker_denials, self._worker_denials_size = CallLedger.read_denials(path), size
         return list(self.iam.denials) + self._worker_denials
 
-    def client(self, service: str) -> Any:
+    def _client(self, service: str) -> Any:
         """One control-plane client per service, shared by the runner's threads (boto3 clients are thread-safe;
-        making one costs tens of milliseconds of CPU, too much for loops that run several times a second)."""
+        making one costs tens of milliseconds of CPU, too much for loops that run several times a second). Called
+        as `self.client(service)`, typed per service (s3sync.aws.Clients)."""
         with self._clients_lock:
             if service not in self._clients:
                 self._clients[service] = boto3.client(
@@ -192,7 +200,7 @@ class LocalRunner(EventSources, EcsService):
                     config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32))
             return self._clients[service]
 
-    def s3(self, spec: BucketSpec) -> Any:
+    def s3(self, spec: BucketSpec) -> S3Client:
         return bucket_client(spec, self.endpoint_url, self.control_key)
 
     # --- setup ----------------------------------------------------------------------------------------------------
@@ -287,11 +295,12 @@ class LocalRunner(EventSources, EcsService):
         r.events_arn = sqs.get_queue_attributes(QueueUrl=r.events_url,
                                                 AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         if not self.options.source.endpoint_url:  # moto's S3 sends its notifications there; other servers are listed
+            events: list[EventType] = ["s3:ObjectCreated:*"]
+            if self.options.propagate_deletes:
+                events.append("s3:ObjectRemoved:*")
             self.source_s3.put_bucket_notification_configuration(
                 Bucket=self.options.source.name,
-                NotificationConfiguration={"QueueConfigurations": [
-                    {"QueueArn": r.events_arn, "Events": ["s3:ObjectCreated:*"]
-                     + (["s3:ObjectRemoved:*"] if self.options.propagate_deletes else [])}]},
+                NotificationConfiguration={"QueueConfigurations": [{"QueueArn": r.events_arn, "Events": events}]},
             )
 
     def _create_service(self, n: str) -> None:
@@ -314,9 +323,9 @@ class LocalRunner(EventSources, EcsService):
         """Stored in moto for the record (it never evaluates them); `_alarm_loop` evaluates the same rules."""
         cw = self.client("cloudwatch")
         queue_name = self.resources.queue_url.rsplit("/", 1)[-1]
-        dims = [{"Name": "QueueName", "Value": queue_name}]
+        dims: list[DimensionTypeDef] = [{"Name": "QueueName", "Value": queue_name}]
 
-        def stat(metric_id: str, metric: str) -> dict[str, Any]:
+        def stat(metric_id: str, metric: str) -> MetricDataQueryTypeDef:
             return {"Id": metric_id, "ReturnData": False, "MetricStat": {
                 "Metric": {"Namespace": "AWS/SQS", "MetricName": metric, "Dimensions": dims},
                 "Period": 60, "Stat": "Maximum"}}
@@ -341,7 +350,7 @@ class LocalRunner(EventSources, EcsService):
                             Metrics=self.alarm_b_metrics)
 
     @staticmethod
-    def _ensure_bucket(s3: Any, spec: BucketSpec) -> None:
+    def _ensure_bucket(s3: S3Client, spec: BucketSpec) -> None:
         try:
             s3.head_bucket(Bucket=spec.name)
             return

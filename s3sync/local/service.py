@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from s3sync.local.iam import ROLE_POLICY_ENV
 from s3sync.local.options import project_root
@@ -24,6 +24,7 @@ from s3sync.local.workers import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from s3sync.aws import Clients
     from s3sync.local.options import LocalOptions, Resources
     from s3sync.local.workers import TaskLaunch
 
@@ -49,7 +50,7 @@ class EcsService:
         _desired_at: float
         _pids_written: list[int] | None
 
-        def client(self, service: str) -> Any: ...
+        client: Clients
 
     def desired_count(self) -> int:
         svc = self.client("ecs").describe_services(cluster=self.resources.cluster,

@@ -21,6 +21,7 @@ from s3sync.transfer.settings import ConfigError
 
 if TYPE_CHECKING:
     from botocore.config import _S3Dict  # botocore-stubs' type of Config(s3=...)
+    from mypy_boto3_s3 import S3Client
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def share_models(session: boto3.session.Session) -> boto3.session.Session:
     return session
 
 
-def s3_client(endpoint: Endpoint, *, max_pool_connections: int = 16) -> Any:
+def s3_client(endpoint: Endpoint, *, max_pool_connections: int = 16) -> S3Client:
     session = share_models(boto3.session.Session(
         aws_access_key_id=endpoint.access_key_id,
         aws_secret_access_key=endpoint.secret_access_key,
