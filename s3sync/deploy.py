@@ -29,6 +29,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -467,8 +468,8 @@ def resolve_parameters(
     stack_name: str,
     declared: Mapping[str, Mapping[str, Any]],
     given: Mapping[str, str],
-    previous: set[str] = frozenset(),  # type: ignore[assignment]
-    chosen: set[str] = frozenset(),  # type: ignore[assignment]
+    previous: AbstractSet[str] = frozenset(),
+    chosen: AbstractSet[str] = frozenset(),
     problems: list[str] | None = None,
 ) -> list[ParameterTypeDef]:
     """The Parameters of create/update_stack. A given value wins; on an update a parameter keeps its previous value

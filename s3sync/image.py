@@ -144,10 +144,11 @@ def build_local_base(tag: str = LOCAL_BASE, *, force: bool = False, mirror: str 
         changes = [arg for change in BASE_CHANGES for arg in ("--change", change)]
         with subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) as tar:
+            assert tar.stdout is not None and tar.stderr is not None  # both are pipes (for mypy)
             imported = subprocess.run(["docker", "import", *changes, "-", tag], stdin=tar.stdout,
                                       capture_output=True, text=True, timeout=600)
-            tar.stdout.close()  # type: ignore[union-attr]
-            tar_err = tar.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
+            tar.stdout.close()
+            tar_err = tar.stderr.read().decode(errors="replace")
         if tar.returncode != 0 or imported.returncode != 0:
             raise UserError(f"importing the base failed: {(tar_err + imported.stderr).strip()[-500:]}")
     finally:

@@ -103,7 +103,7 @@ def do_links(
     """
     check_region(region)
     base = _check_base_url(template_base_url, region)
-    in_china = urlsplit(base).hostname.endswith(".amazonaws.com.cn")  # type: ignore[union-attr]
+    in_china = (urlsplit(base).hostname or "").endswith(".amazonaws.com.cn")
     if in_china != (partition_of(region) == "aws-cn"):
         where = "a China region's S3 (amazonaws.com.cn)" if in_china else "S3 outside China (amazonaws.com)"
         raise UserError(f"the templates are in {where}, but the stacks go to {region}: CloudFormation reads a "

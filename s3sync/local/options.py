@@ -19,6 +19,7 @@ from s3sync.contract import (
     HANDLERS,
     Status,
 )
+from s3sync.errors import UserError
 from s3sync.local.iam import Denial
 from s3sync.stacks import STACKS, StackConfig
 from s3sync.transfer.encryption import DestEncryption
@@ -208,4 +209,7 @@ CONTROL_KEY_FILE = "control-key"  # in the state directory, mode 0600, while the
 
 def project_root() -> Path:
     """The directory from which `container` and `functions` import (the repository, or site-packages)."""
-    return Path(importlib.import_module("container").__file__).resolve().parent.parent  # type: ignore[arg-type]
+    file = importlib.import_module("container").__file__
+    if file is None:  # a namespace package: not how s3sync is installed
+        raise UserError("cannot find the `container` package's directory")
+    return Path(file).resolve().parent.parent

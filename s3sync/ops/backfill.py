@@ -28,7 +28,7 @@ def do_backfill(target: Target, *, prefix: str = "", dry_run: bool = False, size
     splitter = rt.splitter() if not dry_run else None
     reattempter = (Reattempter(ledger=rt.ledger, splitter=splitter, source=rt.source, dest=rt.dest)
                    if splitter else None)
-    finder = Finder(source=rt.source, dest=rt.dest, ledger=rt.ledger, splitter=splitter,  # type: ignore[arg-type]
+    finder = Finder(source=rt.source, dest=rt.dest, ledger=rt.ledger, splitter=splitter,
                     reattempter=reattempter, source_bucket=target.source_bucket, dest_bucket=target.dest_bucket,
                     dest_prefix=target.dest_prefix, threads=threads, size_only=size_only,
                     dest_encryption=rt.settings.dest_encryption)

@@ -22,7 +22,7 @@ attached to the worker's role, so the roles' own policies stay as they are.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from troposphere import (
     Equals,
@@ -47,6 +47,9 @@ from s3sync.contract import Env
 from s3sync.stacks import iam
 from s3sync.stacks.common import FINDER_CURSOR_NAME, FUNCTIONS, Exports, Ids, ecs_setting, import_value
 
+if TYPE_CHECKING:
+    from s3sync.stacks.config import StackConfig
+
 G_OPS = "Operations"
 DELETES_ON = "PropagateDeletesOn"
 FINDER_ON = "FinderOn"
@@ -66,8 +69,16 @@ class OpsIds:
 class OperationsSteps:
     """Mixed into LambdaStack; `add_operations` runs last and does nothing unless `cfg.operations`."""
 
+    if TYPE_CHECKING:  # StackBuilder's state and methods, which these steps use (for mypy; nothing at run time)
+        cfg: StackConfig
+        t: Any  # troposphere.Template (troposphere has no type information)
+
+        def param(self, name: str, group: str, label: str, description: str, **kwargs: Any) -> Any: ...
+        def add(self, resource: Any) -> Any: ...
+        def output(self, name: str, value: Any, description: str, condition: str | None = None) -> Any: ...
+
     def add_operations(self) -> None:
-        if not self.cfg.operations:  # type: ignore[attr-defined]
+        if not self.cfg.operations:
             return
         self.add_operations_parameters()
         self.add_delete_propagation()
@@ -76,35 +87,35 @@ class OperationsSteps:
         self.add_dashboard()
 
     def add_operations_parameters(self) -> None:
-        self.param("PropagateDeletes", G_OPS, "Propagate deletions",  # type: ignore[attr-defined]
+        self.param("PropagateDeletes", G_OPS, "Propagate deletions",
                    "true: deleting a source object deletes its copy in China.",
                    Default="false", AllowedValues=["false", "true"])
-        self.param("FinderSchedule", G_OPS, "Finder schedule",  # type: ignore[attr-defined]
+        self.param("FinderSchedule", G_OPS, "Finder schedule",
                    "e.g. rate(1 day): list both buckets and copy what is missing or differs; empty: off.",
                    Default="", AllowedPattern=r"^((rate|cron)\(.+\))?$",
                    ConstraintDescription="empty, or an EventBridge rate(...) or cron(...) expression")
-        self.param("SourceKmsKeyArn", G_OPS, "Source KMS key ARN",  # type: ignore[attr-defined]
+        self.param("SourceKmsKeyArn", G_OPS, "Source KMS key ARN",
                    "Key of SSE-KMS source objects (the workers may decrypt with it); empty: none.",
                    Default="", AllowedPattern=r"^(arn:[a-z-]+:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+)?$",
                    ConstraintDescription="empty, or a KMS key ARN")
-        t = self.t  # type: ignore[attr-defined]
+        t = self.t
         t.add_condition(DELETES_ON, Equals(Ref("PropagateDeletes"), "true"))
         t.add_condition(FINDER_ON, Not(Equals(Ref("FinderSchedule"), "")))
         t.add_condition(HAS_SOURCE_KEY, Not(Equals(Ref("SourceKmsKeyArn"), "")))
 
     def _invoke_splitter(self, rule_id: str, permission_id: str, condition: str, **rule: Any) -> None:
         splitter = GetAtt(FUNCTIONS["splitter"], "Arn")
-        self.add(events.Rule(rule_id, Condition=condition, Targets=[  # type: ignore[attr-defined]
+        self.add(events.Rule(rule_id, Condition=condition, Targets=[
             events.Target(Id="splitter", Arn=splitter, **rule.pop("target", {}))], **rule))
-        self.add(awslambda.Permission(  # type: ignore[attr-defined]
+        self.add(awslambda.Permission(
             permission_id, Condition=condition, Action="lambda:InvokeFunction", FunctionName=splitter,
             Principal=iam.service_principal("events"), SourceArn=GetAtt(rule_id, "Arn")))
 
     def add_delete_propagation(self) -> None:
         # the splitter acts on deletion events only when this says true, whoever invokes it (s3sync.transfer.admission)
-        splitter = self.t.resources[FUNCTIONS["splitter"]]  # type: ignore[attr-defined]
+        splitter = self.t.resources[FUNCTIONS["splitter"]]
         splitter.Environment.Variables[Env.PROPAGATE_DELETES] = Ref("PropagateDeletes")
-        bucket = self.t.resources[Ids.BUCKET]  # type: ignore[attr-defined]
+        bucket = self.t.resources[Ids.BUCKET]
         bucket.NotificationConfiguration.EventBridgeConfiguration = If(
             DELETES_ON, s3.EventBridgeConfiguration(EventBridgeEnabled=True), NoValue)
         self._invoke_splitter(OpsIds.DELETE_RULE, OpsIds.DELETE_PERMISSION, DELETES_ON, EventPattern={
@@ -117,28 +128,28 @@ class OperationsSteps:
                               ScheduleExpression=Ref("FinderSchedule"), target={"Input": Sub(find)})
         # where the last run stopped: the function overwrites the value (s3sync.transfer.finder.FinderCursor); a
         # stack update leaves it alone unless this resource changes (then the next run starts a new pass)
-        self.add(ssm.Parameter(  # type: ignore[attr-defined]
+        self.add(ssm.Parameter(
             OpsIds.FINDER_CURSOR, Condition=FINDER_ON, Name=Sub(FINDER_CURSOR_NAME), Type="String", Value="{}",
             Description="s3sync: the key after which the scheduled finder's next run lists (JSON; {}: the start)"))
 
     def add_source_key_policy(self) -> None:
-        self.add(ManagedPolicy(OpsIds.SOURCE_KEY_POLICY, Condition=HAS_SOURCE_KEY,  # type: ignore[attr-defined]
+        self.add(ManagedPolicy(OpsIds.SOURCE_KEY_POLICY, Condition=HAS_SOURCE_KEY,
                                Roles=[import_value(Exports.TASK_ROLE_NAME)],
                                PolicyDocument=iam.document([iam.decrypt_via_s3(Ref("SourceKmsKeyArn"))])))
 
     def add_dashboard(self) -> None:
-        insights = self.cfg.container_insights  # type: ignore[attr-defined]
+        insights = self.cfg.container_insights
         names = {"Queue": import_value(Exports.QUEUE_NAME),
                  "Dlq": Select(5, Split(":", import_value(f"{Ids.DLQ}Arn"))),
                  **{fn: Ref(fn) for fn in FUNCTIONS.values()}}
         if insights:  # Container Insights' metrics are per cluster and service
             names.update({"Cluster": import_value(Exports.CLUSTER_NAME), "Service": ecs_setting("ServiceName")})
         body = dashboard_body(container_insights=insights,
-                              tasks_period_s=60 * self.cfg.sweep_every_min)  # type: ignore[attr-defined]
+                              tasks_period_s=60 * self.cfg.sweep_every_min)
         board = cloudwatch.Dashboard(OpsIds.DASHBOARD, DashboardName=Sub("${AWS::StackName}-s3sync"),
                                      DashboardBody=Sub(body, **names))
-        self.add(board)  # type: ignore[attr-defined]
-        self.output(f"{OpsIds.DASHBOARD}Name", Ref(OpsIds.DASHBOARD),  # type: ignore[attr-defined]
+        self.add(board)
+        self.output(f"{OpsIds.DASHBOARD}Name", Ref(OpsIds.DASHBOARD),
                     "CloudWatch dashboard")
 
 

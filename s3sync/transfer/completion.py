@@ -87,9 +87,10 @@ class Completer:
         job = self.ledger.elect_completion(job_id)
         if job is None:
             done = self.ledger.get_job(job_id) if self.newest is not None else None
-            if done is not None and done.status == Status.DONE:  # a record delivered again: the version check again
-                self.newest.keep(done)  # type: ignore[union-attr]  # (it may have failed after DONE: a raise here
+            if done is not None and done.status == Status.DONE and self.newest is not None:
+                # a record delivered again: the version check again (it may have failed after DONE: a raise here
                 # has the record retried)
+                self.newest.keep(done)
             return CompletionResult(job_id, "skipped", "another completion holds it, or it is not ready")
         try:
             parts = self._checked_parts(job)

@@ -141,7 +141,7 @@ class FindResult:
 
 
 class Finder:
-    def __init__(self, *, source: Any, dest: DestClient | Any, ledger: Ledger, splitter: Splitter,
+    def __init__(self, *, source: Any, dest: DestClient | Any, ledger: Ledger, splitter: Splitter | None,
                  reattempter: Reattempter | None, source_bucket: str, dest_bucket: str, dest_prefix: str = "",
                  threads: int = 8, size_only: bool = False,
                  dest_encryption: DestEncryption = DestEncryption()) -> None:
@@ -242,6 +242,8 @@ class Finder:
         return Listed(key, int(head.get("ContentLength", 0)), str(head.get("ETag", "")))
 
     def _split(self, src: Listed) -> str:
+        if self.splitter is None:  # a finder for dry runs only
+            raise ValueError("this finder has no splitter: run it with dry_run=True")
         split = self.splitter.split(ObjectRef(self.source_bucket, src.key, None, src.etag, src.size))
         if split.outcome in ("planned", "resumed"):
             return "enqueued"

@@ -73,13 +73,15 @@ def _need(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: 
     return value
 
 
-def _text(obj: dict[str, Any], name: str, where: str, *, optional: bool = False) -> str | None:
-    if optional and obj.get(name) is None:
-        return None
+def _text(obj: dict[str, Any], name: str, where: str) -> str:
     value = _need(obj, name, str, where)
     if not value:
         raise MalformedMessage(f"{where}.{name} is empty")
     return value
+
+
+def _optional_text(obj: dict[str, Any], name: str, where: str) -> str | None:
+    return None if obj.get(name) is None else _text(obj, name, where)
 
 
 def decode(body: str | bytes) -> PartMessage:
@@ -107,19 +109,19 @@ def decode(body: str | bytes) -> PartMessage:
         raise MalformedMessage(f"part number {number} of {total} is outside 1..10000")
     if start < 0 or end < start - 1:
         raise MalformedMessage(f"byte range {start}-{end} is invalid")
-    upload_id = _text(dst, "upload", "dst", optional=True)
+    upload_id = _optional_text(dst, "upload", "dst")
     if upload_id is None and total != 1:
         raise MalformedMessage("a whole-object copy must have exactly one part")
     return PartMessage(
-        job_id=_text(data, "job", "message"),  # type: ignore[arg-type]
-        source_bucket=_text(src, "bucket", "src"),  # type: ignore[arg-type]
-        source_key=_text(src, "key", "src"),  # type: ignore[arg-type]
-        source_etag=_text(src, "etag", "src"),  # type: ignore[arg-type]
-        source_version=_text(src, "version", "src", optional=True),
-        dest_bucket=_text(dst, "bucket", "dst"),  # type: ignore[arg-type]
-        dest_key=_text(dst, "key", "dst"),  # type: ignore[arg-type]
+        job_id=_text(data, "job", "message"),
+        source_bucket=_text(src, "bucket", "src"),
+        source_key=_text(src, "key", "src"),
+        source_etag=_text(src, "etag", "src"),
+        source_version=_optional_text(src, "version", "src"),
+        dest_bucket=_text(dst, "bucket", "dst"),
+        dest_key=_text(dst, "key", "dst"),
         upload_id=upload_id,
-        attempt=_text(dst, "attempt", "dst"),  # type: ignore[arg-type]
+        attempt=_text(dst, "attempt", "dst"),
         part_number=number,
         total_parts=total,
         start=start,

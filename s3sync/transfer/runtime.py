@@ -168,7 +168,7 @@ class Runtime:
         secrets = self.client("secretsmanager") if arn else None
         pool = max(16, self.settings.worker_threads * 2)
 
-        def read_secret() -> tuple[str, str]:
+        def read_secret() -> tuple[str, str]:  # passed on only when arn is set, and secrets with it (the ignore)
             value = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])  # type: ignore[union-attr]
             return value[SECRET_ACCESS_KEY_ID_FIELD], value[SECRET_SECRET_ACCESS_KEY_FIELD]
 
