@@ -73,7 +73,8 @@ class EventSources:
         _event_batch: int
         _event_window: float
 
-        client: Clients
+        @property
+        def client(self) -> Clients: ...
         def invoke(self, name: str, event: dict[str, Any], attempts: int = 3) -> Any: ...
         def _enforcer(self, component: str, role: Any) -> Enforcer: ...
 

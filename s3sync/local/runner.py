@@ -121,7 +121,6 @@ class LocalRunner(EventSources, EcsService):
         self.state_dir = Path("")
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
-        self.client: Clients = self._client  # the control plane's client for a service, typed per service
         self._scaled = threading.Event()  # a scaling handler ran: read the desired count again
         self._desired: int | None = None
         self._desired_at = float("-inf")  # never read: the monotonic clock's origin is arbitrary
@@ -188,10 +187,15 @@ class LocalRunner(EventSources, EcsService):
             self._worker_denials, self._worker_denials_size = CallLedger.read_denials(path), size
         return list(self.iam.denials) + self._worker_denials
 
+    @property
+    def client(self) -> Clients:
+        """The control plane's client for a service: `self.client("sqs")`, typed per service (a property, not an
+        attribute, so that a subclass may override `_client` or `client` itself)."""
+        return self._client
+
     def _client(self, service: str) -> Any:
         """One control-plane client per service, shared by the runner's threads (boto3 clients are thread-safe;
-        making one costs tens of milliseconds of CPU, too much for loops that run several times a second). Called
-        as `self.client(service)`, typed per service (s3sync.aws.Clients)."""
+        making one costs tens of milliseconds of CPU, too much for loops that run several times a second)."""
         with self._clients_lock:
             if service not in self._clients:
                 self._clients[service] = boto3.client(

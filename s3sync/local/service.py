@@ -50,7 +50,8 @@ class EcsService:
         _desired_at: float
         _pids_written: list[int] | None
 
-        client: Clients
+        @property
+        def client(self) -> Clients: ...
 
     def desired_count(self) -> int:
         svc = self.client("ecs").describe_services(cluster=self.resources.cluster,
