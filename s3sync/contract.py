@@ -142,11 +142,14 @@ DEFAULT_MAX_TASKS: Final = 10
 DEFAULT_MIN_TASKS: Final = 1
 # Chosen on the emulated cross-border link (bench B4, docs/benchmarks.md "Across the border"), not on loopback: a
 # China path gives each TCP flow a few MB/s (1-4), so filling it takes 50-100 parts in flight, and a small part loses
-# less to a stall. At full size (1 GiB + 8 x 64 MiB, 10 workers, medians of 3, 2026-11-30) 16 threads x 8 MiB reached
-# 0.82 of cn-good's aggregate and 0.67 of cn-evening's, 32 x 5 MiB 0.87 and 0.79. Costs of the smaller part: memory
-# 32 x 5 MiB x 1.25 + 256 = 456 MiB of the 2048 default TaskMemory; objects over 10,000 x 5 MiB (48.8 GiB) get
-# larger parts from the plan (S3's 10,000-part limit); UploadPart requests per TiB 209,716 instead of 131,072, about
-# $1.05 instead of $0.66 at $0.005 per 1,000 PUTs (us-east-1; cn-north-1 prices differ), beside 1 TiB of transfer.
+# less to a stall. At full size (1 GiB + 8 x 64 MiB, 10 workers, medians of 3, same run, 2026-12-01) 32 threads x
+# 5 MiB reached 0.85 of cn-good's aggregate and 0.80 of cn-evening's, 16 x 8 MiB 0.82 and 0.66.
+# Costs of the smaller part: memory 32 x 5 MiB x 1.25 + 256 = 456 MiB of the 2048 default TaskMemory. Objects over
+# 10,000 x 5 MiB (48.8 GiB) get larger parts from the plan ("Maximum number of parts per upload: 10,000. Part size:
+# 5 MiB to 5 GiB", https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html), and past about 430 GiB those
+# no longer fit 32 at a time in 2048 MiB (docs/deploy.md). UploadPart requests per TiB 209,716 instead of 131,072,
+# about $1.05 instead of $0.66 at $0.005 per 1,000 PUTs (us-east-1; cn-north-1 prices differ), beside 1 TiB of
+# transfer.
 DEFAULT_PART_SIZE_MIB: Final = 5
 DEFAULT_WORKER_THREADS: Final = 32
 DEFAULT_VISIBILITY_TIMEOUT: Final = 300  # seconds; workers extend it while a long part copies
